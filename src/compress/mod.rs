@@ -1,0 +1,1 @@
+//! The compression library: message policy, protected spans, selection and caching. No HTTP here.

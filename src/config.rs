@@ -1,0 +1,1 @@
+//! Configuration: defaults, then `proxy.toml`, then `LINGUA_PROXY_*` env vars, then CLI flags.

@@ -1,0 +1,45 @@
+//! The seam between the HTTP server and request rewriting (compression).
+//!
+//! The server parses `POST /v1/chat/completions` bodies and hands them to a [`ChatHook`]; the hook
+//! returns the body to forward (or `None` to forward the original bytes untouched) plus response
+//! headers to add. The server never looks inside the result.
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// An intercepted chat-completion request.
+#[derive(Debug, Clone)]
+pub struct ChatRequest {
+    /// The exact bytes the client sent.
+    pub raw: Bytes,
+    /// The parsed body (unknown fields included, key order preserved).
+    pub json: serde_json::Value,
+    /// The client's request headers (already stripped of hop-by-hop headers).
+    pub headers: HeaderMap,
+}
+
+/// What the hook decided.
+#[derive(Debug, Default)]
+pub struct HookOutcome {
+    /// The body to forward; `None` forwards the client's original bytes.
+    pub body: Option<Bytes>,
+    /// Headers added to the response sent to the client.
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Rewrites intercepted chat-completion requests. Implementations must never fail the request:
+/// on any internal problem they return `HookOutcome::default()` (forward the original).
+pub trait ChatHook: Send + Sync + 'static {
+    fn on_chat_request(&self, req: ChatRequest) -> BoxFuture<'static, HookOutcome>;
+}
+
+/// The identity hook: forwards every request unchanged.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Passthrough;
+
+impl ChatHook for Passthrough {
+    fn on_chat_request(&self, _req: ChatRequest) -> BoxFuture<'static, HookOutcome> {
+        Box::pin(async { HookOutcome::default() })
+    }
+}

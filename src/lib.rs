@@ -1,0 +1,11 @@
+//! lingua-proxy: an OpenAI-compatible reverse proxy that compresses prompts with LLMLingua-2.
+//!
+//! Data flows one way: request → policy ([`compress`]) → scorer ([`scorer`]) → selection →
+//! rewritten request → upstream → streamed response ([`server`]). The server knows nothing about
+//! scoring; it only calls the [`hook::ChatHook`] seam.
+
+pub mod compress;
+pub mod config;
+pub mod hook;
+pub mod scorer;
+pub mod server;

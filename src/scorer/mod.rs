@@ -1,0 +1,52 @@
+//! Scorers turn chunks of text into per-token keep probabilities.
+//!
+//! The LLMLingua-2-style selection (`crate::compress::lingua2`) is generic over [`Scorer`], so the
+//! neural LLMLingua-2 token classifier and the embedded heuristic scorer go through the very same
+//! word-level percentile selection, and a budget means the same thing whichever scorer runs.
+
+use thiserror::Error;
+
+/// How sub-word tokens mark word boundaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WordStyle {
+    /// BERT WordPiece: continuation pieces start with `##`.
+    WordPiece,
+    /// SentencePiece/Metaspace (XLM-R): word-initial pieces start with `▁`.
+    Metaspace,
+}
+
+/// One chunk as the model saw it: token strings (special tokens included, in order) and the
+/// probability that each token is worth keeping (softmax class 1).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScoredChunk {
+    pub tokens: Vec<String>,
+    pub probs: Vec<f32>,
+}
+
+#[derive(Debug, Error)]
+pub enum ScorerError {
+    #[error("tokenizer error: {0}")]
+    Tokenizer(String),
+    #[error("model error: {0}")]
+    Model(String),
+    #[error("scorer queue is full")]
+    Overloaded,
+    #[error("scorer is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A token-level keep-probability model plus the tokenizer glue the selection needs.
+pub trait Scorer: Send + Sync {
+    /// Stable identifier of everything that changes the output (model weights digest,
+    /// precision, scorer version). Used in cache keys.
+    fn id(&self) -> &str;
+    fn word_style(&self) -> WordStyle;
+    /// `tokenizer.tokenize(text)`: token strings, no special tokens; `[NEW0]`…`[NEW99]` are atomic.
+    fn tokenize(&self, text: &str) -> Result<Vec<String>, ScorerError>;
+    /// `convert_tokens_to_string`: the tokenizer's decoder applied to token strings.
+    fn tokens_to_string(&self, tokens: &[String]) -> String;
+    /// Whether `token` is one of the tokenizer's special tokens (dropped before word merging).
+    fn is_special(&self, token: &str) -> bool;
+    /// Scores every chunk string (re-tokenised as the reference does).
+    fn score_chunks(&self, chunks: &[String]) -> Result<Vec<ScoredChunk>, ScorerError>;
+}

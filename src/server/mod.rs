@@ -1,0 +1,1 @@
+//! The HTTP side: hyper service, routing, passthrough, SSE and OpenAI-shaped errors.
