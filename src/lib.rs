@@ -7,5 +7,7 @@
 pub mod compress;
 pub mod config;
 pub mod hook;
+pub mod mock;
 pub mod scorer;
 pub mod server;
+pub mod tokens;
