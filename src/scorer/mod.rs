@@ -6,6 +6,8 @@
 
 use thiserror::Error;
 
+pub mod heuristic;
+
 /// How sub-word tokens mark word boundaries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WordStyle {
