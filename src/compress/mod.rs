@@ -4,6 +4,7 @@ pub mod cache;
 pub mod compressor;
 pub mod config;
 pub mod conversation;
+pub mod lingua2;
 pub mod policy;
 pub mod spans;
 pub mod tokens;
