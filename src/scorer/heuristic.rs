@@ -4,7 +4,8 @@
 //! with the unigram probability `p(w)` estimated from the word's cl100k BPE merge ranks (a
 //! Zipf estimate: BPE merges are learnt in order of pair frequency, so a low token id means a
 //! frequent string, `p(rank) ≈ 1 / (rank · H)`). Words repeated within the text are discounted,
-//! digits, negations, newlines and likely names (capitalised mid-sentence, acronyms) are kept.
+//! digits, negations, newlines, list markers at the start of a line and likely names (capitalised
+//! mid-sentence, acronyms) are kept.
 //! The probabilities then go through the same word-level percentile selection as LLMLingua-2.
 //!
 //! Tokenisation is word-level and Metaspace-style: a token that follows whitespace starts with
@@ -196,11 +197,17 @@ impl HeuristicScorer {
         for tokens in chunks {
             let mut probs = Vec::with_capacity(tokens.len());
             let mut sentence_start = true;
+            let mut line_start = true;
             for t in tokens {
                 let pure = t.trim_start_matches(META);
                 let first = pure.chars().next();
+                let at_line_start = std::mem::replace(&mut line_start, false);
                 let p: f64 = if pure.is_empty() || pure.starts_with(['\n', '\r']) {
                     sentence_start = true;
+                    line_start = true;
+                    1.0
+                } else if at_line_start && first.is_some_and(|c| !c.is_alphanumeric()) {
+                    // list markers and headings ("-", "*", "#", ">") keep the layout readable
                     1.0
                 } else if PLACEHOLDER.is_match(pure) || pure == crate::compress::spans::SPAN_MARKER
                 {
