@@ -4,8 +4,10 @@
 //! rewritten request → upstream → streamed response ([`server`]). The server knows nothing about
 //! scoring; it only calls the [`hook::ChatHook`] seam.
 
+pub mod cli;
 pub mod compress;
 pub mod config;
 pub mod hook;
+pub mod pipeline;
 pub mod scorer;
 pub mod server;
