@@ -1,1 +1,432 @@
-//! Configuration: defaults, then `proxy.toml`, then `LINGUA_PROXY_*` env vars, then CLI flags.
+//! Configuration: built-in defaults, then the TOML file, then `LINGUA_PROXY_*` environment
+//! variables (`__` separates nesting levels), then command-line flags.
+//!
+//! Every key is documented in `proxy.toml` and README's configuration reference. Loading validates
+//! every value and names the offending key in its error, before anything listens.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Prefix of the environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "LINGUA_PROXY_";
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("configuration file {path}: {message}")]
+    Missing { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Figment(String),
+    #[error("invalid configuration: key `{key}`: {message} (expected {expected})")]
+    Invalid {
+        key: String,
+        message: String,
+        expected: &'static str,
+    },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, message: impl Into<String>, expected: &'static str) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            message: message.into(),
+            expected,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the proxy listens on.
+    pub listen: String,
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    pub max_body_bytes: u64,
+    /// How long in-flight requests and streams may run after SIGINT/SIGTERM.
+    pub shutdown_grace_ms: u64,
+    pub upstream: UpstreamConfig,
+    pub auth: AuthConfig,
+    pub routes: Vec<RouteConfig>,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 32 * 1024 * 1024,
+            shutdown_grace_ms: 30_000,
+            upstream: UpstreamConfig::default(),
+            auth: AuthConfig::default(),
+            routes: Vec::new(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Base URL requests are forwarded to: `/v1/<rest>` goes to `<base_url>/<rest>`.
+    pub base_url: String,
+    /// Name of an environment variable holding the upstream API key. When set, its value
+    /// replaces the client's `Authorization` header; otherwise the client's header passes through.
+    pub api_key_env: Option<String>,
+    /// TCP + TLS connect timeout.
+    pub connect_timeout_ms: u64,
+    /// Time allowed until the upstream's response headers arrive.
+    pub first_byte_timeout_ms: u64,
+    /// Longest silence allowed while reading a response body (no total timeout on streams).
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.openai.com/v1".into(),
+            api_key_env: None,
+            connect_timeout_ms: 10_000,
+            first_byte_timeout_ms: 600_000,
+            idle_timeout_ms: 300_000,
+        }
+    }
+}
+
+/// Optional proxy credentials clients must present.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Environment variable holding a comma-separated list of accepted proxy keys.
+    pub keys_env: Option<String>,
+    /// File with one accepted proxy key per line (`#` starts a comment).
+    pub keys_file: Option<PathBuf>,
+}
+
+/// Chooses another upstream by the request's `model` field; the first match wins.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub model_prefix: String,
+    pub base_url: String,
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `lingua_proxy=debug`, ...); `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Command-line overrides, applied last.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub upstream: Option<String>,
+}
+
+impl Config {
+    /// Loads defaults, then `file` (required to exist when given), then the environment, then
+    /// `overrides`, and validates the result.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, overrides, Env::prefixed(ENV_PREFIX).split("__"))
+    }
+
+    /// Like [`Config::load`] with an explicit environment provider (tests use this).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        overrides: &Overrides,
+        env: Env,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::Missing {
+                    path: path.to_owned(),
+                    message: "no such file".into(),
+                });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(env);
+        if let Some(listen) = &overrides.listen {
+            figment = figment.merge(Serialized::default("listen", listen));
+        }
+        if let Some(upstream) = &overrides.upstream {
+            figment = figment.merge(Serialized::default("upstream.base_url", upstream));
+        }
+        let config: Config = figment.extract().map_err(|e| {
+            let messages: Vec<String> = e.into_iter().map(|e| describe_figment(&e)).collect();
+            ConfigError::Figment(messages.join("; "))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values serde cannot: addresses, URLs, ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::invalid(
+                "max_body_bytes",
+                "must be positive",
+                "a number of bytes > 0",
+            ));
+        }
+        validate_base_url("upstream.base_url", &self.upstream.base_url)?;
+        for (key, value) in [
+            (
+                "upstream.connect_timeout_ms",
+                self.upstream.connect_timeout_ms,
+            ),
+            (
+                "upstream.first_byte_timeout_ms",
+                self.upstream.first_byte_timeout_ms,
+            ),
+            ("upstream.idle_timeout_ms", self.upstream.idle_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(
+                    key,
+                    "must be positive",
+                    "milliseconds > 0",
+                ));
+            }
+        }
+        validate_env_name("upstream.api_key_env", self.upstream.api_key_env.as_deref())?;
+        validate_env_name("auth.keys_env", self.auth.keys_env.as_deref())?;
+        for (i, route) in self.routes.iter().enumerate() {
+            validate_base_url(&format!("routes[{i}].base_url"), &route.base_url)?;
+            validate_env_name(
+                &format!("routes[{i}].api_key_env"),
+                route.api_key_env.as_deref(),
+            )?;
+            if route.model_prefix.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("routes[{i}].model_prefix"),
+                    "is empty",
+                    "a non-empty model name prefix",
+                ));
+            }
+        }
+        if self.auth.keys_env.is_some() || self.auth.keys_file.is_some() {
+            // With proxy auth the client's key is a proxy key, never an upstream key, so
+            // every upstream needs its own.
+            if self.upstream.api_key_env.is_none() {
+                return Err(ConfigError::invalid(
+                    "upstream.api_key_env",
+                    "must be set when [auth] proxy keys are configured",
+                    "the name of an environment variable holding the upstream key",
+                ));
+            }
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
+            ConfigError::invalid(
+                "log.level",
+                e.to_string(),
+                "a tracing filter such as `info`",
+            )
+        })?;
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| {
+            ConfigError::invalid(
+                "listen",
+                format!("`{}` is not a socket address", self.listen),
+                "HOST:PORT such as 127.0.0.1:8080",
+            )
+        })
+    }
+}
+
+fn validate_base_url(key: &str, value: &str) -> Result<(), ConfigError> {
+    let ok = match value.parse::<http::Uri>() {
+        Ok(uri) => {
+            matches!(uri.scheme_str(), Some("http" | "https"))
+                && uri.host().is_some()
+                && uri.query().is_none()
+        }
+        Err(_) => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            format!("`{value}` is not a usable base URL"),
+            "an http:// or https:// URL without a query, e.g. https://api.openai.com/v1",
+        ))
+    }
+}
+
+fn validate_env_name(key: &str, value: Option<&str>) -> Result<(), ConfigError> {
+    match value {
+        Some(name)
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+        {
+            Err(ConfigError::invalid(
+                key,
+                format!("`{name}` is not an environment variable name"),
+                "a variable name such as OPENAI_API_KEY",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Renders a figment error as "key `a.b`: message (in source)".
+fn describe_figment(e: &figment::Error) -> String {
+    let key = if e.path.is_empty() {
+        None
+    } else {
+        Some(e.path.join("."))
+    };
+    let source = e
+        .metadata
+        .as_ref()
+        .map(|m| match &m.source {
+            Some(src) => format!(" (from {} {src})", m.name),
+            None => format!(" (from {})", m.name),
+        })
+        .unwrap_or_default();
+    match key {
+        Some(key) => format!("key `{key}`: {}{source}", e.kind),
+        None => format!("{}{source}", e.kind),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(contents: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(contents.as_bytes()).unwrap();
+        f
+    }
+
+    fn no_env() -> Env {
+        Env::prefixed("LINGUA_PROXY_TEST_UNUSED_PREFIX_")
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load_with_env(None, &Overrides::default(), no_env()).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.listen, "127.0.0.1:8080");
+        assert_eq!(c.max_body_bytes, 32 * 1024 * 1024);
+    }
+
+    #[test]
+    fn layering_file_env_flags() {
+        let f = write(
+            "listen = \"127.0.0.1:9000\"\nmax_body_bytes = 1000\n[upstream]\nbase_url = \"http://a.example/v1\"\n",
+        );
+        let c = Config::load_with_env(Some(f.path()), &Overrides::default(), no_env()).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9000");
+        assert_eq!(c.upstream.base_url, "http://a.example/v1");
+
+        // SAFETY-free: figment's Env reads a snapshot; use a unique prefix to stay isolated.
+        let prefix = "LINGUA_PROXY_T1_";
+        let env = Env::prefixed(prefix).split("__");
+        // Env values come from the process environment.
+        // SAFETY: tests in this module use unique variable names.
+        unsafe {
+            std::env::set_var(format!("{prefix}UPSTREAM__BASE_URL"), "http://b.example/v1");
+            std::env::set_var(format!("{prefix}MAX_BODY_BYTES"), "2000");
+        }
+        let c = Config::load_with_env(Some(f.path()), &Overrides::default(), env).unwrap();
+        assert_eq!(c.upstream.base_url, "http://b.example/v1");
+        assert_eq!(c.max_body_bytes, 2000);
+
+        let env = Env::prefixed(prefix).split("__");
+        let flags = Overrides {
+            listen: Some("127.0.0.1:9100".into()),
+            upstream: Some("http://c.example".into()),
+        };
+        let c = Config::load_with_env(Some(f.path()), &flags, env).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9100");
+        assert_eq!(c.upstream.base_url, "http://c.example");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let f = write("max_body_bytes = \"lots\"\n");
+        let e = Config::load_with_env(Some(f.path()), &Overrides::default(), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_body_bytes"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let f = write("[upstream]\nbase_ur = \"http://x\"\n");
+        let e = Config::load_with_env(Some(f.path()), &Overrides::default(), no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("base_ur"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (toml, key) in [
+            ("listen = \"nowhere\"\n", "listen"),
+            ("[upstream]\nbase_url = \"ftp://x\"\n", "upstream.base_url"),
+            (
+                "[upstream]\nidle_timeout_ms = 0\n",
+                "upstream.idle_timeout_ms",
+            ),
+            (
+                "[[routes]]\nmodel_prefix = \"gpt\"\nbase_url = \"nope\"\n",
+                "routes[0].base_url",
+            ),
+            ("[auth]\nkeys_env = \"KEYS\"\n", "upstream.api_key_env"),
+            ("[log]\nformat = \"xml\"\n", "log.format"),
+        ] {
+            let f = write(toml);
+            let e = Config::load_with_env(Some(f.path()), &Overrides::default(), no_env())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{toml}: {e}");
+        }
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let e = Config::load_with_env(
+            Some(Path::new("/nonexistent/proxy.toml")),
+            &Overrides::default(),
+            no_env(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/nonexistent/proxy.toml"), "{e}");
+    }
+}

@@ -32,6 +32,11 @@ pub struct HookOutcome {
 /// on any internal problem they return `HookOutcome::default()` (forward the original).
 pub trait ChatHook: Send + Sync + 'static {
     fn on_chat_request(&self, req: ChatRequest) -> BoxFuture<'static, HookOutcome>;
+
+    /// Facts for `/readyz` (for instance which scorer is active), as a JSON object.
+    fn describe(&self) -> serde_json::Value {
+        serde_json::json!({ "compression": "off" })
+    }
 }
 
 /// The identity hook: forwards every request unchanged.

@@ -8,6 +8,8 @@ pub mod cli;
 pub mod compress;
 pub mod config;
 pub mod hook;
+pub mod mock;
 pub mod pipeline;
 pub mod scorer;
 pub mod server;
+pub mod tokens;

@@ -1,1 +1,302 @@
 //! The HTTP side: hyper service, routing, passthrough, SSE and OpenAI-shaped errors.
+//!
+//! It knows nothing about scoring: intercepted chat completions go through the
+//! [`ChatHook`](crate::hook::ChatHook) it is given.
+
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod headers;
+mod proxy;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde::Serialize;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::hook::ChatHook;
+use auth::ProxyKeys;
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot build the upstream HTTP client: {0}")]
+    Client(String),
+}
+
+/// Counters of what the proxy did, readable while it runs.
+#[derive(Debug, Default, Serialize)]
+pub struct Stats {
+    pub requests: AtomicU64,
+    pub intercepted: AtomicU64,
+    pub invalid_json: AtomicU64,
+    pub upstream_errors: AtomicU64,
+    pub upstream_timeouts: AtomicU64,
+    pub rejected_auth: AtomicU64,
+    pub rejected_too_large: AtomicU64,
+}
+
+impl Stats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One upstream target, with its credential resolved at startup.
+#[derive(Clone)]
+pub(crate) struct Upstream {
+    pub(crate) base_url: String,
+    pub(crate) authorization: Option<HeaderValue>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("base_url", &self.base_url)
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+pub(crate) struct Route {
+    pub(crate) model_prefix: String,
+    pub(crate) upstream: Upstream,
+}
+
+/// Everything a request handler needs; shared by all connections.
+pub struct AppState {
+    pub config: Config,
+    pub stats: Stats,
+    pub(crate) client: reqwest::Client,
+    pub(crate) hook: Arc<dyn ChatHook>,
+    pub(crate) keys: Option<ProxyKeys>,
+    pub(crate) default_upstream: Upstream,
+    pub(crate) routes: Vec<Route>,
+}
+
+impl AppState {
+    pub fn new(config: Config, hook: Arc<dyn ChatHook>) -> Result<Self, StartError> {
+        install_crypto_provider();
+        let keys = ProxyKeys::load(
+            config.auth.keys_env.as_deref(),
+            config.auth.keys_file.as_deref(),
+        )
+        .map_err(StartError::Config)?;
+        let default_upstream = resolve_upstream(
+            "upstream.api_key_env",
+            &config.upstream.base_url,
+            config.upstream.api_key_env.as_deref(),
+        )?;
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for (i, r) in config.routes.iter().enumerate() {
+            let mut upstream = resolve_upstream(
+                &format!("routes[{i}].api_key_env"),
+                &r.base_url,
+                r.api_key_env.as_deref(),
+            )?;
+            if upstream.authorization.is_none() && keys.is_some() {
+                // With proxy auth, the client's key never goes upstream: fall back to the
+                // default upstream's key.
+                upstream.authorization = default_upstream.authorization.clone();
+            }
+            routes.push(Route {
+                model_prefix: r.model_prefix.clone(),
+                upstream,
+            });
+        }
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(config.upstream.connect_timeout_ms))
+            .read_timeout(Duration::from_millis(config.upstream.idle_timeout_ms))
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| StartError::Client(e.to_string()))?;
+        Ok(Self {
+            config,
+            stats: Stats::default(),
+            client,
+            hook,
+            keys,
+            default_upstream,
+            routes,
+        })
+    }
+
+    /// The upstream for a request whose body names `model`.
+    pub(crate) fn upstream_for(&self, model: Option<&str>) -> &Upstream {
+        model
+            .and_then(|m| self.routes.iter().find(|r| m.starts_with(&r.model_prefix)))
+            .map(|r| &r.upstream)
+            .unwrap_or(&self.default_upstream)
+    }
+}
+
+fn resolve_upstream(
+    key: &str,
+    base_url: &str,
+    api_key_env: Option<&str>,
+) -> Result<Upstream, StartError> {
+    let authorization = match api_key_env {
+        None => None,
+        Some(name) => {
+            let value = std::env::var(name).map_err(|_| {
+                StartError::Config(format!(
+                    "{key} names `{name}`, but that environment variable is not set"
+                ))
+            })?;
+            let mut header =
+                HeaderValue::from_str(&format!("Bearer {}", value.trim())).map_err(|_| {
+                    StartError::Config(format!(
+                        "{key}: the value of `{name}` is not a valid header value"
+                    ))
+                })?;
+            header.set_sensitive(true);
+            Some(header)
+        }
+    };
+    Ok(Upstream {
+        base_url: base_url.trim_end_matches('/').to_string(),
+        authorization,
+    })
+}
+
+/// rustls needs one process-wide crypto provider; we build with `ring` only.
+pub fn install_crypto_provider() {
+    // Err means another provider is already installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A running proxy.
+pub struct ServerHandle {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl ServerHandle {
+    /// Stops accepting, lets in-flight requests and streams finish within the configured
+    /// grace period, then returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server stops by itself (it does not, unless shut down).
+    pub async fn join(self) {
+        let _ = self.task.await;
+    }
+
+    /// A sender that triggers graceful shutdown.
+    pub fn shutdown_trigger(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Binds `config.listen` and serves until shut down.
+pub async fn start(config: Config, hook: Arc<dyn ChatHook>) -> Result<ServerHandle, StartError> {
+    let addr = config
+        .listen_addr()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen.clone(),
+            source,
+        })?;
+    let state = Arc::new(AppState::new(config, hook)?);
+    start_on(listener, state)
+}
+
+/// Serves on an already bound listener.
+pub fn start_on(listener: TcpListener, state: Arc<AppState>) -> Result<ServerHandle, StartError> {
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: "listener".into(),
+        source,
+    })?;
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(accept_loop(listener, state.clone(), rx));
+    tracing::info!(%addr, upstream = %state.default_upstream.base_url, "lingua-proxy listening");
+    Ok(ServerHandle {
+        addr,
+        state,
+        shutdown: tx,
+        task,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                let service = service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, std::convert::Infallible>(proxy::handle(state, req).await) }
+                });
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    let grace = Duration::from_millis(state.config.shutdown_grace_ms);
+    tracing::info!(
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: draining in-flight requests"
+    );
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period elapsed with requests still in flight; closing them");
+    }
+}

@@ -1,0 +1,138 @@
+//! The latency lingua-proxy adds over calling the mock upstream directly, measured side by side
+//! in one run: non-streaming (full response) and streaming (time to first byte), at concurrency
+//! 1 and 64, p50 and p99.
+//!
+//! `cargo bench --bench proxy_overhead` (env `BENCH_REQUESTS` scales the run; default 3000 per
+//! cell). Compression is off (passthrough hook): this is the proxy's own cost.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lingua_proxy::config::Config;
+use lingua_proxy::hook::Passthrough;
+use lingua_proxy::mock::{MockConfig, MockUpstream};
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+async fn one(client: &reqwest::Client, url: &str, body: &bytes::Bytes, stream: bool) -> Duration {
+    let t = Instant::now();
+    let resp = client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success());
+    if stream {
+        let mut s = resp.bytes_stream();
+        let _first = s.next().await;
+        let elapsed = t.elapsed();
+        while s.next().await.is_some() {}
+        elapsed
+    } else {
+        let _ = resp.bytes().await.unwrap();
+        t.elapsed()
+    }
+}
+
+async fn run(url: &str, stream: bool, concurrency: usize, total: usize) -> Vec<Duration> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .build()
+        .unwrap();
+    let body = bytes::Bytes::from(
+        serde_json::json!({
+            "model": "gpt-4o-mini",
+            "messages": [
+                {"role": "system", "content": "You are a helpful assistant. ".repeat(20)},
+                {"role": "user", "content": "What is the capital of France?"}
+            ],
+            "stream": stream
+        })
+        .to_string(),
+    );
+    // warm-up
+    for _ in 0..50 {
+        one(&client, url, &body, stream).await;
+    }
+    let per_task = total.div_ceil(concurrency);
+    let url = Arc::new(url.to_owned());
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, body, url) = (client.clone(), body.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut v = Vec::with_capacity(per_task);
+            for _ in 0..per_task {
+                v.push(one(&client, &url, &body, stream).await);
+            }
+            v
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    all
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+#[tokio::main]
+async fn main() {
+    let total: usize = std::env::var("BENCH_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let mut config = Config {
+        listen: "127.0.0.1:0".into(),
+        ..Config::default()
+    };
+    config.upstream.base_url = mock.base_url();
+    config.log.level = "warn".into();
+    let proxy = lingua_proxy::server::start(config, Arc::new(Passthrough))
+        .await
+        .unwrap();
+    let direct = format!("{}/chat/completions", mock.base_url());
+    let proxied = format!("http://{}/v1/chat/completions", proxy.addr);
+
+    println!(
+        "| mode | concurrency | direct p50 ms | proxied p50 ms | added p50 ms | direct p99 ms | proxied p99 ms | added p99 ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for stream in [false, true] {
+        for concurrency in [1usize, 64] {
+            // Interleave to share the machine's state fairly: direct, proxied.
+            let d = run(&direct, stream, concurrency, total).await;
+            let p = run(&proxied, stream, concurrency, total).await;
+            let (d50, p50) = (percentile(&d, 0.5), percentile(&p, 0.5));
+            let (d99, p99) = (percentile(&d, 0.99), percentile(&p, 0.99));
+            println!(
+                "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                if stream {
+                    "stream (TTFB)"
+                } else {
+                    "non-stream"
+                },
+                concurrency,
+                ms(d50),
+                ms(p50),
+                ms(p50) - ms(d50),
+                ms(d99),
+                ms(p99),
+                ms(p99) - ms(d99),
+            );
+        }
+    }
+    proxy.shutdown().await;
+}

@@ -1,0 +1,125 @@
+//! Optional proxy credentials, compared in constant time.
+
+use std::path::Path;
+
+use http::{HeaderMap, header};
+use subtle::ConstantTimeEq;
+
+/// The set of keys a client may present to the proxy.
+pub struct ProxyKeys {
+    keys: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ProxyKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ProxyKeys({} keys)", self.keys.len())
+    }
+}
+
+impl ProxyKeys {
+    /// Reads keys from the environment variable `env` (comma-separated) and/or `file` (one per
+    /// line, `#` comments). Returns `Ok(None)` when neither is configured.
+    pub fn load(env: Option<&str>, file: Option<&Path>) -> Result<Option<Self>, String> {
+        if env.is_none() && file.is_none() {
+            return Ok(None);
+        }
+        let mut keys = Vec::new();
+        if let Some(name) = env {
+            let value = std::env::var(name).map_err(|_| {
+                format!("auth.keys_env names `{name}`, but that environment variable is not set")
+            })?;
+            keys.extend(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(|k| k.as_bytes().to_vec()),
+            );
+        }
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("auth.keys_file `{}`: {e}", path.display()))?;
+            keys.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(|k| k.as_bytes().to_vec()),
+            );
+        }
+        if keys.is_empty() {
+            return Err("[auth] is configured but lists no keys".into());
+        }
+        Ok(Some(Self { keys }))
+    }
+
+    /// True when the request carries one of the keys as `Authorization: Bearer <key>` or
+    /// `x-api-key: <key>`. Every configured key is compared, in constant time.
+    pub fn admits(&self, headers: &HeaderMap) -> bool {
+        let mut presented: Vec<&[u8]> = Vec::with_capacity(2);
+        if let Some(v) = headers.get(header::AUTHORIZATION) {
+            let b = v.as_bytes();
+            if b.len() > 7 && b[..7].eq_ignore_ascii_case(b"bearer ") {
+                presented.push(b[7..].trim_ascii());
+            }
+        }
+        if let Some(v) = headers.get("x-api-key") {
+            presented.push(v.as_bytes().trim_ascii());
+        }
+        let mut ok = subtle::Choice::from(0u8);
+        for p in &presented {
+            for k in &self.keys {
+                ok |= p.ct_eq(k.as_slice());
+            }
+        }
+        bool::from(ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn keys() -> ProxyKeys {
+        ProxyKeys {
+            keys: vec![b"alpha".to_vec(), b"beta".to_vec()],
+        }
+    }
+
+    #[test]
+    fn bearer_and_x_api_key() {
+        let k = keys();
+        let mut h = HeaderMap::new();
+        assert!(!k.admits(&h));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer beta"),
+        );
+        assert!(k.admits(&h));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer bet"),
+        );
+        assert!(!k.admits(&h));
+        h.insert("x-api-key", HeaderValue::from_static("alpha"));
+        assert!(k.admits(&h));
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic alpha"),
+        );
+        assert!(!k.admits(&h));
+    }
+
+    #[test]
+    fn loads_from_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("keys");
+        std::fs::write(&p, "# comment\n k1 \n\nk2\n").unwrap();
+        let k = ProxyKeys::load(None, Some(&p)).unwrap().unwrap();
+        assert_eq!(k.keys.len(), 2);
+        assert!(ProxyKeys::load(None, None).unwrap().is_none());
+        std::fs::write(&p, "# none\n").unwrap();
+        assert!(ProxyKeys::load(None, Some(&p)).is_err());
+    }
+}

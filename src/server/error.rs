@@ -1,0 +1,94 @@
+//! Errors the proxy itself produces, rendered in OpenAI's error shape so SDKs raise their usual
+//! exceptions (`AuthenticationError` for 401, `InternalServerError` for 5xx, ...).
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use thiserror::Error;
+
+use super::body::{ProxyBody, full};
+
+#[derive(Debug, Error)]
+pub enum ProxyError {
+    #[error("invalid proxy API key")]
+    Unauthorized,
+    #[error("request body exceeds the proxy's limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("could not read the request body: {0}")]
+    BadRequestBody(String),
+    #[error("upstream is unreachable: {0}")]
+    UpstreamUnreachable(String),
+    #[error("upstream timed out: {0}")]
+    UpstreamTimeout(String),
+    #[error("invalid request: {0}")]
+    BadRequest(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("internal proxy error: {0}")]
+    Internal(String),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BadRequestBody(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// OpenAI's `error.type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unauthorized
+            | Self::BodyTooLarge { .. }
+            | Self::BadRequestBody(_)
+            | Self::BadRequest(_)
+            | Self::NotFound(_) => "invalid_request_error",
+            Self::UpstreamUnreachable(_) | Self::UpstreamTimeout(_) | Self::Internal(_) => {
+                "api_error"
+            }
+        }
+    }
+
+    /// OpenAI's `error.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthorized => "invalid_api_key",
+            Self::BodyTooLarge { .. } => "request_too_large",
+            Self::BadRequestBody(_) => "invalid_body",
+            Self::BadRequest(_) => "invalid_request",
+            Self::NotFound(_) => "not_found",
+            Self::UpstreamUnreachable(_) => "upstream_unreachable",
+            Self::UpstreamTimeout(_) => "upstream_timeout",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    pub fn into_response(self) -> Response<ProxyBody> {
+        openai_error(self.status(), &self.to_string(), self.kind(), self.code())
+    }
+}
+
+/// Builds `{"error": {"message", "type", "param", "code"}}` with `status`.
+pub fn openai_error(
+    status: StatusCode,
+    message: &str,
+    kind: &str,
+    code: &str,
+) -> Response<ProxyBody> {
+    let body = serde_json::json!({
+        "error": { "message": message, "type": kind, "param": null, "code": code }
+    });
+    let bytes = Bytes::from(body.to_string());
+    let mut resp = Response::new(full(bytes));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
