@@ -74,6 +74,8 @@ struct Inner {
     workers: Arc<Semaphore>,
     deadline: Duration,
     tokenizer: Option<TokenizerKind>,
+    /// `(model prefix, tokenizer)`: the first prefix the request's model starts with wins.
+    route_tokenizers: Vec<(String, TokenizerKind)>,
     stats: Arc<PipelineStats>,
 }
 
@@ -94,6 +96,10 @@ enum Failure {
 impl CompressionHook {
     /// A hook over `policy`; bounds and deadline come from the policy's configuration.
     pub fn new(policy: Arc<Policy>) -> Self {
+        // Load both BPE tables now rather than inside the first request's deadline.
+        for t in [TokenizerKind::O200kBase, TokenizerKind::Cl100kBase] {
+            t.bpe();
+        }
         let cfg = policy.config();
         let workers = if cfg.workers == 0 {
             std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -105,6 +111,7 @@ impl CompressionHook {
             workers: Arc::new(Semaphore::new(workers)),
             deadline: Duration::from_millis(cfg.deadline_ms),
             tokenizer: None,
+            route_tokenizers: Vec::new(),
             stats: Arc::new(PipelineStats::default()),
             policy,
         };
@@ -120,19 +127,32 @@ impl CompressionHook {
         Ok(Self::new(Arc::new(policy)))
     }
 
-    /// Counts tokens with `tokenizer` instead of picking it from the request's model
-    /// (per-route override).
+    /// Counts tokens with `tokenizer` for every request instead of picking the tokenizer from
+    /// the request's model.
     pub fn with_tokenizer(self, tokenizer: Option<TokenizerKind>) -> Self {
-        let inner = &self.inner;
+        self.rebuild(|i| i.tokenizer = tokenizer)
+    }
+
+    /// Per-route tokenizers: `(model prefix, tokenizer)`, matched like the server's routes
+    /// (first prefix the request's `model` starts with). They win over [`Self::with_tokenizer`].
+    pub fn with_route_tokenizers(self, routes: Vec<(String, TokenizerKind)>) -> Self {
+        self.rebuild(|i| i.route_tokenizers = routes)
+    }
+
+    fn rebuild(self, f: impl FnOnce(&mut Inner)) -> Self {
+        let i = &self.inner;
+        let mut inner = Inner {
+            policy: i.policy.clone(),
+            admission: i.admission.clone(),
+            workers: i.workers.clone(),
+            deadline: i.deadline,
+            tokenizer: i.tokenizer,
+            route_tokenizers: i.route_tokenizers.clone(),
+            stats: i.stats.clone(),
+        };
+        f(&mut inner);
         Self {
-            inner: Arc::new(Inner {
-                policy: inner.policy.clone(),
-                admission: inner.admission.clone(),
-                workers: inner.workers.clone(),
-                deadline: inner.deadline,
-                tokenizer,
-                stats: inner.stats.clone(),
-            }),
+            inner: Arc::new(inner),
         }
     }
 
@@ -190,6 +210,14 @@ impl ChatHook for CompressionHook {
         let inner = self.inner.clone();
         Box::pin(async move { inner.run(req).await })
     }
+
+    fn describe(&self) -> serde_json::Value {
+        let cfg = self.inner.policy.config();
+        serde_json::json!({
+            "compression": if cfg.enabled { "on" } else { "off" },
+            "compressor": self.inner.policy.compressor().id(),
+        })
+    }
 }
 
 impl Inner {
@@ -215,9 +243,20 @@ impl Inner {
             return skipped("overloaded");
         };
         let deadline = Instant::now() + self.deadline;
+        let model = req
+            .json
+            .get("model")
+            .and_then(|m| m.as_str())
+            .unwrap_or_default();
+        let tokenizer = self
+            .route_tokenizers
+            .iter()
+            .find(|(prefix, _)| model.starts_with(prefix.as_str()))
+            .map(|(_, t)| *t)
+            .or(self.tokenizer);
         let opts = RequestOptions {
             rate_override: c.rate,
-            tokenizer: self.tokenizer,
+            tokenizer,
             deadline: Some(deadline),
         };
         let result = self.compress(req.raw, req.json, opts, deadline).await;
