@@ -71,6 +71,20 @@ const NEGATIONS: &[&str] = &[
     "unless",
 ];
 
+/// Number words: kept like digits.
+const NUMBER_WORDS: &[&str] = &[
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    "eleven", "twelve", "twenty", "thirty", "forty", "fifty", "hundred", "thousand", "million",
+    "billion", "half", "twice", "once", "first", "second", "third", "last",
+];
+
+/// Frequent words that carry a condition, quantity or comparison; BPE ranks call them cheap,
+/// so they get the same bonus as names.
+const LOGIC_WORDS: &[&str] = &[
+    "more", "less", "fewer", "most", "least", "than", "only", "all", "every", "each", "any",
+    "must", "before", "after", "until", "if", "unless", "or", "but", "always", "because",
+];
+
 /// The embedded heuristic scorer.
 #[derive(Debug, Clone, Default)]
 pub struct HeuristicScorer;
@@ -218,7 +232,11 @@ impl HeuristicScorer {
                 } else {
                     let lower = pure.to_lowercase();
                     let is_word = first.is_some_and(char::is_alphanumeric);
-                    if is_word && NEGATIONS.contains(&lower.replace('\u{2019}', "'").as_str()) {
+                    let key = lower.replace('\u{2019}', "'");
+                    if is_word
+                        && (NEGATIONS.contains(&key.as_str())
+                            || NUMBER_WORDS.contains(&key.as_str()))
+                    {
                         sentence_start = false;
                         1.0
                     } else {
@@ -234,7 +252,10 @@ impl HeuristicScorer {
                         if is_word {
                             let upper_first = first.is_some_and(char::is_uppercase);
                             let acronym = pure.chars().filter(|c| c.is_uppercase()).count() >= 2;
-                            if acronym || (upper_first && !sentence_start) {
+                            if acronym
+                                || (upper_first && !sentence_start)
+                                || LOGIC_WORDS.contains(&lower.as_str())
+                            {
                                 bits += NAME_BITS;
                             }
                             let n = seen.entry(lower).or_insert(0);
