@@ -4,10 +4,12 @@
 //! rewritten request → upstream → streamed response ([`server`]). The server knows nothing about
 //! scoring; it only calls the [`hook::ChatHook`] seam.
 
+pub mod cli;
 pub mod compress;
 pub mod config;
 pub mod hook;
 pub mod mock;
+pub mod pipeline;
 pub mod scorer;
 pub mod server;
 pub mod tokens;

@@ -1,0 +1,177 @@
+//! Policy + embedded heuristic scorer throughput on a 2,000- and a 20,000-token conversation,
+//! uncached and cached. Run: `cargo bench --bench compress` (prints one line per case).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use lingua_proxy::compress::{
+    CompressionConfig, Policy, RequestOptions, TokenizerKind, build_compressor,
+};
+use serde_json::{Value, json};
+
+const WORDS: &[&str] = &[
+    "the",
+    "service",
+    "request",
+    "returns",
+    "a",
+    "list",
+    "of",
+    "records",
+    "for",
+    "each",
+    "customer",
+    "account",
+    "and",
+    "includes",
+    "billing",
+    "details",
+    "when",
+    "available",
+    "in",
+    "region",
+    "Europe",
+    "with",
+    "latency",
+    "measured",
+    "over",
+    "five",
+    "minutes",
+    "error",
+    "budget",
+    "remaining",
+    "is",
+    "computed",
+    "from",
+    "successful",
+    "responses",
+    "not",
+    "counting",
+    "retries",
+    "that",
+    "were",
+    "throttled",
+    "by",
+    "gateway",
+    "policy",
+    "configured",
+    "Alice",
+    "deployment",
+    "pipeline",
+    "uses",
+    "canary",
+    "stages",
+    "before",
+    "promotion",
+    "to",
+    "production",
+    "cluster",
+    "2024",
+    "version",
+    "3.2",
+    "dashboard",
+    "shows",
+    "p99",
+    "values",
+];
+
+/// Deterministic pseudo-prose of about `tokens` o200k tokens.
+fn prose(seed: u64, tokens: usize) -> String {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut out = String::new();
+    let mut n = 0;
+    while n < tokens {
+        let mut sentence = Vec::new();
+        for _ in 0..12 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            sentence.push(WORDS[(x >> 33) as usize % WORDS.len()]);
+        }
+        let s = format!("{}. ", sentence.join(" "));
+        n += TokenizerKind::O200kBase.count(&s);
+        out.push_str(&s);
+        if n % 97 < 14 {
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// system + alternating user/assistant/tool turns, about `total` tokens.
+fn conversation(total: usize) -> Value {
+    let mut messages = vec![json!({"role": "system", "content": prose(1, total / 5)})];
+    let mut seed = 2;
+    let mut left = total - total / 5;
+    while left > 0 {
+        let chunk = (total / 10).max(250).min(left);
+        let role = ["user", "assistant", "tool"][seed as usize % 3];
+        let mut m = json!({"role": role, "content": prose(seed, chunk)});
+        if role == "tool" {
+            m["tool_call_id"] = json!(format!("call_{seed}"));
+        }
+        messages.push(m);
+        left -= chunk;
+        seed += 1;
+    }
+    messages.push(json!({"role": "user", "content": "Summarise the above."}));
+    json!({"model": "gpt-4o", "messages": messages})
+}
+
+fn bench(name: &str, policy: &Policy, body: &Value, min_time: Duration) {
+    let raw = serde_json::to_vec(body).unwrap();
+    let opts = RequestOptions::default();
+    let first = policy.apply(&raw, body, &opts).unwrap();
+    let tokens = first.report.tokens_before;
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < min_time || times.len() < 5 {
+        let t = Instant::now();
+        let out = policy.apply(&raw, body, &opts).unwrap();
+        times.push(t.elapsed());
+        std::hint::black_box(out);
+    }
+    times.sort();
+    let median = times[times.len() / 2];
+    println!(
+        "{name:<28} tokens={tokens:>6} after={:>6} runs={:>4} median={:>9.3} ms  {:>10.0} tokens/s",
+        first.report.tokens_after,
+        times.len(),
+        median.as_secs_f64() * 1000.0,
+        tokens as f64 / median.as_secs_f64()
+    );
+}
+
+fn main() {
+    let min_time = Duration::from_secs(
+        std::env::var("BENCH_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3),
+    );
+    let uncached = CompressionConfig {
+        cache_bytes: 0,
+        ..CompressionConfig::default()
+    };
+    let cached = CompressionConfig::default();
+    let p_uncached = Policy::new(uncached.clone(), build_compressor(&uncached).unwrap()).unwrap();
+    let p_cached = Policy::new(cached.clone(), build_compressor(&cached).unwrap()).unwrap();
+    for size in [2_000, 20_000] {
+        let body = conversation(size);
+        bench(
+            &format!("heuristic uncached {size}"),
+            &p_uncached,
+            &body,
+            min_time,
+        );
+        bench(
+            &format!("heuristic cached {size}"),
+            &p_cached,
+            &body,
+            min_time,
+        );
+    }
+}

@@ -1,0 +1,62 @@
+//! The text-level seam: text + budget in, compressed text + stats out.
+//!
+//! [`Lingua2Compressor`](super::lingua2_compressor::Lingua2Compressor) runs the LLMLingua-2
+//! selection over any [`Scorer`](crate::scorer::Scorer); the perplexity-based LLMLingua and
+//! LongLLMLingua compressors can implement [`Compressor`] later.
+
+use thiserror::Error;
+
+use crate::scorer::ScorerError;
+
+/// How much of a text to keep.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    /// Fraction of tokens to keep, in (0, 1].
+    pub rate: f64,
+    /// Token target for the whole text; overrides `rate` when set (LLMLingua-2 `target_token`).
+    pub target_tokens: Option<u64>,
+    /// Strings the selection always keeps.
+    pub force_tokens: Vec<String>,
+    /// Words containing a digit are always kept.
+    pub force_reserve_digit: bool,
+}
+
+impl Budget {
+    pub fn rate(rate: f64) -> Self {
+        Self {
+            rate,
+            target_tokens: None,
+            force_tokens: Vec::new(),
+            force_reserve_digit: false,
+        }
+    }
+}
+
+/// A compressed text and its counts (in the compressor's own counting, cl100k for LLMLingua-2).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompressOutput {
+    pub text: String,
+    pub origin_tokens: usize,
+    pub compressed_tokens: usize,
+}
+
+#[derive(Debug, Error)]
+pub enum CompressError {
+    #[error(transparent)]
+    Scorer(#[from] ScorerError),
+    #[error("invalid budget: {0}")]
+    Budget(String),
+    #[error("compression deadline exceeded")]
+    Deadline,
+    #[error("compression failed: {0}")]
+    Internal(String),
+}
+
+/// Compresses one text under a budget. Implementations must be deterministic: the same text,
+/// budget and [`Compressor::id`] give byte-identical output.
+pub trait Compressor: Send + Sync {
+    /// Identifies everything that changes the output (algorithm, scorer id, settings); part of
+    /// every cache key.
+    fn id(&self) -> &str;
+    fn compress(&self, text: &str, budget: &Budget) -> Result<CompressOutput, CompressError>;
+}

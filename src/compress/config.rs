@@ -1,0 +1,320 @@
+//! The `[compression]` configuration table.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::tokens::TokenizerKind;
+
+/// Which scorer turns text into keep probabilities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ScorerKind {
+    /// The embedded, download-free self-information scorer.
+    #[default]
+    Heuristic,
+    /// The LLMLingua-2 token classifier (needs a model).
+    Llmlingua2,
+}
+
+impl std::str::FromStr for ScorerKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "heuristic" => Ok(Self::Heuristic),
+            "llmlingua2" => Ok(Self::Llmlingua2),
+            other => Err(format!(
+                "unknown scorer {other:?} (expected \"heuristic\" or \"llmlingua2\")"
+            )),
+        }
+    }
+}
+
+/// What to do when compression fails or misses its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Forward the original request (fail-open).
+    #[default]
+    Passthrough,
+    /// Answer the client with an error instead of forwarding.
+    Reject,
+}
+
+/// Budget of one role (`[compression.roles.<role>]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoleConfig {
+    /// Whether messages of this role are compressed at all.
+    pub enabled: bool,
+    /// Fraction of tokens to keep, in (0, 1].
+    pub rate: f64,
+    /// Per-message token target; overrides `rate` when set.
+    pub target_tokens: Option<u64>,
+    /// Messages with fewer target-tokenizer tokens than this are left alone.
+    pub min_tokens: u64,
+}
+
+impl Default for RoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            rate: 0.5,
+            target_tokens: None,
+            min_tokens: 200,
+        }
+    }
+}
+
+impl RoleConfig {
+    fn with_rate(rate: f64) -> Self {
+        Self {
+            rate,
+            ..Self::default()
+        }
+    }
+}
+
+/// Per-role budgets. Unknown role names are rejected.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolesConfig {
+    pub system: RoleConfig,
+    pub developer: RoleConfig,
+    pub user: RoleConfig,
+    pub assistant: RoleConfig,
+    pub tool: RoleConfig,
+    /// Legacy `function` role results.
+    pub function: RoleConfig,
+}
+
+impl Default for RolesConfig {
+    fn default() -> Self {
+        Self {
+            system: RoleConfig::with_rate(0.5),
+            developer: RoleConfig::with_rate(0.5),
+            user: RoleConfig::with_rate(0.7),
+            assistant: RoleConfig {
+                enabled: false,
+                ..RoleConfig::with_rate(1.0)
+            },
+            tool: RoleConfig::with_rate(0.4),
+            function: RoleConfig::with_rate(0.4),
+        }
+    }
+}
+
+impl RolesConfig {
+    /// The budget for a role name, `None` for roles the policy does not know.
+    pub fn get(&self, role: &str) -> Option<&RoleConfig> {
+        match role {
+            "system" => Some(&self.system),
+            "developer" => Some(&self.developer),
+            "user" => Some(&self.user),
+            "assistant" => Some(&self.assistant),
+            "tool" => Some(&self.tool),
+            "function" => Some(&self.function),
+            _ => None,
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&'static str, &RoleConfig)> {
+        [
+            ("system", &self.system),
+            ("developer", &self.developer),
+            ("user", &self.user),
+            ("assistant", &self.assistant),
+            ("tool", &self.tool),
+            ("function", &self.function),
+        ]
+        .into_iter()
+    }
+}
+
+/// The `[compression]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompressionConfig {
+    /// Master switch; `x-lingua-compress: on` can still force compression per request
+    /// when `allow_request_overrides` is true.
+    pub enabled: bool,
+    /// `"heuristic"` (embedded, no download) or `"llmlingua2"`.
+    pub scorer: ScorerKind,
+    /// LLMLingua-2 model: a local directory or a Hugging Face id (used by `scorer = "llmlingua2"`).
+    pub model: Option<String>,
+    /// Per-role budgets.
+    pub roles: RolesConfig,
+    /// Never compress the final user message.
+    pub protect_last_user: bool,
+    /// Leave the last N messages alone.
+    pub protect_recent: usize,
+    /// A message shrinking by less than this fraction is forwarded unchanged.
+    pub min_savings: f64,
+    /// User regexes whose matches are kept verbatim and never scored.
+    pub keep_patterns: Vec<String>,
+    /// Strings the selection always keeps (LLMLingua-2 `force_tokens`, at most 100).
+    /// `"\n"` is always added so message structure survives.
+    pub force_tokens: Vec<String>,
+    /// Words containing a digit are always kept (LLMLingua-2 `force_reserve_digit`).
+    pub force_reserve_digit: bool,
+    /// Time budget for compressing one request; past it the original is forwarded.
+    pub deadline_ms: u64,
+    /// `"passthrough"` (fail-open) or `"reject"`.
+    pub on_error: OnError,
+    /// Honour `x-lingua-compress` and `x-lingua-rate` request headers.
+    pub allow_request_overrides: bool,
+    /// Bound of the in-process cache of compressed texts, in bytes (0 disables it).
+    pub cache_bytes: u64,
+    /// Tokenizer for models the built-in table does not know.
+    pub default_tokenizer: TokenizerKind,
+    /// Requests compressed concurrently (0 = number of CPUs).
+    pub workers: usize,
+    /// Requests allowed to wait for a worker; beyond that requests skip compression.
+    pub queue: usize,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            scorer: ScorerKind::Heuristic,
+            model: None,
+            roles: RolesConfig::default(),
+            protect_last_user: true,
+            protect_recent: 0,
+            min_savings: 0.05,
+            keep_patterns: Vec::new(),
+            force_tokens: Vec::new(),
+            force_reserve_digit: false,
+            deadline_ms: 2000,
+            on_error: OnError::Passthrough,
+            allow_request_overrides: true,
+            cache_bytes: 64 * 1024 * 1024,
+            default_tokenizer: TokenizerKind::O200kBase,
+            workers: 0,
+            queue: 64,
+        }
+    }
+}
+
+/// An invalid `[compression]` value; the message names the key.
+#[derive(Debug, Error, PartialEq)]
+#[error("invalid compression.{key}: {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub reason: String,
+}
+
+fn err(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Checks that a rate lies in (0, 1].
+pub fn check_rate(key: &str, rate: f64) -> Result<(), ConfigError> {
+    if rate.is_finite() && rate > 0.0 && rate <= 1.0 {
+        Ok(())
+    } else {
+        Err(err(key, format!("{rate} is not in (0, 1]")))
+    }
+}
+
+impl CompressionConfig {
+    /// Validates every value; errors name the offending key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, role) in self.roles.iter() {
+            check_rate(&format!("roles.{name}.rate"), role.rate)?;
+            if role.target_tokens == Some(0) {
+                return Err(err(
+                    format!("roles.{name}.target_tokens"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        if !(self.min_savings.is_finite() && (0.0..1.0).contains(&self.min_savings)) {
+            return Err(err(
+                "min_savings",
+                format!("{} is not in [0, 1)", self.min_savings),
+            ));
+        }
+        for (i, pattern) in self.keep_patterns.iter().enumerate() {
+            regex::Regex::new(pattern)
+                .map_err(|e| err(format!("keep_patterns[{i}]"), e.to_string()))?;
+        }
+        if self.force_tokens.len() > 99 {
+            return Err(err(
+                "force_tokens",
+                format!(
+                    "{} entries; at most 99 are allowed",
+                    self.force_tokens.len()
+                ),
+            ));
+        }
+        if let Some(i) = self.force_tokens.iter().position(String::is_empty) {
+            return Err(err(format!("force_tokens[{i}]"), "must not be empty"));
+        }
+        if self.deadline_ms == 0 {
+            return Err(err("deadline_ms", "must be at least 1"));
+        }
+        if let Some(model) = &self.model
+            && model.trim().is_empty()
+        {
+            return Err(err("model", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// Per-role table as a map (for reports and docs).
+    pub fn role_table(&self) -> BTreeMap<&'static str, RoleConfig> {
+        self.roles.iter().map(|(k, v)| (k, v.clone())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_issue() {
+        let c = CompressionConfig::default();
+        c.validate().unwrap();
+        assert_eq!(c.roles.system.rate, 0.5);
+        assert_eq!(c.roles.developer.rate, 0.5);
+        assert_eq!(c.roles.tool.rate, 0.4);
+        assert_eq!(c.roles.user.rate, 0.7);
+        assert!(!c.roles.assistant.enabled);
+        assert_eq!(c.roles.user.min_tokens, 200);
+        assert!(c.protect_last_user);
+        assert_eq!(c.min_savings, 0.05);
+        assert_eq!(c.on_error, OnError::Passthrough);
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut c = CompressionConfig::default();
+        c.roles.tool.rate = 0.0;
+        assert_eq!(c.validate().unwrap_err().key, "roles.tool.rate");
+        let mut c = CompressionConfig::default();
+        c.roles.user.rate = 1.5;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("roles.user.rate")
+        );
+        let c = CompressionConfig {
+            keep_patterns: vec!["ok".into(), "(".into()],
+            ..Default::default()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "keep_patterns[1]");
+        let c = CompressionConfig {
+            min_savings: 1.0,
+            ..Default::default()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "min_savings");
+    }
+}

@@ -1,0 +1,498 @@
+//! The message policy: which messages are compressed, at which budget, with which parts kept.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::cache::{CacheKey, CompressionCache, MokaCache, NoCache};
+use super::compressor::{Budget, CompressError, CompressOutput, Compressor};
+use super::config::{CompressionConfig, ConfigError, RoleConfig, check_rate};
+use super::conversation::{Conversation, PathElem, rewrite};
+use super::spans::{Region, SPAN_MARKER, SpanDetector, has_tags, strip_tags};
+use super::tokens::TokenizerKind;
+
+/// Smallest rate the policy ever asks for (a `target_tokens` below the protected text).
+const MIN_RATE: f64 = 0.01;
+
+/// Per-request settings decided outside the policy (headers, route).
+#[derive(Debug, Clone, Default)]
+pub struct RequestOptions {
+    /// Replaces every role's rate (and `target_tokens`) for this request (`x-lingua-rate`).
+    pub rate_override: Option<f64>,
+    /// The route's tokenizer; `None` picks it from the request's `model`.
+    pub tokenizer: Option<TokenizerKind>,
+    /// Give up with [`CompressError::Deadline`] once this instant has passed.
+    pub deadline: Option<Instant>,
+}
+
+/// Why a message was forwarded unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    NoText,
+    UnknownRole,
+    RoleDisabled,
+    ProtectedLastUser,
+    ProtectedRecent,
+    BelowMinTokens,
+    WithinTarget,
+    Unprofitable,
+    /// The text contains characters the selection reserves (U+E000, U+2581, `[NEWk]`).
+    ReservedCharacters,
+}
+
+/// What happened to one message.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MessageReport {
+    pub index: usize,
+    pub role: String,
+    pub tokens_before: usize,
+    pub tokens_after: usize,
+    /// `None` when the message was compressed.
+    pub skipped: Option<SkipReason>,
+    pub cache_hits: usize,
+    pub cache_misses: usize,
+}
+
+/// Totals of one role.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RoleReport {
+    pub messages: usize,
+    pub compressed: usize,
+    pub tokens_before: usize,
+    pub tokens_after: usize,
+}
+
+/// Whether compressed texts came from the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheStatus {
+    /// Every compressed text came from the cache.
+    Hit,
+    /// None did, or nothing needed compressing.
+    Miss,
+    /// Some did.
+    Partial,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::Partial => "partial",
+        }
+    }
+
+    fn from_counts(hits: usize, misses: usize) -> Self {
+        match (hits, misses) {
+            (_, 0) if hits > 0 => Self::Hit,
+            (0, _) => Self::Miss,
+            _ => Self::Partial,
+        }
+    }
+}
+
+/// The report of one request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub tokenizer: &'static str,
+    /// Text tokens of all messages before and after (target tokenizer).
+    pub tokens_before: usize,
+    pub tokens_after: usize,
+    pub messages: Vec<MessageReport>,
+    pub roles: BTreeMap<String, RoleReport>,
+    pub cache: CacheStatus,
+    pub cache_hits: usize,
+    pub cache_misses: usize,
+    pub elapsed: Duration,
+}
+
+/// The policy's result: the body to forward (`None`: the original bytes) and the report.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub body: Option<Vec<u8>>,
+    pub report: Report,
+}
+
+/// The compressed form of one message's text segments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageResult {
+    /// New text per segment (`None`: unchanged).
+    pub texts: Vec<Option<String>>,
+    pub tokens_before: usize,
+    pub tokens_after: usize,
+    pub skipped: Option<SkipReason>,
+    pub cache_hits: usize,
+    pub cache_misses: usize,
+}
+
+/// The compression policy over a [`Compressor`].
+pub struct Policy {
+    config: CompressionConfig,
+    compressor: Arc<dyn Compressor>,
+    cache: Arc<dyn CompressionCache>,
+    spans: SpanDetector,
+    force_tokens: Vec<String>,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("compressor", &self.compressor.id())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Counters {
+    hits: AtomicUsize,
+    misses: AtomicUsize,
+}
+
+impl Policy {
+    /// Validates `config` and builds the policy with the in-process cache it asks for.
+    pub fn new(
+        config: CompressionConfig,
+        compressor: Arc<dyn Compressor>,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let cache: Arc<dyn CompressionCache> = if config.cache_bytes == 0 {
+            Arc::new(NoCache)
+        } else {
+            Arc::new(MokaCache::new(config.cache_bytes))
+        };
+        let spans = SpanDetector::new(&config.keep_patterns).map_err(|e| ConfigError {
+            key: "keep_patterns".into(),
+            reason: e.to_string(),
+        })?;
+        let mut force_tokens = config.force_tokens.clone();
+        for extra in ["\n", SPAN_MARKER] {
+            if !force_tokens.iter().any(|t| t == extra) {
+                force_tokens.push(extra.to_string());
+            }
+        }
+        Ok(Self {
+            config,
+            compressor,
+            cache,
+            spans,
+            force_tokens,
+        })
+    }
+
+    /// Replaces the cache (e.g. a shared one).
+    pub fn with_cache(mut self, cache: Arc<dyn CompressionCache>) -> Self {
+        self.cache = cache;
+        self
+    }
+
+    pub fn config(&self) -> &CompressionConfig {
+        &self.config
+    }
+
+    pub fn compressor(&self) -> &Arc<dyn Compressor> {
+        &self.compressor
+    }
+
+    /// The tokenizer used to count a request's tokens.
+    pub fn tokenizer_for(&self, json: &Value, opts: &RequestOptions) -> TokenizerKind {
+        opts.tokenizer.unwrap_or_else(|| {
+            let model = json
+                .get("model")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            TokenizerKind::for_model(model, self.config.default_tokenizer)
+        })
+    }
+
+    /// Compresses a Chat Completions request. `raw` are the client's bytes, `json` their parse.
+    pub fn apply(
+        &self,
+        raw: &[u8],
+        json: &Value,
+        opts: &RequestOptions,
+    ) -> Result<Outcome, CompressError> {
+        let start = Instant::now();
+        let tokenizer = self.tokenizer_for(json, opts);
+        let conv = Conversation::from_chat_completions(json).unwrap_or_default();
+        let n = conv.messages.len();
+        let last_user = conv.messages.iter().rposition(|m| m.role == "user");
+        let mut edits: Vec<(Vec<PathElem>, String)> = Vec::new();
+        let mut messages = Vec::with_capacity(n);
+        let mut roles: BTreeMap<String, RoleReport> = BTreeMap::new();
+        for m in &conv.messages {
+            check_deadline(opts)?;
+            let positional = if self.config.protect_last_user && Some(m.index) == last_user {
+                Some(SkipReason::ProtectedLastUser)
+            } else if m.index + self.config.protect_recent >= n {
+                Some(SkipReason::ProtectedRecent)
+            } else {
+                None
+            };
+            let texts: Vec<&str> = m.segments.iter().map(|s| s.text.as_str()).collect();
+            let result = self.compress_message(&m.role, &texts, tokenizer, opts, positional)?;
+            for (seg, new) in m.segments.iter().zip(&result.texts) {
+                if let Some(new) = new {
+                    edits.push((seg.path.clone(), new.clone()));
+                }
+            }
+            let r = roles.entry(m.role.clone()).or_default();
+            r.messages += 1;
+            r.compressed += usize::from(result.skipped.is_none());
+            r.tokens_before += result.tokens_before;
+            r.tokens_after += result.tokens_after;
+            messages.push(MessageReport {
+                index: m.index,
+                role: m.role.clone(),
+                tokens_before: result.tokens_before,
+                tokens_after: result.tokens_after,
+                skipped: result.skipped,
+                cache_hits: result.cache_hits,
+                cache_misses: result.cache_misses,
+            });
+        }
+        let body = (!edits.is_empty()).then(|| rewrite(raw, json, &edits));
+        let hits = messages.iter().map(|m| m.cache_hits).sum();
+        let misses = messages.iter().map(|m| m.cache_misses).sum();
+        let report = Report {
+            tokenizer: tokenizer.name(),
+            tokens_before: messages.iter().map(|m| m.tokens_before).sum(),
+            tokens_after: messages.iter().map(|m| m.tokens_after).sum(),
+            messages,
+            roles,
+            cache: CacheStatus::from_counts(hits, misses),
+            cache_hits: hits,
+            cache_misses: misses,
+            elapsed: start.elapsed(),
+        };
+        Ok(Outcome { body, report })
+    }
+
+    /// Applies a role's policy to the text segments of one message. `positional` is a skip
+    /// reason decided by the message's place in the conversation. Tags are removed from every
+    /// message, compressed or not.
+    pub fn compress_message(
+        &self,
+        role: &str,
+        texts: &[&str],
+        tokenizer: TokenizerKind,
+        opts: &RequestOptions,
+        positional: Option<SkipReason>,
+    ) -> Result<MessageResult, CompressError> {
+        let tokens_before: usize = texts.iter().map(|t| tokenizer.count(t)).sum();
+        let role_cfg = self.config.roles.get(role);
+        let reason = if texts.iter().all(|t| t.trim().is_empty()) {
+            Some(SkipReason::NoText)
+        } else if let Some(p) = positional {
+            Some(p)
+        } else {
+            match role_cfg {
+                None => Some(SkipReason::UnknownRole),
+                Some(c) if !c.enabled => Some(SkipReason::RoleDisabled),
+                Some(c) if (tokens_before as u64) < c.min_tokens => {
+                    Some(SkipReason::BelowMinTokens)
+                }
+                Some(_) if texts.iter().any(|t| has_reserved(t)) => {
+                    Some(SkipReason::ReservedCharacters)
+                }
+                Some(_) => None,
+            }
+        };
+        let unchanged = |reason: SkipReason| {
+            let texts: Vec<Option<String>> = texts
+                .iter()
+                .map(|t| has_tags(t).then(|| strip_tags(t)).filter(|s| s != t))
+                .collect();
+            MessageResult {
+                tokens_after: 0,
+                texts,
+                tokens_before,
+                skipped: Some(reason),
+                cache_hits: 0,
+                cache_misses: 0,
+            }
+        };
+        let finish = |mut r: MessageResult, originals: &[&str]| {
+            r.tokens_after = r
+                .texts
+                .iter()
+                .zip(originals)
+                .map(|(new, old)| tokenizer.count(new.as_deref().unwrap_or(old)))
+                .sum();
+            r
+        };
+        let (Some(role_cfg), None) = (role_cfg, reason) else {
+            let reason = reason.unwrap_or(SkipReason::UnknownRole);
+            return Ok(finish(unchanged(reason), texts));
+        };
+
+        // Regions of every segment and the message's effective rate.
+        let regions: Vec<Vec<Region>> = texts.iter().map(|t| self.spans.regions(t)).collect();
+        let rate = match self.message_rate(role_cfg, &regions, tokenizer, opts) {
+            Some(r) => r,
+            None => return Ok(finish(unchanged(SkipReason::WithinTarget), texts)),
+        };
+        let budget_for = |rate: f64| Budget {
+            rate,
+            target_tokens: None,
+            force_tokens: self.force_tokens.clone(),
+            force_reserve_digit: self.config.force_reserve_digit,
+        };
+        let counters = Counters {
+            hits: AtomicUsize::new(0),
+            misses: AtomicUsize::new(0),
+        };
+        let mut new_texts = Vec::with_capacity(texts.len());
+        for (text, regions) in texts.iter().zip(&regions) {
+            let mut out = String::with_capacity(text.len());
+            for region in regions {
+                match region {
+                    Region::Verbatim(s) => out.push_str(s),
+                    Region::Compress {
+                        text: marked,
+                        protected,
+                        rate: tag_rate,
+                    } => {
+                        check_deadline(opts)?;
+                        let r = tag_rate.unwrap_or(rate);
+                        out.push_str(&self.compress_region(
+                            marked,
+                            protected,
+                            &budget_for(r),
+                            &counters,
+                        )?);
+                    }
+                }
+            }
+            new_texts.push(out);
+        }
+        let tokens_after: usize = new_texts.iter().map(|t| tokenizer.count(t)).sum();
+        let hits = counters.hits.load(Ordering::Relaxed);
+        let misses = counters.misses.load(Ordering::Relaxed);
+        if (tokens_after as f64) > (tokens_before as f64) * (1.0 - self.config.min_savings) {
+            let mut r = finish(unchanged(SkipReason::Unprofitable), texts);
+            r.cache_hits = hits;
+            r.cache_misses = misses;
+            return Ok(r);
+        }
+        Ok(MessageResult {
+            texts: new_texts
+                .into_iter()
+                .zip(texts)
+                .map(|(new, old)| (new != *old).then_some(new))
+                .collect(),
+            tokens_before,
+            tokens_after,
+            skipped: None,
+            cache_hits: hits,
+            cache_misses: misses,
+        })
+    }
+
+    /// The rate for a message, `None` when its target is already met.
+    fn message_rate(
+        &self,
+        role: &RoleConfig,
+        regions: &[Vec<Region>],
+        tokenizer: TokenizerKind,
+        opts: &RequestOptions,
+    ) -> Option<f64> {
+        if let Some(r) = opts.rate_override {
+            return (r < 1.0).then_some(r);
+        }
+        let Some(target) = role.target_tokens else {
+            return (role.rate < 1.0).then_some(role.rate);
+        };
+        let (mut fixed, mut free) = (0usize, 0usize);
+        for region in regions.iter().flatten() {
+            match region {
+                Region::Verbatim(s) => fixed += tokenizer.count(s),
+                Region::Compress {
+                    text, protected, ..
+                } => {
+                    fixed += protected.iter().map(|p| tokenizer.count(p)).sum::<usize>();
+                    free += tokenizer.count(&text.replace(SPAN_MARKER, " "));
+                }
+            }
+        }
+        if free == 0 || (fixed + free) as u64 <= target {
+            return None;
+        }
+        let rate = (target as f64 - fixed as f64) / free as f64;
+        Some(rate.clamp(MIN_RATE, 1.0)).filter(|r| *r < 1.0)
+    }
+
+    /// Compresses one region: keeps its outer whitespace, restores protected spans.
+    fn compress_region(
+        &self,
+        marked: &str,
+        protected: &[String],
+        budget: &Budget,
+        counters: &Counters,
+    ) -> Result<String, CompressError> {
+        let restore = |s: &str| -> Option<String> {
+            let mut parts = s.split(SPAN_MARKER);
+            let mut out = String::with_capacity(s.len());
+            out.push_str(parts.next().unwrap_or_default());
+            let mut n = 0;
+            for part in parts {
+                out.push_str(protected.get(n)?);
+                out.push_str(part);
+                n += 1;
+            }
+            (n == protected.len()).then_some(out)
+        };
+        let core = marked.trim();
+        let lead = &marked[..marked.len() - marked.trim_start().len()];
+        let trail = &marked[marked.trim_end().len()..];
+        let has_words = core
+            .split(SPAN_MARKER)
+            .any(|p| p.chars().any(char::is_alphanumeric));
+        if budget.rate >= 1.0 || !has_words {
+            return restore(marked).ok_or_else(|| CompressError::Internal("span markers".into()));
+        }
+        let key = CacheKey::new(self.compressor.id(), budget, core);
+        let out: Arc<CompressOutput> = match self.cache.get(&key) {
+            Some(hit) => {
+                counters.hits.fetch_add(1, Ordering::Relaxed);
+                hit
+            }
+            None => {
+                counters.misses.fetch_add(1, Ordering::Relaxed);
+                let fresh = Arc::new(self.compressor.compress(core, budget)?);
+                self.cache.insert(key, fresh.clone());
+                fresh
+            }
+        };
+        let compressed = format!("{lead}{}{trail}", out.text.trim());
+        // A compressor that lost or invented a span marker cannot be trusted with this region.
+        Ok(restore(&compressed).unwrap_or_else(|| restore(marked).unwrap_or_default()))
+    }
+
+    /// The rate for a role, validated (CLI and tests).
+    pub fn role_rate(&self, role: &str) -> Option<f64> {
+        self.config.roles.get(role).map(|r| r.rate)
+    }
+}
+
+fn check_deadline(opts: &RequestOptions) -> Result<(), CompressError> {
+    match opts.deadline {
+        Some(d) if Instant::now() >= d => Err(CompressError::Deadline),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a text contains what the selection reserves for itself.
+fn has_reserved(text: &str) -> bool {
+    text.contains(SPAN_MARKER) || text.contains('\u{2581}') || text.contains("[NEW")
+}
+
+/// Validates a per-request rate (`x-lingua-rate`).
+pub fn parse_rate(value: &str) -> Option<f64> {
+    let r: f64 = value.trim().parse().ok()?;
+    check_rate("rate", r).ok().map(|_| r)
+}

@@ -1,0 +1,381 @@
+//! Protected spans and `<llmlingua …>` tags.
+//!
+//! A text is cut into regions: verbatim regions (protected spans, `compress=False` tag bodies)
+//! and compressible regions (with an optional rate from a `rate=R` tag). Protected spans are
+//! never scored; the caller replaces each by a marker that the selection always keeps and
+//! puts the original bytes back afterwards.
+
+use std::ops::Range;
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde::de::IgnoredAny;
+
+/// Marks the place of a protected span inside compressible text (a private-use character).
+pub const SPAN_MARKER: &str = "\u{E000}";
+
+/// Part of a text, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Region {
+    /// Forwarded byte for byte.
+    Verbatim(String),
+    /// Compressed at the message's budget, or at `rate` when a tag gave one. `protected` holds
+    /// the verbatim spans inside `text`, each replaced in `text` by [`SPAN_MARKER`].
+    Compress {
+        text: String,
+        protected: Vec<String>,
+        rate: Option<f64>,
+    },
+}
+
+/// Detects protected spans: fenced code, inline code, JSON that parses, URLs, e-mail addresses,
+/// file paths and user patterns.
+#[derive(Debug, Clone, Default)]
+pub struct SpanDetector {
+    keep_patterns: Vec<Regex>,
+    builtin: bool,
+}
+
+static OPEN_TAG: LazyLock<Regex> = LazyLock::new(|| {
+    #[allow(clippy::expect_used)]
+    Regex::new(r"<llmlingua((?:\s*,\s*(?:rate\s*=\s*[0-9.]+|compress\s*=\s*(?:True|False)))*)\s*>")
+        .expect("static regex")
+});
+static TAG_RATE: LazyLock<Regex> = LazyLock::new(|| {
+    #[allow(clippy::expect_used)]
+    Regex::new(r"rate\s*=\s*([0-9.]+)").expect("static regex")
+});
+const CLOSE_TAG: &str = "</llmlingua>";
+
+static INLINE_CODE: LazyLock<Regex> = LazyLock::new(|| {
+    #[allow(clippy::expect_used)]
+    Regex::new(r"``[^\n]+?``|`[^`\n]+`").expect("static regex")
+});
+static URL: LazyLock<Regex> = LazyLock::new(|| {
+    #[allow(clippy::expect_used)]
+    Regex::new(r#"(?i)\b(?:(?:https?|ftp|wss?|file)://|www\.)[^\s<>"'`]+"#).expect("static regex")
+});
+static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
+    #[allow(clippy::expect_used)]
+    Regex::new(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+        .expect("static regex")
+});
+static PATH: LazyLock<Regex> = LazyLock::new(|| {
+    #[allow(clippy::expect_used)]
+    Regex::new(concat!(
+        // absolute or home/dot-relative unix paths with at least one separator after the root
+        r"(?:~|\.{1,2})?/[\w.@+-]+(?:/[\w.@+-]+)*/?",
+        // relative paths with a directory and a file extension: src/compress/mod.rs
+        r"|\b[\w.@+-]+(?:/[\w.@+-]+)*/[\w@+-]+\.[A-Za-z0-9]{1,10}\b",
+        // windows paths
+        r"|\b[A-Za-z]:\\(?:[^\\\s]+\\)*[^\\\s]*",
+    ))
+    .expect("static regex")
+});
+
+impl SpanDetector {
+    /// `keep_patterns` must already be valid (checked by the config).
+    pub fn new(keep_patterns: &[String]) -> Result<Self, regex::Error> {
+        Ok(Self {
+            keep_patterns: keep_patterns
+                .iter()
+                .map(|p| Regex::new(p))
+                .collect::<Result<_, _>>()?,
+            builtin: true,
+        })
+    }
+
+    /// A detector that protects nothing (the CLI's plain mode).
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Byte ranges of the protected spans in `text`, sorted and merged.
+    pub fn find(&self, text: &str) -> Vec<Range<usize>> {
+        let mut spans: Vec<Range<usize>> = Vec::new();
+        if self.builtin {
+            spans.extend(fenced_code(text));
+            spans.extend(INLINE_CODE.find_iter(text).map(|m| m.range()));
+            spans.extend(URL.find_iter(text).map(|m| trim_url(text, m.range())));
+            spans.extend(EMAIL.find_iter(text).map(|m| m.range()));
+            spans.extend(
+                PATH.find_iter(text)
+                    .map(|m| trim_url(text, m.range()))
+                    .filter(|r| path_is_plausible(text, r.clone())),
+            );
+            spans.extend(json_values(text, &spans));
+        }
+        for re in &self.keep_patterns {
+            spans.extend(
+                re.find_iter(text)
+                    .map(|m| m.range())
+                    .filter(|r| !r.is_empty()),
+            );
+        }
+        merge(spans)
+    }
+
+    /// Cuts `text` into regions (tags parsed and removed, protected spans marked).
+    pub fn regions(&self, text: &str) -> Vec<Region> {
+        let mut out = Vec::new();
+        for (part, tag) in split_tags(text) {
+            match tag {
+                Tag::Keep => out.push(Region::Verbatim(part.to_string())),
+                Tag::None | Tag::Rate(_) => {
+                    let rate = match tag {
+                        Tag::Rate(r) => Some(r),
+                        _ => None,
+                    };
+                    let spans = self.find(part);
+                    let mut marked = String::with_capacity(part.len());
+                    let mut protected = Vec::with_capacity(spans.len());
+                    let mut at = 0;
+                    for r in spans {
+                        marked.push_str(&part[at..r.start]);
+                        marked.push_str(SPAN_MARKER);
+                        protected.push(part[r.clone()].to_string());
+                        at = r.end;
+                    }
+                    marked.push_str(&part[at..]);
+                    out.push(Region::Compress {
+                        text: marked,
+                        protected,
+                        rate,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Whether `text` contains `<llmlingua` tags.
+pub fn has_tags(text: &str) -> bool {
+    text.contains("<llmlingua")
+}
+
+/// The text with `<llmlingua …>` / `</llmlingua>` tags removed (bodies kept).
+pub fn strip_tags(text: &str) -> String {
+    split_tags(text).into_iter().map(|(s, _)| s).collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Tag {
+    None,
+    Keep,
+    Rate(f64),
+}
+
+/// Splits on well-formed `<llmlingua[, rate=R][, compress=True|False]>…</llmlingua>` pairs
+/// (not nested). An opening tag without a closing tag is left as text.
+fn split_tags(text: &str) -> Vec<(&str, Tag)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    let mut search = 0;
+    while let Some(m) = OPEN_TAG.find_at(text, search) {
+        let Some(close) = text[m.end()..].find(CLOSE_TAG).map(|i| i + m.end()) else {
+            break;
+        };
+        let opts = &text[m.start() + "<llmlingua".len()..m.end()];
+        let tag = if opts.contains("compress") && opts.contains("False") {
+            Tag::Keep
+        } else if let Some(r) = TAG_RATE
+            .captures(opts)
+            .and_then(|c| c[1].parse::<f64>().ok())
+            .filter(|r| *r > 0.0 && *r <= 1.0)
+        {
+            Tag::Rate(r)
+        } else {
+            Tag::None
+        };
+        if m.start() > at {
+            out.push((&text[at..m.start()], Tag::None));
+        }
+        out.push((&text[m.end()..close], tag));
+        at = close + CLOSE_TAG.len();
+        search = at;
+    }
+    if at < text.len() || out.is_empty() {
+        out.push((&text[at..], Tag::None));
+    }
+    out
+}
+
+fn fenced_code(text: &str) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut open: Option<(usize, u8, usize)> = None; // (start, fence char, fence length)
+    let mut line_start = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start_matches([' ', '\t']);
+        let fence_char = trimmed.as_bytes().first().copied();
+        let run = |c: u8| trimmed.bytes().take_while(|b| *b == c).count();
+        match open {
+            None => {
+                if let Some(c @ (b'`' | b'~')) = fence_char
+                    && run(c) >= 3
+                {
+                    open = Some((line_start, c, run(c)));
+                }
+            }
+            Some((start, c, n)) => {
+                if fence_char == Some(c) && run(c) >= n && trimmed[run(c)..].trim().is_empty() {
+                    let end = line_start + line.trim_end_matches(['\n', '\r']).len();
+                    out.push(start..end);
+                    open = None;
+                }
+            }
+        }
+        line_start += line.len();
+    }
+    if let Some((start, _, _)) = open {
+        out.push(start..text.len());
+    }
+    out
+}
+
+fn trim_url(text: &str, r: Range<usize>) -> Range<usize> {
+    let s = &text[r.clone()];
+    let mut end = s.len();
+    loop {
+        let t = &s[..end];
+        let Some(last) = t.chars().last() else { break };
+        let unbalanced_close = match last {
+            ')' => t.matches('(').count() < t.matches(')').count(),
+            ']' => t.matches('[').count() < t.matches(']').count(),
+            '}' => t.matches('{').count() < t.matches('}').count(),
+            _ => false,
+        };
+        if matches!(last, '.' | ',' | ';' | ':' | '!' | '?' | '\'' | '"') || unbalanced_close {
+            end -= last.len_utf8();
+        } else {
+            break;
+        }
+    }
+    r.start..r.start + end
+}
+
+fn path_is_plausible(text: &str, r: Range<usize>) -> bool {
+    let s = &text[r.clone()];
+    // A lone "/" or "a/b" style alternatives ("and/or") are not paths.
+    if s.len() < 3 {
+        return false;
+    }
+    // Don't start a path in the middle of a word ("km/h" is caught by the relative rule only
+    // when it has an extension).
+    let prev = text[..r.start].chars().last();
+    !matches!(prev, Some(c) if c.is_alphanumeric())
+}
+
+/// Objects and arrays that parse as JSON (not inside already-found spans).
+fn json_values(text: &str, found: &[Range<usize>]) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if (bytes[i] == b'{' || bytes[i] == b'[') && !found.iter().any(|r| r.contains(&i)) {
+            let mut stream =
+                serde_json::Deserializer::from_str(&text[i..]).into_iter::<IgnoredAny>();
+            if let Some(Ok(_)) = stream.next() {
+                let end = i + stream.byte_offset();
+                // "[1]"-style citations are JSON too; require some substance.
+                if end - i >= 2
+                    && text[i..end]
+                        .chars()
+                        .any(|c| c.is_alphanumeric() || c == '"')
+                {
+                    out.push(i..end);
+                    i = end;
+                    continue;
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+fn merge(mut spans: Vec<Range<usize>>) -> Vec<Range<usize>> {
+    spans.retain(|r| !r.is_empty());
+    spans.sort_by_key(|r| (r.start, std::cmp::Reverse(r.end)));
+    let mut out: Vec<Range<usize>> = Vec::with_capacity(spans.len());
+    for r in spans {
+        match out.last_mut() {
+            Some(last) if r.start < last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn protected(text: &str) -> Vec<&str> {
+        let d = SpanDetector::new(&[]).unwrap();
+        d.find(text).into_iter().map(|r| &text[r]).collect()
+    }
+
+    #[test]
+    fn each_builtin_kind() {
+        let t = "Run this:\n```rust\nfn main() {}\n```\nthen `cargo test` and see https://example.com/a_(b). \
+                 Mail ops@example.org about /var/log/syslog or src/compress/mod.rs and C:\\Users\\me\\x.txt. \
+                 Payload {\"k\": [1, 2]} and and/or.";
+        let p = protected(t);
+        assert_eq!(
+            p,
+            [
+                "```rust\nfn main() {}\n```",
+                "`cargo test`",
+                "https://example.com/a_(b)",
+                "ops@example.org",
+                "/var/log/syslog",
+                "src/compress/mod.rs",
+                "C:\\Users\\me\\x.txt",
+                "{\"k\": [1, 2]}",
+            ]
+        );
+    }
+
+    #[test]
+    fn unclosed_fence_runs_to_the_end() {
+        assert_eq!(protected("a\n~~~\ncode\nmore"), ["~~~\ncode\nmore"]);
+    }
+
+    #[test]
+    fn keep_patterns_are_protected() {
+        let d = SpanDetector::new(&[r"TICKET-\d+".into()]).unwrap();
+        let t = "see TICKET-42 now";
+        let r = d.find(t);
+        assert_eq!(&t[r[0].clone()], "TICKET-42");
+    }
+
+    #[test]
+    fn tags() {
+        let t = "a <llmlingua, compress=False>keep me</llmlingua> b <llmlingua, rate=0.3>squeeze</llmlingua> c";
+        let d = SpanDetector::none();
+        let r = d.regions(t);
+        assert_eq!(r.len(), 5);
+        assert_eq!(r[1], Region::Verbatim("keep me".into()));
+        assert!(
+            matches!(&r[3], Region::Compress { text, rate: Some(x), .. } if text == "squeeze" && *x == 0.3)
+        );
+        assert_eq!(strip_tags(t), "a keep me b squeeze c");
+        assert_eq!(strip_tags("x <llmlingua> y"), "x <llmlingua> y");
+    }
+
+    #[test]
+    fn regions_mark_spans() {
+        let d = SpanDetector::new(&[]).unwrap();
+        let r = d.regions("use `x` here");
+        assert_eq!(
+            r,
+            [Region::Compress {
+                text: format!("use {SPAN_MARKER} here"),
+                protected: vec!["`x`".into()],
+                rate: None
+            }]
+        );
+    }
+}

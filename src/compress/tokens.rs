@@ -1,0 +1,115 @@
+//! Token counting with the target model's tokenizer (tiktoken-rs, embedded BPE files).
+
+use serde::{Deserialize, Serialize};
+use tiktoken_rs::CoreBPE;
+
+/// A tiktoken encoding used for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum TokenizerKind {
+    /// GPT-4o, GPT-4.1, GPT-5 and the o-series.
+    #[default]
+    #[serde(rename = "o200k_base")]
+    O200kBase,
+    /// GPT-4 and GPT-3.5.
+    #[serde(rename = "cl100k_base")]
+    Cl100kBase,
+}
+
+impl std::str::FromStr for TokenizerKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "o200k_base" => Ok(Self::O200kBase),
+            "cl100k_base" => Ok(Self::Cl100kBase),
+            other => Err(format!(
+                "unknown tokenizer {other:?} (expected \"o200k_base\" or \"cl100k_base\")"
+            )),
+        }
+    }
+}
+
+impl TokenizerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::O200kBase => "o200k_base",
+            Self::Cl100kBase => "cl100k_base",
+        }
+    }
+
+    /// The tokenizer of a model name; `default` for names the table does not know.
+    /// A provider prefix such as `openai/` is ignored.
+    pub fn for_model(model: &str, default: TokenizerKind) -> TokenizerKind {
+        let name = model
+            .rsplit('/')
+            .next()
+            .unwrap_or(model)
+            .to_ascii_lowercase();
+        let o_series = name.len() >= 2
+            && name.starts_with('o')
+            && name[1..].starts_with(|c: char| c.is_ascii_digit());
+        if name.starts_with("gpt-4o")
+            || name.starts_with("chatgpt-4o")
+            || name.starts_with("gpt-4.1")
+            || name.starts_with("gpt-4.5")
+            || name.starts_with("gpt-5")
+            || o_series
+        {
+            TokenizerKind::O200kBase
+        } else if name.starts_with("gpt-4") || name.starts_with("gpt-3.5") {
+            TokenizerKind::Cl100kBase
+        } else {
+            default
+        }
+    }
+
+    pub fn bpe(self) -> &'static CoreBPE {
+        match self {
+            Self::O200kBase => tiktoken_rs::o200k_base_singleton(),
+            Self::Cl100kBase => tiktoken_rs::cl100k_base_singleton(),
+        }
+    }
+
+    /// Number of tokens in `text`. Special-token strings count as ordinary text
+    /// (`encode_ordinary`), so user text can never make counting fail.
+    pub fn count(self, text: &str) -> usize {
+        if text.is_empty() {
+            return 0;
+        }
+        self.bpe().encode_ordinary(text).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_table() {
+        use TokenizerKind::*;
+        for m in [
+            "gpt-4o",
+            "gpt-4o-mini-2024-07-18",
+            "gpt-4.1-nano",
+            "gpt-5",
+            "o1-preview",
+            "o3-mini",
+            "o4-mini",
+            "openai/gpt-4o",
+        ] {
+            assert_eq!(TokenizerKind::for_model(m, Cl100kBase), O200kBase, "{m}");
+        }
+        for m in ["gpt-4", "gpt-4-turbo", "gpt-3.5-turbo-0125"] {
+            assert_eq!(TokenizerKind::for_model(m, O200kBase), Cl100kBase, "{m}");
+        }
+        assert_eq!(TokenizerKind::for_model("llama-3", Cl100kBase), Cl100kBase);
+        assert_eq!(TokenizerKind::for_model("omni", Cl100kBase), Cl100kBase);
+    }
+
+    #[test]
+    fn counts_differ_by_encoding_and_ignore_special_strings() {
+        let text = "Hello world <|endoftext|> done";
+        assert!(TokenizerKind::Cl100kBase.count(text) > 4);
+        assert!(TokenizerKind::O200kBase.count(text) > 4);
+        assert_eq!(TokenizerKind::O200kBase.count(""), 0);
+    }
+}

@@ -1,0 +1,398 @@
+//! The [`ChatHook`] that compresses intercepted chat-completion requests.
+//!
+//! Compression runs on the blocking thread pool behind two bounds: at most `workers` requests
+//! are compressed at once and at most `queue` more may wait; anything beyond skips compression
+//! at once. Every failure (scorer error, panic, deadline) forwards the original request, logs one
+//! line and increments a counter (fail-open).
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use tokio::sync::Semaphore;
+
+use crate::compress::policy::parse_rate;
+use crate::compress::{
+    CompressError, CompressionConfig, OnError, Outcome, Policy, RequestOptions, TokenizerKind,
+};
+use crate::hook::{ChatHook, ChatRequest, HookOutcome};
+
+/// `x-lingua-compress: off|on`.
+pub const HEADER_COMPRESS: &str = "x-lingua-compress";
+/// `x-lingua-rate: <0..1>`.
+pub const HEADER_RATE: &str = "x-lingua-rate";
+pub const HEADER_TOKENS_BEFORE: &str = "x-lingua-tokens-before";
+pub const HEADER_TOKENS_AFTER: &str = "x-lingua-tokens-after";
+pub const HEADER_COMPRESSION_MS: &str = "x-lingua-compression-ms";
+pub const HEADER_CACHE: &str = "x-lingua-cache";
+/// Why compression did not run: `off`, `disabled`, `overloaded`, `error`, `panic`, `deadline`.
+pub const HEADER_SKIPPED: &str = "x-lingua-skipped";
+
+/// Counters of the pipeline (also reported through the `metrics` facade).
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    /// Requests that reached the hook.
+    pub requests: AtomicU64,
+    /// Requests forwarded with a rewritten body.
+    pub compressed: AtomicU64,
+    /// Requests the policy ran on without changing anything.
+    pub unchanged: AtomicU64,
+    /// `x-lingua-compress: off`, or compression disabled.
+    pub skipped_off: AtomicU64,
+    /// Skipped because the queue was full.
+    pub skipped_overload: AtomicU64,
+    /// Fail-open: the compressor returned an error.
+    pub fail_open_error: AtomicU64,
+    /// Fail-open: compression panicked.
+    pub fail_open_panic: AtomicU64,
+    /// Fail-open: `deadline_ms` passed.
+    pub fail_open_deadline: AtomicU64,
+}
+
+impl PipelineStats {
+    /// All fail-open events.
+    pub fn fail_open(&self) -> u64 {
+        self.fail_open_error.load(Ordering::Relaxed)
+            + self.fail_open_panic.load(Ordering::Relaxed)
+            + self.fail_open_deadline.load(Ordering::Relaxed)
+    }
+}
+
+/// Compresses chat-completion requests with a [`Policy`].
+#[derive(Clone)]
+pub struct CompressionHook {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    policy: Arc<Policy>,
+    admission: Arc<Semaphore>,
+    workers: Arc<Semaphore>,
+    deadline: Duration,
+    tokenizer: Option<TokenizerKind>,
+    /// `(model prefix, tokenizer)`: the first prefix the request's model starts with wins.
+    route_tokenizers: Vec<(String, TokenizerKind)>,
+    stats: Arc<PipelineStats>,
+}
+
+impl std::fmt::Debug for CompressionHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompressionHook")
+            .field("policy", &self.inner.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Failure {
+    Error(CompressError),
+    Panic,
+    Deadline,
+}
+
+impl CompressionHook {
+    /// A hook over `policy`; bounds and deadline come from the policy's configuration.
+    pub fn new(policy: Arc<Policy>) -> Self {
+        // Load both BPE tables now rather than inside the first request's deadline.
+        for t in [TokenizerKind::O200kBase, TokenizerKind::Cl100kBase] {
+            t.bpe();
+        }
+        let cfg = policy.config();
+        let workers = if cfg.workers == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            cfg.workers
+        };
+        let inner = Inner {
+            admission: Arc::new(Semaphore::new(workers + cfg.queue)),
+            workers: Arc::new(Semaphore::new(workers)),
+            deadline: Duration::from_millis(cfg.deadline_ms),
+            tokenizer: None,
+            route_tokenizers: Vec::new(),
+            stats: Arc::new(PipelineStats::default()),
+            policy,
+        };
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Builds the policy and compressor from the `[compression]` table.
+    pub fn from_config(config: &CompressionConfig) -> anyhow::Result<Self> {
+        let compressor = crate::compress::build_compressor(config)?;
+        let policy = Policy::new(config.clone(), compressor)?;
+        Ok(Self::new(Arc::new(policy)))
+    }
+
+    /// Counts tokens with `tokenizer` for every request instead of picking the tokenizer from
+    /// the request's model.
+    pub fn with_tokenizer(self, tokenizer: Option<TokenizerKind>) -> Self {
+        self.rebuild(|i| i.tokenizer = tokenizer)
+    }
+
+    /// Per-route tokenizers: `(model prefix, tokenizer)`, matched like the server's routes
+    /// (first prefix the request's `model` starts with). They win over [`Self::with_tokenizer`].
+    pub fn with_route_tokenizers(self, routes: Vec<(String, TokenizerKind)>) -> Self {
+        self.rebuild(|i| i.route_tokenizers = routes)
+    }
+
+    fn rebuild(self, f: impl FnOnce(&mut Inner)) -> Self {
+        let i = &self.inner;
+        let mut inner = Inner {
+            policy: i.policy.clone(),
+            admission: i.admission.clone(),
+            workers: i.workers.clone(),
+            deadline: i.deadline,
+            tokenizer: i.tokenizer,
+            route_tokenizers: i.route_tokenizers.clone(),
+            stats: i.stats.clone(),
+        };
+        f(&mut inner);
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<PipelineStats> {
+        self.inner.stats.clone()
+    }
+
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.inner.policy
+    }
+}
+
+/// Per-request controls parsed from the headers.
+#[derive(Debug, Default, PartialEq)]
+struct Controls {
+    /// `Some(false)`: off, `Some(true)`: on.
+    compress: Option<bool>,
+    rate: Option<f64>,
+}
+
+fn controls(headers: &HeaderMap) -> Controls {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let compress = match get(HEADER_COMPRESS).map(str::to_ascii_lowercase).as_deref() {
+        Some("off" | "false" | "0") => Some(false),
+        Some("on" | "true" | "1") => Some(true),
+        _ => None,
+    };
+    Controls {
+        compress,
+        rate: get(HEADER_RATE).and_then(parse_rate),
+    }
+}
+
+fn header(name: &'static str, value: impl ToString) -> Option<(HeaderName, HeaderValue)> {
+    Some((
+        HeaderName::from_static(name),
+        HeaderValue::from_str(&value.to_string()).ok()?,
+    ))
+}
+
+fn skipped(reason: &'static str) -> HookOutcome {
+    HookOutcome {
+        body: None,
+        response_headers: header(HEADER_SKIPPED, reason).into_iter().collect(),
+    }
+}
+
+impl ChatHook for CompressionHook {
+    fn on_chat_request(&self, req: ChatRequest) -> BoxFuture<'static, HookOutcome> {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.run(req).await })
+    }
+
+    fn describe(&self) -> serde_json::Value {
+        let cfg = self.inner.policy.config();
+        serde_json::json!({
+            "compression": if cfg.enabled { "on" } else { "off" },
+            "compressor": self.inner.policy.compressor().id(),
+        })
+    }
+}
+
+impl Inner {
+    async fn run(self: Arc<Self>, req: ChatRequest) -> HookOutcome {
+        let stats = &self.stats;
+        stats.requests.fetch_add(1, Ordering::Relaxed);
+        let cfg = self.policy.config();
+        let c = if cfg.allow_request_overrides {
+            controls(&req.headers)
+        } else {
+            Controls::default()
+        };
+        if c.compress == Some(false) || (!cfg.enabled && c.compress != Some(true)) {
+            stats.skipped_off.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("lingua_compression_skipped_total", "reason" => "off").increment(1);
+            return skipped(if cfg.enabled { "off" } else { "disabled" });
+        }
+        let Ok(admission) = self.admission.clone().try_acquire_owned() else {
+            stats.skipped_overload.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("lingua_compression_skipped_total", "reason" => "overloaded")
+                .increment(1);
+            tracing::warn!("compression queue full; forwarding the original request");
+            return skipped("overloaded");
+        };
+        let deadline = Instant::now() + self.deadline;
+        let model = req
+            .json
+            .get("model")
+            .and_then(|m| m.as_str())
+            .unwrap_or_default();
+        let tokenizer = self
+            .route_tokenizers
+            .iter()
+            .find(|(prefix, _)| model.starts_with(prefix.as_str()))
+            .map(|(_, t)| *t)
+            .or(self.tokenizer);
+        let opts = RequestOptions {
+            rate_override: c.rate,
+            tokenizer,
+            deadline: Some(deadline),
+        };
+        let result = self.compress(req.raw, req.json, opts, deadline).await;
+        drop(admission);
+        match result {
+            Ok(outcome) => self.success(outcome),
+            Err(f) => {
+                let reason = match &f {
+                    Failure::Error(CompressError::Deadline) | Failure::Deadline => {
+                        stats.fail_open_deadline.fetch_add(1, Ordering::Relaxed);
+                        "deadline"
+                    }
+                    Failure::Error(_) => {
+                        stats.fail_open_error.fetch_add(1, Ordering::Relaxed);
+                        "error"
+                    }
+                    Failure::Panic => {
+                        stats.fail_open_panic.fetch_add(1, Ordering::Relaxed);
+                        "panic"
+                    }
+                };
+                metrics::counter!("lingua_compression_fail_open_total", "reason" => reason)
+                    .increment(1);
+                let detail = match &f {
+                    Failure::Error(e) => e.to_string(),
+                    Failure::Panic => "panic inside compression".into(),
+                    Failure::Deadline => format!("exceeded {} ms", self.deadline.as_millis()),
+                };
+                if cfg.on_error == OnError::Reject {
+                    // The hook seam cannot refuse a request yet; fail open and say so.
+                    tracing::warn!(
+                        reason,
+                        error = %detail,
+                        "compression failed; on_error = \"reject\" is not supported by this server, forwarding the original request"
+                    );
+                } else {
+                    tracing::warn!(
+                        reason,
+                        error = %detail,
+                        "compression failed; forwarding the original request"
+                    );
+                }
+                skipped(reason)
+            }
+        }
+    }
+
+    async fn compress(
+        &self,
+        raw: Bytes,
+        json: serde_json::Value,
+        opts: RequestOptions,
+        deadline: Instant,
+    ) -> Result<Outcome, Failure> {
+        let policy = self.policy.clone();
+        let workers = self.workers.clone();
+        let work = async move {
+            let permit = workers
+                .acquire_owned()
+                .await
+                .map_err(|_| Failure::Error(CompressError::Internal("pool closed".into())))?;
+            let task = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                std::panic::catch_unwind(AssertUnwindSafe(|| policy.apply(&raw, &json, &opts)))
+            });
+            match task.await {
+                Ok(Ok(Ok(outcome))) => Ok(outcome),
+                Ok(Ok(Err(e))) => Err(Failure::Error(e)),
+                Ok(Err(_)) | Err(_) => Err(Failure::Panic),
+            }
+        };
+        match tokio::time::timeout_at(deadline.into(), work).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure::Deadline),
+        }
+    }
+
+    fn success(&self, outcome: Outcome) -> HookOutcome {
+        let r = &outcome.report;
+        let changed = outcome.body.is_some();
+        if changed {
+            self.stats.compressed.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("lingua_compression_requests_total", "result" => "compressed")
+                .increment(1);
+        } else {
+            self.stats.unchanged.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("lingua_compression_requests_total", "result" => "unchanged")
+                .increment(1);
+        }
+        metrics::counter!("lingua_compression_tokens_before_total")
+            .increment(r.tokens_before as u64);
+        metrics::counter!("lingua_compression_tokens_after_total").increment(r.tokens_after as u64);
+        tracing::debug!(
+            tokens_before = r.tokens_before,
+            tokens_after = r.tokens_after,
+            cache = r.cache.as_str(),
+            ms = r.elapsed.as_secs_f64() * 1000.0,
+            "compression"
+        );
+        let response_headers = [
+            header(HEADER_TOKENS_BEFORE, r.tokens_before),
+            header(HEADER_TOKENS_AFTER, r.tokens_after),
+            header(
+                HEADER_COMPRESSION_MS,
+                format!("{:.1}", r.elapsed.as_secs_f64() * 1000.0),
+            ),
+            header(HEADER_CACHE, r.cache.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        HookOutcome {
+            body: outcome.body.map(Bytes::from),
+            response_headers,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_controls() {
+        let mut h = HeaderMap::new();
+        assert_eq!(controls(&h), Controls::default());
+        h.insert(HEADER_COMPRESS, HeaderValue::from_static("OFF"));
+        h.insert(HEADER_RATE, HeaderValue::from_static("0.3"));
+        assert_eq!(
+            controls(&h),
+            Controls {
+                compress: Some(false),
+                rate: Some(0.3)
+            }
+        );
+        h.insert(HEADER_RATE, HeaderValue::from_static("1.5"));
+        assert_eq!(controls(&h).rate, None);
+    }
+}

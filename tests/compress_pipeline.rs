@@ -1,0 +1,202 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The fail-open hook, called directly (the proxy-level tests are in compress_proxy.rs).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
+use lingua_proxy::compress::{
+    Budget, CompressError, CompressOutput, CompressionConfig, Compressor, Policy, build_compressor,
+};
+use lingua_proxy::hook::{ChatHook, ChatRequest, HookOutcome};
+use lingua_proxy::pipeline::CompressionHook;
+use lingua_proxy::scorer::ScorerError;
+use serde_json::{Value, json};
+
+fn prose(n: usize) -> String {
+    "The gateway validates every incoming request against the quota table, records the latency \
+     of the upstream call and rejects callers whose keys were revoked during the last rotation. "
+        .repeat(n)
+}
+
+fn request(headers: &[(&'static str, &'static str)]) -> ChatRequest {
+    let json = json!({"model": "gpt-4o", "messages": [
+        {"role": "system", "content": prose(10)},
+        {"role": "user", "content": "hello"}]});
+    let mut h = HeaderMap::new();
+    for (k, v) in headers {
+        h.insert(*k, HeaderValue::from_static(v));
+    }
+    ChatRequest {
+        raw: Bytes::from(serde_json::to_vec(&json).unwrap()),
+        json,
+        headers: h,
+    }
+}
+
+fn header<'a>(o: &'a HookOutcome, name: &str) -> Option<&'a str> {
+    o.response_headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| v.to_str().ok())
+}
+
+enum Mode {
+    Fail,
+    Sleep(Duration),
+    Panic,
+}
+struct Broken(Mode);
+impl Compressor for Broken {
+    fn id(&self) -> &str {
+        "broken"
+    }
+    fn compress(&self, text: &str, _: &Budget) -> Result<CompressOutput, CompressError> {
+        match &self.0 {
+            Mode::Fail => Err(ScorerError::Model("boom".into()).into()),
+            Mode::Sleep(d) => {
+                std::thread::sleep(*d);
+                Ok(CompressOutput {
+                    text: text[..text.len() / 2].to_string(),
+                    origin_tokens: 0,
+                    compressed_tokens: 0,
+                })
+            }
+            Mode::Panic => panic!("scorer panicked"),
+        }
+    }
+}
+
+fn hook_with(cfg: CompressionConfig, c: Arc<dyn Compressor>) -> CompressionHook {
+    CompressionHook::new(Arc::new(Policy::new(cfg, c).unwrap()))
+}
+
+fn heuristic_hook(cfg: CompressionConfig) -> CompressionHook {
+    let c = build_compressor(&cfg).unwrap();
+    hook_with(cfg, c)
+}
+
+#[tokio::test]
+async fn compresses_and_reports() {
+    let hook = heuristic_hook(CompressionConfig::default());
+    let a = hook.on_chat_request(request(&[])).await;
+    let body: Value = serde_json::from_slice(a.body.as_ref().unwrap()).unwrap();
+    assert!(body["messages"][0]["content"].as_str().unwrap().len() < prose(10).len());
+    let before: usize = header(&a, "x-lingua-tokens-before")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let after: usize = header(&a, "x-lingua-tokens-after")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(after < before);
+    assert!(
+        header(&a, "x-lingua-compression-ms")
+            .unwrap()
+            .parse::<f64>()
+            .is_ok()
+    );
+    assert_eq!(header(&a, "x-lingua-cache"), Some("miss"));
+    let b = hook.on_chat_request(request(&[])).await;
+    assert_eq!(header(&b, "x-lingua-cache"), Some("hit"));
+    assert_eq!(a.body, b.body);
+    assert_eq!(hook.stats().compressed.load(Ordering::Relaxed), 2);
+}
+
+#[tokio::test]
+async fn header_controls() {
+    let hook = heuristic_hook(CompressionConfig::default());
+    let off = hook
+        .on_chat_request(request(&[("x-lingua-compress", "off")]))
+        .await;
+    assert!(off.body.is_none());
+    assert_eq!(header(&off, "x-lingua-skipped"), Some("off"));
+    let low = hook
+        .on_chat_request(request(&[("x-lingua-rate", "0.2")]))
+        .await;
+    let def = hook.on_chat_request(request(&[])).await;
+    assert!(low.body.as_ref().unwrap().len() < def.body.as_ref().unwrap().len());
+
+    let cfg = CompressionConfig {
+        allow_request_overrides: false,
+        ..CompressionConfig::default()
+    };
+    let hook = heuristic_hook(cfg);
+    let ignored = hook
+        .on_chat_request(request(&[("x-lingua-compress", "off")]))
+        .await;
+    assert!(ignored.body.is_some());
+
+    let cfg = CompressionConfig {
+        enabled: false,
+        ..CompressionConfig::default()
+    };
+    let hook = heuristic_hook(cfg);
+    assert!(hook.on_chat_request(request(&[])).await.body.is_none());
+    let on = hook
+        .on_chat_request(request(&[("x-lingua-compress", "on")]))
+        .await;
+    assert!(on.body.is_some());
+}
+
+#[tokio::test]
+async fn fail_open_on_error_panic_and_deadline() {
+    let hook = hook_with(CompressionConfig::default(), Arc::new(Broken(Mode::Fail)));
+    let o = hook.on_chat_request(request(&[])).await;
+    assert!(o.body.is_none());
+    assert_eq!(header(&o, "x-lingua-skipped"), Some("error"));
+    assert_eq!(hook.stats().fail_open_error.load(Ordering::Relaxed), 1);
+
+    let hook = hook_with(CompressionConfig::default(), Arc::new(Broken(Mode::Panic)));
+    let o = hook.on_chat_request(request(&[])).await;
+    assert!(o.body.is_none());
+    assert_eq!(header(&o, "x-lingua-skipped"), Some("panic"));
+    assert_eq!(hook.stats().fail_open_panic.load(Ordering::Relaxed), 1);
+
+    let cfg = CompressionConfig {
+        deadline_ms: 50,
+        ..CompressionConfig::default()
+    };
+    let hook = hook_with(
+        cfg,
+        Arc::new(Broken(Mode::Sleep(Duration::from_millis(400)))),
+    );
+    let t = std::time::Instant::now();
+    let o = hook.on_chat_request(request(&[])).await;
+    assert!(
+        t.elapsed() < Duration::from_millis(350),
+        "waited {:?}",
+        t.elapsed()
+    );
+    assert!(o.body.is_none());
+    assert_eq!(header(&o, "x-lingua-skipped"), Some("deadline"));
+    assert_eq!(hook.stats().fail_open(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_skips_instead_of_waiting() {
+    let cfg = CompressionConfig {
+        workers: 1,
+        queue: 0,
+        deadline_ms: 5_000,
+        ..CompressionConfig::default()
+    };
+    let hook = hook_with(
+        cfg,
+        Arc::new(Broken(Mode::Sleep(Duration::from_millis(300)))),
+    );
+    let h2 = hook.clone();
+    let slow = tokio::spawn(async move { h2.on_chat_request(request(&[])).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let t = std::time::Instant::now();
+    let o = hook.on_chat_request(request(&[])).await;
+    assert!(t.elapsed() < Duration::from_millis(200));
+    assert!(o.body.is_none());
+    assert_eq!(header(&o, "x-lingua-skipped"), Some("overloaded"));
+    let first = slow.await.unwrap();
+    assert!(first.body.is_some(), "the admitted request was compressed");
+    assert_eq!(hook.stats().skipped_overload.load(Ordering::Relaxed), 1);
+}
