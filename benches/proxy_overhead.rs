@@ -124,7 +124,9 @@ async fn main() {
 
     println!(
         "upstream time to first byte {upstream_ms} ms, {total} requests per cell and side, {} CPUs",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
     );
     println!(
         "| mode | concurrency | direct p50 ms | proxied p50 ms | added p50 ms | direct p99 ms | proxied p99 ms | added p99 ms |"
