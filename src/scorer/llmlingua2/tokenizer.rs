@@ -50,6 +50,7 @@ pub struct ModelInput {
 }
 
 /// A loaded LLMLingua-2 tokenizer.
+#[derive(Clone)]
 pub struct Lingua2Tokenizer {
     tok: Tokenizer,
     style: WordStyle,

@@ -1,0 +1,66 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Selection parity: replays the per-chunk token strings and probabilities recorded from the
+//! reference (llmlingua 0.2.2, NumPy 2) on the two test checkpoints and requires our
+//! `compress_prompt` to return exactly the reference's result on every golden case.
+//! Tokenisation, chunking, placeholders and decoding run for real (tokenizer.json); only the
+//! model is replayed. A chunk string we produce that the reference never scored fails the case.
+
+mod lingua2_common;
+
+use lingua_proxy::compress::lingua2::compress_prompt;
+use lingua2_common::*;
+
+#[test]
+fn replayed_goldens_match_the_reference_exactly() {
+    let g = load_goldens();
+    let toks = Tokenizers::load();
+    let mut failures = Vec::new();
+    let all = cases(&g);
+    assert!(all.len() >= 40, "expected at least 40 golden cases");
+    for case in all {
+        let name = case["name"].as_str().unwrap();
+        let tok = toks.get(case["model"].as_str().unwrap());
+        let scorer = replay_scorer(tok, case);
+        let ctx = contexts(case);
+        let refs: Vec<&str> = ctx.iter().map(String::as_str).collect();
+        match compress_prompt(&scorer, &refs, &options(case)) {
+            Ok(out) => {
+                let d = diff(&out, &case["expected"]);
+                if !d.is_empty() {
+                    failures.push(format!("{name}:\n  {}", d.join("\n  ")));
+                }
+            }
+            Err(e) => failures.push(format!("{name}: error {e}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ:\n{}",
+        failures.len(),
+        all.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn goldens_cover_the_required_features() {
+    let g = load_goldens();
+    let all = cases(&g);
+    let has = |pred: &dyn Fn(&serde_json::Value) -> bool| all.iter().filter(|c| pred(c)).count();
+    for model in ["minilm", "xlmr"] {
+        assert!(has(&|c| c["model"] == model) >= 20, "{model}");
+        // Several chunks in one context.
+        assert!(
+            has(&|c| c["model"] == model
+                && c["chunks"].as_array().unwrap().len() > c["contexts"].as_array().unwrap().len())
+                >= 3
+        );
+    }
+    assert!(has(&|c| c["options"]["drop_consecutive"] == true) >= 4);
+    assert!(has(&|c| c["options"]["force_reserve_digit"] == true) >= 4);
+    assert!(has(&|c| c["options"]["target_token"].is_i64()) >= 6);
+    assert!(has(&|c| c["options"]["token_to_word"] == "first") >= 2);
+    assert!(has(&|c| c["options"]["return_word_label"] == true) >= 4);
+    assert!(has(&|c| c["contexts"].as_array().unwrap().len() > 1) >= 10);
+    assert!(has(&|c| c["contexts"][0].as_str().unwrap().contains('新')) >= 2);
+}
