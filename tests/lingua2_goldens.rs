@@ -64,3 +64,50 @@ fn goldens_cover_the_required_features() {
     assert!(has(&|c| c["contexts"].as_array().unwrap().len() > 1) >= 10);
     assert!(has(&|c| c["contexts"][0].as_str().unwrap().contains('新')) >= 2);
 }
+
+#[test]
+fn thresholds_equal_the_reference_percentiles_and_margins_are_reported() {
+    use lingua_proxy::compress::lingua2::compress_prompt_traced;
+    let g = load_goldens();
+    let toks = Tokenizers::load();
+    let mut near = Vec::new();
+    let mut checked = 0;
+    for case in cases(&g) {
+        let name = case["name"].as_str().unwrap();
+        let tok = toks.get(case["model"].as_str().unwrap());
+        let scorer = replay_scorer(tok, case);
+        let ctx = contexts(case);
+        let refs: Vec<&str> = ctx.iter().map(String::as_str).collect();
+        let (_, trace) = compress_prompt_traced(&scorer, &refs, &options(case)).unwrap();
+        let theirs: Vec<f64> = case["percentiles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["result"].as_f64().unwrap())
+            .collect();
+        let mut ours: Vec<f64> = trace.chunks.iter().map(|c| c.threshold).collect();
+        if let Some((_, thr)) = &trace.context_scores {
+            ours.push(*thr);
+        }
+        for t in &ours {
+            assert!(
+                theirs.contains(t),
+                "{name}: threshold {t} not among {theirs:?}"
+            );
+            checked += 1;
+        }
+        // Smallest distance between a model-scored word probability and its threshold: what
+        // an encoder difference of that size could flip.
+        let margin = trace
+            .chunks
+            .iter()
+            .flat_map(|c| c.probs.iter().map(move |p| (p - c.threshold).abs()))
+            .filter(|m| *m > 0.0)
+            .fold(f64::INFINITY, f64::min);
+        if margin < 1e-4 {
+            near.push(format!("{name}: {margin:.2e}"));
+        }
+    }
+    assert!(checked >= 50);
+    eprintln!("cases with a word within 1e-4 of its threshold: {near:?}");
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Runs the reference (`llmlingua==0.2.2`, transformers 5, NumPy 2) on the test checkpoints and
-writes tests/goldens/lingua2.json (+ tests/goldens/numpy.json for the arithmetic).
+writes tests/goldens/lingua2.json (tools/make_numpy_fixture.py writes the arithmetic fixtures).
 
 For every case it records the call, the reference's result dict, and for every chunk the model
 scored: the chunk string, the input ids, the token strings the model saw (incl. specials) and
@@ -168,42 +168,6 @@ def main():
     os.makedirs(os.path.join(REPO, "tests", "goldens"), exist_ok=True)
     with open(os.path.join(REPO, "tests", "goldens", "lingua2.json"), "w") as f:
         json.dump(out, f, ensure_ascii=False, indent=1)
-        f.write("\n")
-    write_numpy_goldens()
-
-
-def write_numpy_goldens():
-    """np.percentile / Python mean semantics on random float32/float64 mixes (NumPy 2)."""
-    r = random.Random(5)
-    cases = []
-    for i in range(400):
-        n = r.randint(1, 40)
-        vals = [np.float32(r.random() ** r.choice([1, 3])) for _ in range(n)]
-        kinds = ["f32"] * n
-        if r.random() < 0.4:
-            for _ in range(r.randint(1, 3)):
-                j = r.randrange(n)
-                vals[j] = r.choice([1.0, 0.0])
-                kinds[j] = "py"
-        if r.random() < 0.3:  # duplicates / ties
-            k = r.randrange(n)
-            for j in range(r.randrange(n)):
-                vals[j] = vals[k]
-                kinds[j] = kinds[k]
-        q = r.choice([0, 1, 10, 18, 20, 25, 31, 45, 50, 51, 68, 76, 99, 100, r.randint(0, 100)])
-        p = _orig_pct(vals, q)
-        mean = sum(vals) / len(vals)
-        cases.append({
-            "values": [float(v) for v in vals],
-            "kinds": kinds,
-            "q": q,
-            "percentile": float(p),
-            "percentile_is_f32": isinstance(p, np.float32),
-            "mean": float(mean),
-            "mean_is_f32": isinstance(mean, np.float32),
-        })
-    with open(os.path.join(REPO, "tests", "goldens", "numpy.json"), "w") as f:
-        json.dump({"numpy": np.__version__, "cases": cases}, f, indent=0)
         f.write("\n")
 
 
