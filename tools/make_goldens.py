@@ -10,6 +10,9 @@ the class-1 probabilities (float32, written as the exact float value). It also r
 Run with the reference venv (needs torch; not run in CI):
 
     HF_HUB_OFFLINE=1 TIKTOKEN_CACHE_DIR=<dir with cl100k> /work/ref-venv/bin/python tools/make_goldens.py
+
+Under NumPy 1.x (same torch/transformers, e.g. a venv holding numpy==1.26.4 whose .pth adds the
+reference venv's site-packages) it writes tests/goldens/lingua2_numpy1.json instead.
 """
 
 import json
@@ -166,7 +169,9 @@ def main():
             print(f"{model_key}/{name}: {res['origin_tokens']} -> {res['compressed_tokens']} "
                   f"chunks={len(chunks)} conflicts={conflicts}", flush=True)
     os.makedirs(os.path.join(REPO, "tests", "goldens"), exist_ok=True)
-    with open(os.path.join(REPO, "tests", "goldens", "lingua2.json"), "w") as f:
+    # NumPy 2 (today's install) → lingua2.json; NumPy 1.x → lingua2_numpy1.json.
+    fname = "lingua2.json" if np.__version__.startswith("2.") else "lingua2_numpy1.json"
+    with open(os.path.join(REPO, "tests", "goldens", fname), "w") as f:
         json.dump(out, f, ensure_ascii=False, indent=1)
         f.write("\n")
 
