@@ -64,6 +64,11 @@ fn marker_ids_follow_the_reference_bug() {
     let inp = b.model_input("hello world").unwrap();
     assert_eq!(inp.input_ids, vec![101, 7592, 2088, 102]);
     assert!(inp.attention_mask.iter().all(|&m| m == 1));
+    // A literal "[PAD]" keeps its position but is masked out, as in the reference.
+    let inp = b.model_input("[PAD] a").unwrap();
+    assert_eq!(inp.input_ids, vec![101, 0, 1037, 102]);
+    assert_eq!(inp.attention_mask, vec![1, 0, 1, 1]);
+    assert_eq!(inp.active_tokens, ["[CLS]", "a", "[SEP]"]);
 }
 
 #[test]
@@ -83,7 +88,15 @@ fn model_inputs_match_every_recorded_chunk() {
                 .iter()
                 .map(|v| v.as_u64().unwrap() as u32)
                 .collect();
-            if inp.input_ids != ids || inp.active_tokens != strings(&chunk["tokens"]) {
+            // The recorder keeps the ids at mask-1 positions (a literal "[PAD]" is masked).
+            let active: Vec<u32> = inp
+                .input_ids
+                .iter()
+                .zip(inp.attention_mask.iter())
+                .filter(|(_, m)| **m == 1)
+                .map(|(i, _)| *i)
+                .collect();
+            if active != ids || inp.active_tokens != strings(&chunk["tokens"]) {
                 bad.push(format!("{}: {text:?}", case["name"]));
             }
             assert!(inp.input_ids.len() <= 512);

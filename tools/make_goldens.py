@@ -128,6 +128,18 @@ def cases():
     add("empty_and_meeting_no_filter", ["", m], rate=0.5, use_context_level_filter=False)
     add("math_rate055_first_digits", gt.MATH2, rate=0.55, token_to_word="first",
         force_reserve_digit=True)
+    add("meeting_force_corrupts_placeholder", m, rate=0.5, force_tokens=["\n", "NEW", "I"])
+    add("long_no_end_tokens_511", LONG.replace(".", ""), rate=0.5, force_tokens=["\n"])
+    add("more_literal_specials", "[PAD] a [MASK] b <pad> c <mask> d [UNK] e. <s></s> f", rate=0.4)
+    add("four_ctx_explicit_ctx_rate05_target60", FOUR, target_token=60, context_level_rate=0.5)
+    add("four_ctx_target_token_no_token_filter", FOUR, target_token=120,
+        use_token_level_filter=False)
+    add("chinese_multi_piece_force_rate03", gt.CHINESE[1], rate=0.3,
+        force_tokens=["新闻内容", "教育", "小学", "\n", "。"], drop_consecutive=True)
+    add("math_rate033_spec_q68_first_digits", gt.MATH, rate=0.33, token_to_word="first",
+        force_tokens=["The answer is", "\n", "="], force_reserve_digit=True)
+    add("meeting_repeated_force_token_dict_order", m, rate=0.45,
+        force_tokens=["Sarah:", "\n", "Sarah:", "John:"], return_word_label=True)
     return c
 
 
