@@ -135,3 +135,29 @@ fn decoder_rules_match_the_reference() {
     assert!(b.tokenize("\n").unwrap().is_empty());
     assert_eq!(x.tokenize("[NEW7]").unwrap(), ["[NEW7]"]);
 }
+
+#[test]
+fn input_scorer_drops_masked_positions_and_checks_lengths() {
+    use lingua_proxy::scorer::Scorer;
+    use lingua_proxy::scorer::ScorerError;
+    use lingua_proxy::scorer::llmlingua2::tokenizer::{InputScorer, ModelInput};
+    let toks = Tokenizers::load();
+    // A fake model: probability = position / 100.
+    let s = InputScorer::new(
+        toks.get("minilm").clone(),
+        "fake",
+        |inp: &[ModelInput]| {
+            Ok(inp
+                .iter()
+                .map(|i| (0..i.input_ids.len()).map(|k| k as f32 / 100.0).collect())
+                .collect::<Vec<Vec<f32>>>())
+        },
+    );
+    let out = s.score_chunks(&["[PAD] a b".to_string()]).unwrap();
+    assert_eq!(out[0].tokens, ["[CLS]", "a", "b", "[SEP]"]);
+    assert_eq!(out[0].probs, [0.0, 0.02, 0.03, 0.04]);
+    let bad = InputScorer::new(toks.get("minilm").clone(), "bad", |_: &[ModelInput]| {
+        Ok::<_, ScorerError>(vec![vec![0.5_f32]])
+    });
+    assert!(bad.score_chunks(&["a b".to_string()]).is_err());
+}
