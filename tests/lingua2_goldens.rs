@@ -111,3 +111,38 @@ fn thresholds_equal_the_reference_percentiles_and_margins_are_reported() {
     assert!(checked >= 50);
     eprintln!("cases with a word within 1e-4 of its threshold: {near:?}");
 }
+
+#[test]
+fn numpy1_arithmetic_matches_the_reference_run_under_numpy1() {
+    // tests/goldens/lingua2_numpy1_expected.json: the same cases run by the reference under
+    // NumPy 1.26.4 (same torch, so the recorded probabilities are the same).
+    let g = load_goldens();
+    let path = repo().join("tests/goldens/lingua2_numpy1_expected.json");
+    let np1: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert!(
+        np1["reference"]["numpy"]
+            .as_str()
+            .unwrap()
+            .starts_with("1.")
+    );
+    let toks = Tokenizers::load();
+    let mut failures = Vec::new();
+    let np1_cases = np1["cases"].as_array().unwrap();
+    assert_eq!(np1_cases.len(), cases(&g).len());
+    for (case, exp) in cases(&g).iter().zip(np1_cases) {
+        assert_eq!(case["name"], exp["name"]);
+        let tok = toks.get(case["model"].as_str().unwrap());
+        let scorer = replay_scorer(tok, case);
+        let ctx = contexts(case);
+        let refs: Vec<&str> = ctx.iter().map(String::as_str).collect();
+        let mut o = options(case);
+        o.numpy1_percentile = true;
+        let out = compress_prompt(&scorer, &refs, &o).unwrap();
+        let d = diff(&out, &exp["expected"]);
+        if !d.is_empty() {
+            failures.push(format!("{}:\n  {}", case["name"], d.join("\n  ")));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

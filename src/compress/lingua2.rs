@@ -193,6 +193,7 @@ impl TokenMap {
     fn substitute(&self, text: &str) -> String {
         let mut s = text.to_string();
         for (ori, ph) in &self.entries {
+            // [DEVIATION] Python `s.replace("", ph)` would insert `ph` between every character.
             if !ori.is_empty() {
                 s = s.replace(ori.as_str(), ph);
             }

@@ -185,3 +185,77 @@ pub fn diff(out: &Lingua2Output, expected: &Value) -> Vec<String> {
     );
     d
 }
+
+/// Judges an end-to-end run (real encoder) against the reference on one golden case.
+///
+/// `Ok(None)`: identical output. `Ok(Some(why))`: the output differs, but only by words (at most
+/// `max_words`) whose probability lies within `tol` of the threshold in either run, i.e. a
+/// floating-point near-tie. `Err(why)`: a real difference.
+pub fn judge_with_ties(
+    case: &Value,
+    ours: &Lingua2Output,
+    ours_trace: &lingua_proxy::compress::lingua2::Trace,
+    ref_trace: &lingua_proxy::compress::lingua2::Trace,
+    tol: f64,
+    max_words: usize,
+) -> Result<Option<String>, String> {
+    let d = diff(ours, &case["expected"]);
+    if d.is_empty() {
+        return Ok(None);
+    }
+    let mut why = Vec::new();
+    if let (Some((cs_o, thr_o)), Some((cs_r, thr_r))) =
+        (&ours_trace.context_scores, &ref_trace.context_scores)
+    {
+        for (i, (a, b)) in cs_o.iter().zip(cs_r.iter()).enumerate() {
+            if (a >= thr_o) != (b >= thr_r) {
+                let tie = (a - thr_o).abs() <= tol || (b - thr_r).abs() <= tol;
+                if !tie {
+                    return Err(format!(
+                        "context {i} kept differently: {a} vs thr {thr_o}, ref {b} vs {thr_r}"
+                    ));
+                }
+                why.push(format!("context {i} score tie ({a} / {b})"));
+            }
+        }
+        if !why.is_empty() {
+            return Ok(Some(why.join("; ")));
+        }
+    }
+    if ours_trace.chunks.len() != ref_trace.chunks.len() {
+        return Err(format!("different chunks: {}", d.join("; ")));
+    }
+    let mut flipped = 0;
+    for (k, (o, r)) in ours_trace.chunks.iter().zip(&ref_trace.chunks).enumerate() {
+        if o.words != r.words {
+            return Err(format!("chunk {k}: different words"));
+        }
+        for i in 0..o.words.len() {
+            if o.labels[i] != r.labels[i] {
+                let mo = (o.probs[i] - o.threshold).abs();
+                let mr = (r.probs[i] - r.threshold).abs();
+                if mo > tol && mr > tol {
+                    return Err(format!(
+                        "chunk {k} word {:?}: p {} vs thr {} (ref p {} vs thr {})",
+                        o.words[i], o.probs[i], o.threshold, r.probs[i], r.threshold
+                    ));
+                }
+                flipped += 1;
+                why.push(format!(
+                    "chunk {k} word {:?} tie: |p-thr| {mo:.1e} (ref {mr:.1e})",
+                    o.words[i]
+                ));
+            }
+        }
+    }
+    if flipped == 0 {
+        return Err(format!(
+            "output differs without a label flip: {}",
+            d.join("; ")
+        ));
+    }
+    if flipped > max_words {
+        return Err(format!("{flipped} words flipped: {}", why.join("; ")));
+    }
+    Ok(Some(why.join("; ")))
+}
