@@ -726,7 +726,7 @@ fn compress_with_context_filter(
         }
         if opts.target_token >= 0 {
             context_level_target_token = if opts.use_token_level_filter {
-                opts.target_token * 2
+                opts.target_token.saturating_mul(2)
             } else {
                 opts.target_token
             };
