@@ -66,14 +66,16 @@ def main():
     mask = torch.tensor([[1] * len(b) + [0] * (512 - len(b)) for b in batch])
     with torch.no_grad():
         model(input_ids=inp, attention_mask=mask)  # warm-up
-        times = []
+        times, cpu = [], []
         for _ in range(a.runs):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             model(input_ids=inp, attention_mask=mask)
             times.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
     med = statistics.median(times)
     out["forward"] = {"windows": len(batch), "tokens": real, "seconds": times,
-                      "median_s": med, "tokens_per_s": real / med}
+                      "median_s": med, "tokens_per_s": real / med,
+                      "cpu_seconds": cpu, "tokens_per_cpu_s": real / statistics.median(cpu)}
 
     if not a.no_compress:
         from llmlingua import PromptCompressor

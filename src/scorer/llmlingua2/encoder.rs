@@ -540,10 +540,23 @@ impl CpuEncoder {
                 Some(r)
             })
             .collect();
+        let profile = std::env::var_os("LINGUA_ENCODER_PROFILE").is_some();
+        let mut spent = [0.0f64; 7];
+        let mut clock = std::time::Instant::now();
+        let mut lap = |i: usize| {
+            if profile {
+                let now = std::time::Instant::now();
+                spent[i] += (now - clock).as_secs_f64();
+                clock = now;
+            }
+        };
         for layer in &self.layers {
             layer.qkv.forward(&hs, total, &mut qkv, &mut ctx);
+            lap(0);
             self.attention(&qkv, &offsets, &mut attn);
+            lap(1);
             layer.attn_out.forward(&attn, total, &mut tmp, &mut ctx);
+            lap(2);
             kernels::residual_layer_norm(
                 &mut hs,
                 &tmp,
@@ -552,9 +565,13 @@ impl CpuEncoder {
                 &layer.ln1.1,
                 cfg.layer_norm_eps,
             );
+            lap(3);
             layer.ffn_in.forward(&hs, total, &mut inter, &mut ctx);
+            lap(4);
             self.activate(&mut inter);
+            lap(5);
             layer.ffn_out.forward(&inter, total, &mut tmp, &mut ctx);
+            lap(6);
             kernels::residual_layer_norm(
                 &mut hs,
                 &tmp,
@@ -562,6 +579,19 @@ impl CpuEncoder {
                 &layer.ln2.0,
                 &layer.ln2.1,
                 cfg.layer_norm_eps,
+            );
+            lap(3);
+        }
+        if profile {
+            tracing::info!(
+                qkv = spent[0],
+                attention = spent[1],
+                attn_out = spent[2],
+                layer_norm = spent[3],
+                ffn_in = spent[4],
+                gelu = spent[5],
+                ffn_out = spent[6],
+                "encoder forward profile (s)"
             );
         }
 
@@ -612,58 +642,101 @@ impl CpuEncoder {
             .collect();
         let out_ptr = kernels::SendPtr(out.as_mut_ptr());
         let qkv_ptr = qkv.as_ptr() as usize;
-        let run = |scores: &mut Vec<f32>, &(o, len, hd): &(usize, usize, usize)| {
-            scores.clear();
-            scores.resize(len * len, 0.0);
+        let packed = kernels::f32x::avx512_available();
+        let run = |s: &mut AttnScratch, &(o, len, hd): &(usize, usize, usize)| {
+            s.scores.clear();
+            s.scores.resize(len * len, 0.0);
             let base = qkv_ptr as *const f32;
-            let s3 = (3 * h) as isize;
+            let s3 = 3 * h;
             // SAFETY: q/k/v views cover rows o..o+len and columns hd*d..hd*d+d of their third of
             // the QKV buffer; the output view covers the same rows/columns of `out`, distinct
-            // for every (sequence, head) task.
+            // for every (sequence, head) task. The packed path runs only with avx512f.
             unsafe {
-                let q = base.add(o * 3 * h + hd * d);
-                let k = base.add(o * 3 * h + h + hd * d);
-                let v = base.add(o * 3 * h + 2 * h + hd * d);
+                let q = base.add(o * s3 + hd * d);
+                let k = base.add(o * s3 + h + hd * d);
+                let v = base.add(o * s3 + 2 * h + hd * d);
+                let dst = out_ptr.get().add(o * h + hd * d);
+                #[cfg(target_arch = "x86_64")]
+                if packed {
+                    // scores = Q · Kᵀ  (B[kk, j] = K[j, kk])
+                    kernels::f32x::pack_b(k, d, len, 1, s3, &mut s.kt);
+                    kernels::f32x::gemm_packed(
+                        q,
+                        s3,
+                        len,
+                        d,
+                        &s.kt,
+                        len,
+                        s.scores.as_mut_ptr(),
+                        len,
+                        &mut s.tail,
+                    );
+                    for r in s.scores.chunks_exact_mut(len) {
+                        kernels::softmax_row_scaled(r, scale);
+                    }
+                    // ctx = P · V
+                    kernels::f32x::pack_b(v, len, d, s3, 1, &mut s.v);
+                    kernels::f32x::gemm_packed(
+                        s.scores.as_ptr(),
+                        len,
+                        len,
+                        len,
+                        &s.v,
+                        d,
+                        dst,
+                        h,
+                        &mut s.tail,
+                    );
+                    return;
+                }
                 kernels::gemm_strided(
                     len,
                     len,
                     d,
-                    scores.as_mut_ptr(),
+                    s.scores.as_mut_ptr(),
                     len as isize,
                     q,
-                    s3,
+                    s3 as isize,
                     1,
                     k,
                     1,
-                    s3,
-                    scale,
+                    s3 as isize,
+                    1.0,
                 );
-                for r in scores.chunks_exact_mut(len) {
-                    kernels::softmax_row(r);
+                for r in s.scores.chunks_exact_mut(len) {
+                    kernels::softmax_row_scaled(r, scale);
                 }
                 kernels::gemm_strided(
                     len,
                     d,
                     len,
-                    out_ptr.get().add(o * h + hd * d),
+                    dst,
                     h as isize,
-                    scores.as_ptr(),
+                    s.scores.as_ptr(),
                     len as isize,
                     1,
                     v,
-                    s3,
+                    s3 as isize,
                     1,
                     1.0,
                 );
             }
         };
         if self.threads > 1 {
-            tasks.par_iter().for_each_init(Vec::new, run);
+            tasks.par_iter().for_each_init(AttnScratch::default, run);
         } else {
-            let mut scores = Vec::new();
-            tasks.iter().for_each(|t| run(&mut scores, t));
+            let mut scratch = AttnScratch::default();
+            tasks.iter().for_each(|t| run(&mut scratch, t));
         }
     }
+}
+
+#[derive(Default)]
+struct AttnScratch {
+    scores: Vec<f32>,
+    kt: Vec<f32>,
+    v: Vec<f32>,
+    tail: Vec<f32>,
 }
 
 #[inline]

@@ -137,8 +137,25 @@ impl PackedF32 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn kernel(a: &[f32], lda: usize, k0: usize, kc: usize, b: &[f32], acc: &mut [f32; MR * NR]) {
+    debug_assert!(a.len() >= (MR - 1) * lda + k0 + kc && b.len() >= (k0 + kc) * NR);
+    // SAFETY: forwarded bounds.
+    unsafe { kernel_ptr(a.as_ptr(), lda, k0, kc, b.as_ptr(), acc) }
+}
+
+/// # Safety
+/// Requires avx512f; `a` points at MR rows of `lda` floats (at least `k0 + kc` used per row),
+/// `b` at `(k0 + kc) · 32` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel_ptr(
+    a: *const f32,
+    lda: usize,
+    k0: usize,
+    kc: usize,
+    b: *const f32,
+    acc: &mut [f32; MR * NR],
+) {
     use std::arch::x86_64::*;
-    debug_assert!(a.len() >= MR * lda && b.len() >= (k0 + kc) * NR);
     // SAFETY: bounds as documented above; acc has MR * NR floats.
     unsafe {
         let mut c = [[_mm512_setzero_ps(); 2]; MR];
@@ -146,8 +163,8 @@ unsafe fn kernel(a: &[f32], lda: usize, k0: usize, kc: usize, b: &[f32], acc: &m
             cr[0] = _mm512_loadu_ps(acc.as_ptr().add(r * NR));
             cr[1] = _mm512_loadu_ps(acc.as_ptr().add(r * NR + 16));
         }
-        let ap = a.as_ptr().add(k0);
-        let mut bp = b.as_ptr().add(k0 * NR);
+        let ap = a.add(k0);
+        let mut bp = b.add(k0 * NR);
         for kk in 0..kc {
             let b0 = _mm512_loadu_ps(bp);
             let b1 = _mm512_loadu_ps(bp.add(16));
@@ -161,6 +178,86 @@ unsafe fn kernel(a: &[f32], lda: usize, k0: usize, kc: usize, b: &[f32], acc: &m
         for (r, cr) in c.iter().enumerate() {
             _mm512_storeu_ps(acc.as_mut_ptr().add(r * NR), cr[0]);
             _mm512_storeu_ps(acc.as_mut_ptr().add(r * NR + 16), cr[1]);
+        }
+    }
+}
+
+/// Packs `b` (`k × n`, element `(kk, j)` at `b[kk · rs + j · cs]`) into `[n/32][k][32]` panels.
+///
+/// # Safety
+/// Every `(kk, j)` with `kk < k`, `j < n` must be readable through `b`.
+pub unsafe fn pack_b(b: *const f32, k: usize, n: usize, rs: usize, cs: usize, out: &mut Vec<f32>) {
+    let panels = n.div_ceil(NR);
+    out.clear();
+    out.resize(panels * k * NR, 0.0);
+    for j in 0..n {
+        let (p, lane) = (j / NR, j % NR);
+        let base = p * k * NR + lane;
+        for kk in 0..k {
+            // SAFETY: caller guarantees (kk, j) is readable.
+            out[base + kk * NR] = unsafe { *b.add(kk * rs + j * cs) };
+        }
+    }
+}
+
+/// `c[i, j] = Σ_kk a[i, kk] · B[kk, j]` for `i < m`, `j < n` (overwrites `c`), single-threaded,
+/// with `B` packed by [`pack_b`]. Rows of `a` and `c` are `lda` / `ldc` floats apart.
+///
+/// # Safety
+/// Requires avx512f ([`avx512_available`]); `a` must cover `m` rows of `k` floats at stride
+/// `lda`, `c` must be writable for `m` rows of `n` floats at stride `ldc`, and no other thread
+/// may touch that region of `c`.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_packed(
+    a: *const f32,
+    lda: usize,
+    m: usize,
+    k: usize,
+    bp: &[f32],
+    n: usize,
+    c: *mut f32,
+    ldc: usize,
+    tail: &mut Vec<f32>,
+) {
+    let full = m / MR;
+    let rest = m - full * MR;
+    if rest > 0 {
+        tail.clear();
+        tail.resize(MR * k, 0.0);
+        for r in 0..rest {
+            // SAFETY: row full*MR + r < m is inside `a`.
+            let src = unsafe { std::slice::from_raw_parts(a.add((full * MR + r) * lda), k) };
+            tail[r * k..(r + 1) * k].copy_from_slice(src);
+        }
+    }
+    let mut acc = [0.0f32; MR * NR];
+    for p in 0..n.div_ceil(NR) {
+        let c0 = p * NR;
+        let cols = NR.min(n - c0);
+        let b = &bp[p * k * NR..(p + 1) * k * NR];
+        for rb in 0..full + usize::from(rest > 0) {
+            let (ap, stride, rows) = if rb < full {
+                // SAFETY: block rows are inside `a`.
+                (unsafe { a.add(rb * MR * lda) }, lda, MR)
+            } else {
+                (tail.as_ptr(), k, rest)
+            };
+            acc.fill(0.0);
+            let mut k0 = 0;
+            while k0 < k {
+                let kc = KC.min(k - k0);
+                // SAFETY: avx512f per the contract; MR rows of `stride` floats at `ap`.
+                unsafe { kernel_ptr(ap, stride, k0, kc, b.as_ptr(), &mut acc) };
+                k0 += kc;
+            }
+            for r in 0..rows {
+                // SAFETY: row rb*MR + r < m, columns c0..c0+cols < n, per the contract.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(c.add((rb * MR + r) * ldc + c0), cols)
+                };
+                dst.copy_from_slice(&acc[r * NR..r * NR + cols]);
+            }
         }
     }
 }

@@ -116,12 +116,14 @@ pub unsafe fn gemm_strided(
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 
-/// `e^x` to about 1e-7 relative error (Cephes polynomial), branch-free so that loops over it
-/// vectorise. Inputs below -87.3 flush to ~1e-38.
+/// `e^x` to about 1e-7 relative error (Cephes polynomial), branch-free and integer-cast-free so
+/// that loops over it vectorise. Inputs below -87.3 flush to ~1e-38.
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
-    let x = x.clamp(-87.3, 88.7);
-    let n = (x * LOG2E + 12_582_912.0) - 12_582_912.0; // round to nearest
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer in the low bits
+    let x = x.clamp(-87.3, 88.0);
+    let t = x.mul_add(LOG2E, MAGIC);
+    let n = t - MAGIC;
     let r = n.mul_add(-0.693_359_4, x);
     let r = n.mul_add(2.121_944_4e-4, r);
     let z = r * r;
@@ -132,7 +134,13 @@ pub fn exp_f32(x: f32) -> f32 {
     p = p.mul_add(r, 1.666_666_5e-1);
     p = p.mul_add(r, 0.5);
     let y = p.mul_add(z, r) + 1.0;
-    y * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    // 2^n from the integer sitting in t's mantissa: (n + 127) << 23.
+    let bits = t
+        .to_bits()
+        .wrapping_sub(MAGIC.to_bits())
+        .wrapping_add(127)
+        .wrapping_shl(23);
+    y * f32::from_bits(bits)
 }
 
 /// `erf(x)`, Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7).
@@ -149,23 +157,48 @@ pub fn erf_f32(x: f32) -> f32 {
     y.copysign(x)
 }
 
-/// Exact (erf) GELU, in place.
-pub fn gelu_erf(xs: &mut [f32]) {
-    for x in xs.iter_mut() {
-        let v = *x;
-        *x = 0.5 * v * (1.0 + erf_f32(v * std::f32::consts::FRAC_1_SQRT_2));
+/// Runs `$body` compiled for AVX-512 when the CPU has it, else for the build's baseline.
+macro_rules! multiversion {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+        $(#[$m])*
+        $vis fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn inner($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn wide($($arg: $ty),*) { inner($($arg),*) }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: avx512f was just detected.
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            inner($($arg),*)
+        }
+    };
+}
+
+multiversion! {
+    /// Exact (erf) GELU, in place.
+    pub fn gelu_erf(xs: &mut [f32]) {
+        for x in xs.iter_mut() {
+            let v = *x;
+            *x = 0.5 * v * (1.0 + erf_f32(v * std::f32::consts::FRAC_1_SQRT_2));
+        }
     }
 }
 
-/// Tanh-approximated GELU, in place.
-pub fn gelu_tanh(xs: &mut [f32]) {
-    const C: f32 = 0.797_884_6; // sqrt(2/pi)
-    for x in xs.iter_mut() {
-        let v = *x;
-        let u = C * (0.044_715 * v * v * v + v);
-        // tanh(u) = 1 - 2 / (e^{2u} + 1)
-        let t = 1.0 - 2.0 / (exp_f32(2.0 * u) + 1.0);
-        *x = 0.5 * v * (1.0 + t);
+multiversion! {
+    /// Tanh-approximated GELU, in place.
+    pub fn gelu_tanh(xs: &mut [f32]) {
+        const C: f32 = 0.797_884_6; // sqrt(2/pi)
+        for x in xs.iter_mut() {
+            let v = *x;
+            let u = C * (0.044_715 * v * v * v + v);
+            // tanh(u) = 1 - 2 / (e^{2u} + 1)
+            let t = 1.0 - 2.0 / (exp_f32(2.0 * u) + 1.0);
+            *x = 0.5 * v * (1.0 + t);
+        }
     }
 }
 
@@ -177,16 +210,45 @@ pub fn relu(xs: &mut [f32]) {
 
 /// Softmax of one row in place.
 pub fn softmax_row(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f32;
-    for x in row.iter_mut() {
-        let e = exp_f32(*x - max);
-        *x = e;
-        sum += e;
-    }
-    let inv = 1.0 / sum;
-    for x in row.iter_mut() {
-        *x *= inv;
+    softmax_row_scaled(row, 1.0);
+}
+
+multiversion! {
+    /// `row = softmax(scale · row)` in place, with 16 independent lanes for the reductions so
+    /// the loops vectorise.
+    pub fn softmax_row_scaled(row: &mut [f32], scale: f32) {
+        let mut m = [f32::NEG_INFINITY; 16];
+        let mut chunks = row.chunks_exact(16);
+        for c in &mut chunks {
+            for j in 0..16 {
+                m[j] = m[j].max(c[j]);
+            }
+        }
+        let mut max = chunks.remainder().iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        for v in m {
+            max = max.max(v);
+        }
+        let shift = max * scale;
+        let mut s = [0.0f32; 16];
+        let mut chunks = row.chunks_exact_mut(16);
+        for c in &mut chunks {
+            for j in 0..16 {
+                let e = exp_f32(c[j].mul_add(scale, -shift));
+                c[j] = e;
+                s[j] += e;
+            }
+        }
+        let mut sum = 0.0f32;
+        for x in chunks.into_remainder() {
+            let e = exp_f32(x.mul_add(scale, -shift));
+            *x = e;
+            sum += e;
+        }
+        sum += s.iter().sum::<f32>();
+        let inv = 1.0 / sum;
+        for x in row.iter_mut() {
+            *x *= inv;
+        }
     }
 }
 
@@ -207,21 +269,29 @@ pub fn residual_layer_norm(
     }
 }
 
-/// LayerNorm of one row in place (two-pass mean/variance in f32, like PyTorch).
-pub fn layer_norm_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
-    let n = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / n;
-    let var = row
-        .iter()
-        .map(|x| {
-            let d = x - mean;
-            d * d
-        })
-        .sum::<f32>()
-        / n;
-    let inv = 1.0 / (var + eps).sqrt();
-    for ((x, g), b) in row.iter_mut().zip(gamma).zip(beta) {
-        *x = (*x - mean) * inv * g + b;
+/// Sum with 16 independent partial sums (vectorises; f32 like PyTorch's reductions).
+#[inline(always)]
+fn sum16(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut s = [0.0f32; 16];
+    let mut chunks = xs.chunks_exact(16);
+    for c in &mut chunks {
+        for j in 0..16 {
+            s[j] += f(c[j]);
+        }
+    }
+    chunks.remainder().iter().map(|x| f(*x)).sum::<f32>() + s.iter().sum::<f32>()
+}
+
+multiversion! {
+    /// LayerNorm of one row in place (two-pass mean/variance in f32, like PyTorch).
+    pub fn layer_norm_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+        let n = row.len() as f32;
+        let mean = sum16(row, |x| x) / n;
+        let var = sum16(row, |x| (x - mean) * (x - mean)) / n;
+        let inv = 1.0 / (var + eps).sqrt();
+        for ((x, g), b) in row.iter_mut().zip(gamma).zip(beta) {
+            *x = (*x - mean) * inv * g + b;
+        }
     }
 }
 
