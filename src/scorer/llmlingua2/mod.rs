@@ -1,1 +1,15 @@
+//! LLMLingua-2 scorer: the token-classification encoder (this branch) and the tokenizer glue.
+
+pub(crate) mod candle_ops;
+pub mod config;
+pub mod encoder;
+pub mod kernels;
+pub mod load;
+pub mod pool;
+pub mod random;
 pub mod tokenizer;
+
+pub use config::{Arch, EncoderConfig};
+pub use encoder::{Precision, TokenClassifier};
+pub use load::{LoadError, ModelFiles};
+pub use pool::{InferenceHandle, InferencePool, PoolConfig};

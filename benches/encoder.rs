@@ -1,0 +1,183 @@
+//! Encoder throughput: the same ~2,000-token English text through this crate (f32 and q8) and,
+//! when `LINGUA_REF_PYTHON` names a Python with torch + llmlingua 0.2.2, through the reference
+//! (`tools/bench_reference.py`) in the same run.
+//!
+//! ```text
+//! python tools/make_bench_model.py bench /tmp/bench/bert-base-multilingual-cased-random
+//! LINGUA_BENCH_MODEL=/tmp/bench/bert-base-multilingual-cased-random \
+//! LINGUA_REF_PYTHON=/work/ref-venv/bin/python cargo bench --bench encoder
+//! ```
+//! Without `LINGUA_BENCH_MODEL` a bert-base-sized random checkpoint is written by the crate
+//! itself (under `target/`) and the text is mapped to ids by hashing words.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use lingua_proxy::scorer::llmlingua2::random::RandomSpec;
+use lingua_proxy::scorer::llmlingua2::{ModelFiles, Precision, TokenClassifier};
+
+const WINDOW: usize = 510;
+
+fn model_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("LINGUA_BENCH_MODEL") {
+        return PathBuf::from(d);
+    }
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-model/bert-base-random");
+    if !d.join("model.safetensors").exists() {
+        eprintln!(
+            "writing a bert-base-sized random checkpoint to {}",
+            d.display()
+        );
+        if let Err(e) = RandomSpec::bert_base(0).write(&d, None) {
+            eprintln!("cannot write the bench model: {e}");
+            std::process::exit(1);
+        }
+    }
+    d
+}
+
+fn windows(dir: &Path, text: &str) -> Vec<Vec<u32>> {
+    let ids: Vec<u32> = match tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")) {
+        Ok(mut tok) => {
+            let _ = tok.with_truncation(None);
+            tok.with_padding(None);
+            match tok.encode(text, false) {
+                Ok(enc) => enc.get_ids().to_vec(),
+                Err(e) => {
+                    eprintln!("tokenizer failed: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Err(_) => {
+            // No tokenizer: about 1.1 ids per word, hashed into the vocabulary.
+            text.split_whitespace()
+                .flat_map(|w| {
+                    let h = w
+                        .bytes()
+                        .fold(1469598103u32, |h, b| (h ^ b as u32).wrapping_mul(16777619));
+                    let n = if w.len() > 7 { 2 } else { 1 };
+                    (0..n).map(move |i| 1000 + (h.wrapping_add(i) % 100_000))
+                })
+                .collect()
+        }
+    };
+    ids.chunks(WINDOW)
+        .map(|w| {
+            let mut v = Vec::with_capacity(w.len() + 2);
+            v.push(101);
+            v.extend_from_slice(w);
+            v.push(102);
+            v
+        })
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let runs: usize = std::env::var("LINGUA_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let dir = model_dir();
+    let text_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/data/meeting.txt");
+    let text = std::fs::read_to_string(&text_path).unwrap_or_default();
+    let batch = windows(&dir, &text);
+    let tokens: usize = batch.iter().map(Vec::len).sum();
+    let files = ModelFiles {
+        dir: dir.clone(),
+        config: dir.join("config.json"),
+        tokenizer_json: dir.join("tokenizer.json"),
+        weights: dir.join("model.safetensors"),
+    };
+    println!(
+        "encoder bench: {} windows, {tokens} model tokens, {runs} runs after a warm-up, model {}",
+        batch.len(),
+        dir.display()
+    );
+    let mut ours = Vec::new();
+    for precision in [Precision::F32, Precision::Q8] {
+        let m = match TokenClassifier::load(&files, "cpu", precision) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("load failed: {e}");
+                std::process::exit(1);
+            }
+        };
+        let _ = m.keep_probs(&batch);
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            let r = m.keep_probs(&batch);
+            times.push(t.elapsed().as_secs_f64());
+            assert!(r.is_ok());
+        }
+        let med = median(times.clone());
+        println!(
+            "  lingua-proxy {:>3}: median {:.3} s  ({:.0} tokens/s)  runs {:?}",
+            precision.as_str(),
+            med,
+            tokens as f64 / med,
+            times.iter().map(|t| format!("{t:.3}")).collect::<Vec<_>>()
+        );
+        ours.push((precision, tokens as f64 / med));
+    }
+
+    let Some(py) = std::env::var_os("LINGUA_REF_PYTHON") else {
+        println!("  (set LINGUA_REF_PYTHON to time the PyTorch reference side by side)");
+        return;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/bench_reference.py");
+    let out = std::process::Command::new(py)
+        .arg(&script)
+        .arg("--model")
+        .arg(&dir)
+        .arg("--text")
+        .arg(&text_path)
+        .arg("--runs")
+        .arg(runs.to_string())
+        .output();
+    let out = match out {
+        Ok(o) if o.status.success() => o,
+        Ok(o) => {
+            eprintln!("reference failed: {}", String::from_utf8_lossy(&o.stderr));
+            return;
+        }
+        Err(e) => {
+            eprintln!("cannot run the reference: {e}");
+            return;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let Some(line) = stdout.lines().rev().find(|l| l.starts_with('{')) else {
+        eprintln!("reference printed no result: {stdout}");
+        return;
+    };
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+    let fwd = v["forward"]["tokens_per_s"].as_f64().unwrap_or(f64::NAN);
+    let e2e = v["compress"]["model_tokens_per_s"]
+        .as_f64()
+        .unwrap_or(f64::NAN);
+    println!(
+        "  reference (torch {}, {} threads): forward {:.0} tokens/s (median {:.3} s); \
+         compress_prompt end to end {:.0} tokens/s (median {:.3} s)",
+        v["torch"].as_str().unwrap_or("?"),
+        v["threads"],
+        fwd,
+        v["forward"]["median_s"].as_f64().unwrap_or(f64::NAN),
+        e2e,
+        v["compress"]["median_s"].as_f64().unwrap_or(f64::NAN),
+    );
+    for (p, tps) in ours {
+        println!(
+            "  ratio {:>3}: {:.2}x the reference forward, {:.2}x reference compress_prompt",
+            p.as_str(),
+            tps / fwd,
+            tps / e2e
+        );
+    }
+}

@@ -1,0 +1,686 @@
+//! The LLMLingua-2 token classifier: a BERT or XLM-RoBERTa encoder plus
+//! `Linear(hidden, num_labels)` on every token, softmax, class-1 probability.
+//!
+//! Weights are read with candle (`model.safetensors` memory-mapped, or `pytorch_model.bin`).
+//! On the CPU the forward pass runs on our own kernels over packed (unpadded) sequences:
+//! fused QKV projection, attention per sequence and head straight out of the QKV buffer,
+//! bias/activation/residual/layer-norm fused into single passes, and either f32 GEMM or an
+//! int8 GEMM with dynamically quantized activations (`Precision::Q8`).
+
+use std::io::Read;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use super::candle_ops::{RawLayer, RawWeights, TensorEncoder, position_ids};
+use super::config::{Activation, EncoderConfig};
+use super::kernels::{self, q8};
+use super::load::{LoadError, ModelFiles};
+use crate::scorer::ScorerError;
+
+/// Numeric precision of the encoder's linear layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// Full f32 (parity with the PyTorch reference).
+    #[default]
+    F32,
+    /// int8 weights (per output channel) × int8 activations (per token, quantized on the fly).
+    Q8,
+}
+
+impl Precision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Q8 => "q8",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "q8" => Ok(Precision::Q8),
+            other => Err(format!(
+                "unknown precision {other:?} (expected \"f32\" or \"q8\")"
+            )),
+        }
+    }
+}
+
+/// Version of the numerics; part of the digest so caches do not mix outputs across changes.
+const ENCODER_VERSION: &str = "lingua-proxy-encoder-1";
+
+enum LinearW {
+    F32(kernels::f32x::PackedF32),
+    Q8(q8::PackedQ8),
+}
+
+struct Linear {
+    k: usize,
+    w: LinearW,
+    bias: Vec<f32>,
+}
+
+impl Linear {
+    fn new(w: Vec<f32>, bias: Vec<f32>, n: usize, k: usize, precision: Precision) -> Self {
+        let w = match precision {
+            Precision::F32 => LinearW::F32(kernels::f32x::PackedF32::new(w, n, k)),
+            Precision::Q8 => LinearW::Q8(q8::PackedQ8::quantize(&w, n, k)),
+        };
+        Self { k, w, bias }
+    }
+
+    fn forward(&self, x: &[f32], m: usize, out: &mut [f32], ctx: &mut Ctx) {
+        match &self.w {
+            LinearW::F32(w) => w.forward(x, m, &self.bias, out, ctx.threads),
+            LinearW::Q8(p) => {
+                ctx.qrows.quantize(x, m, self.k);
+                q8::linear_q8(&ctx.qrows, p, &self.bias, out, ctx.q8_kernel, ctx.threads);
+            }
+        }
+    }
+}
+
+struct Ctx {
+    threads: usize,
+    q8_kernel: q8::Q8Kernel,
+    qrows: q8::QuantRows,
+}
+
+struct Layer {
+    qkv: Linear,
+    attn_out: Linear,
+    ln1: (Vec<f32>, Vec<f32>),
+    ffn_in: Linear,
+    ffn_out: Linear,
+    ln2: (Vec<f32>, Vec<f32>),
+}
+
+struct CpuEncoder {
+    cfg: EncoderConfig,
+    word: Vec<f32>,
+    pos: Vec<f32>,
+    type0: Vec<f32>,
+    emb_ln: (Vec<f32>, Vec<f32>),
+    layers: Vec<Layer>,
+    cls_w: Vec<f32>,
+    cls_b: Vec<f32>,
+    pool: rayon::ThreadPool,
+    threads: usize,
+    q8_kernel: q8::Q8Kernel,
+}
+
+/// A loaded token classifier. Cheap to share behind an `Arc`; `keep_probs` takes `&self`.
+pub struct TokenClassifier {
+    cfg: EncoderConfig,
+    precision: Precision,
+    digest: String,
+    backend: Backend,
+}
+
+enum Backend {
+    Cpu(CpuEncoder),
+    Candle(TensorEncoder),
+}
+
+impl std::fmt::Debug for TokenClassifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenClassifier")
+            .field("arch", &self.cfg.arch)
+            .field("layers", &self.cfg.num_layers)
+            .field("hidden", &self.cfg.hidden_size)
+            .field("precision", &self.precision)
+            .field("digest", &self.digest)
+            .finish()
+    }
+}
+
+/// Reads tensors out of a checkpoint, naming the file in every error.
+struct Reader<'a> {
+    vb: VarBuilder<'a>,
+    file: &'a Path,
+    prefix: String,
+}
+
+impl Reader<'_> {
+    fn get(&self, shape: &[usize], name: &str) -> Result<Vec<f32>, LoadError> {
+        let full = if name.starts_with("classifier.") {
+            name.to_string()
+        } else {
+            format!("{}{name}", self.prefix)
+        };
+        let t: Tensor = self
+            .vb
+            .get(shape, &full)
+            .map_err(|e| LoadError::invalid(self.file, format!("tensor {full}: {e}")))?;
+        t.flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| LoadError::invalid(self.file, format!("tensor {full}: {e}")))
+    }
+}
+
+enum Target {
+    /// Our CPU kernels.
+    Cpu,
+    /// candle tensor ops on a candle device (CUDA, or the CPU as a cross-check).
+    Candle(Device),
+}
+
+/// Parses `"cpu"`, `"cuda"`, `"cuda:N"`; `"candle-cpu"` runs the candle-ops path on the CPU
+/// (a diagnostic cross-check of the CPU kernels, much slower).
+fn parse_device(device: &str) -> Result<Target, LoadError> {
+    let bad = |problem: String| LoadError::Device {
+        device: device.to_string(),
+        problem,
+    };
+    match device {
+        "cpu" => Ok(Target::Cpu),
+        "candle-cpu" => Ok(Target::Candle(Device::Cpu)),
+        d if d == "cuda" || d.starts_with("cuda:") => {
+            let ordinal = match d.strip_prefix("cuda:") {
+                Some(n) => n
+                    .parse::<usize>()
+                    .map_err(|_| bad("expected cuda:N with N a GPU ordinal".into()))?,
+                None => 0,
+            };
+            if !cfg!(feature = "cuda") {
+                return Err(bad(
+                    "this binary was built without the `cuda` feature; rebuild with \
+                     `--features cuda` or use \"cpu\""
+                        .into(),
+                ));
+            }
+            Device::new_cuda(ordinal)
+                .map(Target::Candle)
+                .map_err(|e| bad(format!("cannot open the GPU: {e}")))
+        }
+        _ => Err(bad("expected \"cpu\" or \"cuda:N\"".into())),
+    }
+}
+
+fn default_threads() -> usize {
+    if let Some(n) = std::env::var("LINGUA_ENCODER_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        return n;
+    }
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Stable hash of the weights: the hub blob name when the file is a cache symlink (it is the
+/// file's sha256), otherwise the sha256 of the file's bytes.
+fn weights_hash(path: &Path) -> Result<String, LoadError> {
+    if let Ok(target) = std::fs::read_link(path)
+        && let Some(name) = target.file_name().and_then(|n| n.to_str())
+        && name.len() == 64
+        && name.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Ok(name.to_ascii_lowercase());
+    }
+    let mut f = std::fs::File::open(path).map_err(|e| LoadError::io(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| LoadError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+impl TokenClassifier {
+    /// Loads a checkpoint for `device` (`"cpu"`, or `"cuda:N"` with the `cuda` feature).
+    pub fn load(files: &ModelFiles, device: &str, precision: Precision) -> Result<Self, LoadError> {
+        Self::load_with_threads(files, device, precision, default_threads())
+    }
+
+    /// As [`TokenClassifier::load`] with an explicit number of compute threads.
+    pub fn load_with_threads(
+        files: &ModelFiles,
+        device: &str,
+        precision: Precision,
+        threads: usize,
+    ) -> Result<Self, LoadError> {
+        let target = parse_device(device)?;
+        let cfg = EncoderConfig::from_file(&files.config)?;
+        let path = files.weights.as_path();
+        let is_pth = path
+            .extension()
+            .is_some_and(|e| e == "bin" || e == "pt" || e == "pth");
+        let vb = if is_pth {
+            VarBuilder::from_pth(path, DType::F32, &Device::Cpu).map_err(|e| {
+                LoadError::invalid(path, format!("not a readable PyTorch checkpoint: {e}"))
+            })?
+        } else {
+            // SAFETY: the file is memory-mapped read-only; like every mmap user we rely on it
+            // not being truncated underneath us while loading.
+            unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, &Device::Cpu) }
+                .map_err(|e| {
+                    LoadError::invalid(path, format!("not a readable safetensors file: {e}"))
+                })?
+        };
+        let p = cfg.arch.prefix();
+        let prefix = if vb.contains_tensor(&format!("{p}.embeddings.word_embeddings.weight")) {
+            format!("{p}.")
+        } else if vb.contains_tensor("embeddings.word_embeddings.weight") {
+            String::new()
+        } else {
+            return Err(LoadError::invalid(
+                path,
+                format!(
+                    "no {p}.embeddings.word_embeddings.weight: not a {:?} token-classification checkpoint",
+                    cfg.arch
+                ),
+            ));
+        };
+        let r = Reader {
+            vb,
+            file: path,
+            prefix,
+        };
+        let threads = threads.max(1);
+        let raw = read_raw(&cfg, &r)?;
+        let backend = match target {
+            Target::Cpu => Backend::Cpu(CpuEncoder::new(&cfg, raw, precision, threads)?),
+            Target::Candle(dev) => {
+                if precision == Precision::Q8 {
+                    return Err(LoadError::Device {
+                        device: device.to_string(),
+                        problem: "precision \"q8\" runs on the CPU kernels only; use \"f32\""
+                            .into(),
+                    });
+                }
+                Backend::Candle(TensorEncoder::new(&cfg, &raw, dev)?)
+            }
+        };
+        let cfg_bytes =
+            std::fs::read(&files.config).map_err(|e| LoadError::io(&files.config, e))?;
+        let mut h = Sha256::new();
+        h.update(ENCODER_VERSION.as_bytes());
+        h.update(b"\0");
+        h.update(&cfg_bytes);
+        h.update(b"\0");
+        h.update(weights_hash(path)?.as_bytes());
+        h.update(b"\0");
+        h.update(precision.as_str().as_bytes());
+        let digest = format!(
+            "{}-{}",
+            precision.as_str(),
+            &hex::encode(h.finalize())[..32]
+        );
+        Ok(Self {
+            cfg,
+            precision,
+            digest,
+            backend,
+        })
+    }
+
+    pub fn config(&self) -> &EncoderConfig {
+        &self.cfg
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Stable id of weights + config + precision + numerics version, for cache keys.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Longest sequence [`TokenClassifier::keep_probs`] accepts.
+    pub fn max_len(&self) -> usize {
+        self.cfg.max_input_len()
+    }
+
+    /// Softmax class-1 probability for every position of every sequence.
+    ///
+    /// Each sequence is the full model input (special/marker ids included, no padding,
+    /// `1 <= len <= max_len()`); sequences are packed together, never padded.
+    pub fn keep_probs(&self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, ScorerError> {
+        self.validate(batch)?;
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        match &self.backend {
+            Backend::Cpu(cpu) => Ok(cpu.pool.install(|| cpu.forward(batch))),
+            Backend::Candle(enc) => {
+                let mut pos = Vec::new();
+                batch
+                    .iter()
+                    .map(|ids| {
+                        position_ids(self.cfg.arch, self.cfg.pad_token_id, ids, &mut pos);
+                        enc.forward(ids, &pos)
+                            .map_err(|e| ScorerError::Model(format!("candle forward: {e}")))
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Checks lengths and ids of a batch without running it.
+    pub fn validate(&self, batch: &[Vec<u32>]) -> Result<(), ScorerError> {
+        let max = self.max_len();
+        for (i, s) in batch.iter().enumerate() {
+            if s.is_empty() || s.len() > max {
+                return Err(ScorerError::Model(format!(
+                    "sequence {i} has {} ids; the encoder takes 1 to {max}",
+                    s.len()
+                )));
+            }
+            if let Some(bad) = s.iter().find(|&&id| id as usize >= self.cfg.vocab_size) {
+                return Err(ScorerError::Model(format!(
+                    "sequence {i} holds id {bad}, outside the vocabulary of {}",
+                    self.cfg.vocab_size
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_raw(cfg: &EncoderConfig, r: &Reader<'_>) -> Result<RawWeights, LoadError> {
+    let h = cfg.hidden_size;
+    let i = cfg.intermediate_size;
+    let word = r.get(&[cfg.vocab_size, h], "embeddings.word_embeddings.weight")?;
+    let pos = r.get(
+        &[cfg.max_position_embeddings, h],
+        "embeddings.position_embeddings.weight",
+    )?;
+    let mut type0 = r.get(
+        &[cfg.type_vocab_size, h],
+        "embeddings.token_type_embeddings.weight",
+    )?;
+    type0.truncate(h);
+    let emb_ln = (
+        r.get(&[h], "embeddings.LayerNorm.weight")?,
+        r.get(&[h], "embeddings.LayerNorm.bias")?,
+    );
+    let mut layers = Vec::with_capacity(cfg.num_layers);
+    for l in 0..cfg.num_layers {
+        let n = |s: &str| format!("encoder.layer.{l}.{s}");
+        let mut qkv_w = r.get(&[h, h], &n("attention.self.query.weight"))?;
+        qkv_w.extend(r.get(&[h, h], &n("attention.self.key.weight"))?);
+        qkv_w.extend(r.get(&[h, h], &n("attention.self.value.weight"))?);
+        let mut qkv_b = r.get(&[h], &n("attention.self.query.bias"))?;
+        qkv_b.extend(r.get(&[h], &n("attention.self.key.bias"))?);
+        qkv_b.extend(r.get(&[h], &n("attention.self.value.bias"))?);
+        layers.push(RawLayer {
+            qkv: (qkv_w, qkv_b),
+            attn_out: (
+                r.get(&[h, h], &n("attention.output.dense.weight"))?,
+                r.get(&[h], &n("attention.output.dense.bias"))?,
+            ),
+            ln1: (
+                r.get(&[h], &n("attention.output.LayerNorm.weight"))?,
+                r.get(&[h], &n("attention.output.LayerNorm.bias"))?,
+            ),
+            ffn_in: (
+                r.get(&[i, h], &n("intermediate.dense.weight"))?,
+                r.get(&[i], &n("intermediate.dense.bias"))?,
+            ),
+            ffn_out: (
+                r.get(&[h, i], &n("output.dense.weight"))?,
+                r.get(&[h], &n("output.dense.bias"))?,
+            ),
+            ln2: (
+                r.get(&[h], &n("output.LayerNorm.weight"))?,
+                r.get(&[h], &n("output.LayerNorm.bias"))?,
+            ),
+        });
+    }
+    let cls = (
+        r.get(&[cfg.num_labels, h], "classifier.weight")?,
+        r.get(&[cfg.num_labels], "classifier.bias")?,
+    );
+    Ok(RawWeights {
+        word,
+        pos,
+        type0,
+        emb_ln,
+        layers,
+        cls,
+    })
+}
+
+impl CpuEncoder {
+    fn new(
+        cfg: &EncoderConfig,
+        raw: RawWeights,
+        precision: Precision,
+        threads: usize,
+    ) -> Result<Self, LoadError> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let layers = raw
+            .layers
+            .into_iter()
+            .map(|l| Layer {
+                qkv: Linear::new(l.qkv.0, l.qkv.1, 3 * h, h, precision),
+                attn_out: Linear::new(l.attn_out.0, l.attn_out.1, h, h, precision),
+                ln1: l.ln1,
+                ffn_in: Linear::new(l.ffn_in.0, l.ffn_in.1, i, h, precision),
+                ffn_out: Linear::new(l.ffn_out.0, l.ffn_out.1, h, i, precision),
+                ln2: l.ln2,
+            })
+            .collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("lingua-encoder-{i}"))
+            .build()
+            .map_err(|e| LoadError::Device {
+                device: "cpu".into(),
+                problem: format!("cannot start {threads} compute threads: {e}"),
+            })?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            word: raw.word,
+            pos: raw.pos,
+            type0: raw.type0,
+            emb_ln: raw.emb_ln,
+            layers,
+            cls_w: raw.cls.0,
+            cls_b: raw.cls.1,
+            pool,
+            threads,
+            q8_kernel: q8::Q8Kernel::detect(),
+        })
+    }
+
+    fn forward(&self, batch: &[Vec<u32>]) -> Vec<Vec<f32>> {
+        let cfg = &self.cfg;
+        let h = cfg.hidden_size;
+        let total: usize = batch.iter().map(Vec::len).sum();
+        let mut ctx = Ctx {
+            threads: self.threads,
+            q8_kernel: self.q8_kernel,
+            qrows: q8::QuantRows::default(),
+        };
+
+        // Embeddings + layer-norm.
+        let mut hs = vec![0.0f32; total * h];
+        let mut pos = Vec::new();
+        let mut row = 0;
+        for ids in batch {
+            position_ids(cfg.arch, cfg.pad_token_id, ids, &mut pos);
+            for (&id, &p) in ids.iter().zip(&pos) {
+                let p = p as usize;
+                let dst = &mut hs[row * h..(row + 1) * h];
+                let w = &self.word[id as usize * h..(id as usize + 1) * h];
+                let pe = &self.pos[p * h..(p + 1) * h];
+                for j in 0..h {
+                    dst[j] = w[j] + pe[j] + self.type0[j];
+                }
+                kernels::layer_norm_row(dst, &self.emb_ln.0, &self.emb_ln.1, cfg.layer_norm_eps);
+                row += 1;
+            }
+        }
+
+        let mut qkv = vec![0.0f32; total * 3 * h];
+        let mut attn = vec![0.0f32; total * h];
+        let mut tmp = vec![0.0f32; total * h];
+        let mut inter = vec![0.0f32; total * cfg.intermediate_size];
+        let offsets: Vec<(usize, usize)> = batch
+            .iter()
+            .scan(0usize, |o, s| {
+                let r = (*o, s.len());
+                *o += s.len();
+                Some(r)
+            })
+            .collect();
+        for layer in &self.layers {
+            layer.qkv.forward(&hs, total, &mut qkv, &mut ctx);
+            self.attention(&qkv, &offsets, &mut attn);
+            layer.attn_out.forward(&attn, total, &mut tmp, &mut ctx);
+            kernels::residual_layer_norm(
+                &mut hs,
+                &tmp,
+                h,
+                &layer.ln1.0,
+                &layer.ln1.1,
+                cfg.layer_norm_eps,
+            );
+            layer.ffn_in.forward(&hs, total, &mut inter, &mut ctx);
+            self.activate(&mut inter);
+            layer.ffn_out.forward(&inter, total, &mut tmp, &mut ctx);
+            kernels::residual_layer_norm(
+                &mut hs,
+                &tmp,
+                h,
+                &layer.ln2.0,
+                &layer.ln2.1,
+                cfg.layer_norm_eps,
+            );
+        }
+
+        // Head: logits, softmax over labels, class 1.
+        let labels = cfg.num_labels;
+        let mut probs = Vec::with_capacity(batch.len());
+        let mut logits = vec![0.0f32; labels];
+        for &(o, len) in &offsets {
+            let mut p = Vec::with_capacity(len);
+            for t in o..o + len {
+                let x = &hs[t * h..(t + 1) * h];
+                for (c, l) in logits.iter_mut().enumerate() {
+                    let w = &self.cls_w[c * h..(c + 1) * h];
+                    *l = self.cls_b[c] + dot(x, w);
+                }
+                kernels::softmax_row(&mut logits);
+                p.push(logits[1]);
+            }
+            probs.push(p);
+        }
+        probs
+    }
+
+    fn activate(&self, xs: &mut [f32]) {
+        let chunk = 1 << 14;
+        let f = match self.cfg.activation {
+            Activation::Gelu => kernels::gelu_erf,
+            Activation::GeluTanh => kernels::gelu_tanh,
+            Activation::Relu => kernels::relu,
+        };
+        if self.threads > 1 && xs.len() > chunk {
+            xs.par_chunks_mut(chunk).for_each(f);
+        } else {
+            f(xs);
+        }
+    }
+
+    /// Scaled dot-product attention per sequence and head, read straight out of the fused
+    /// QKV buffer (`[tokens, 3·hidden]`) and written into `out` (`[tokens, hidden]`).
+    fn attention(&self, qkv: &[f32], offsets: &[(usize, usize)], out: &mut [f32]) {
+        let h = self.cfg.hidden_size;
+        let heads = self.cfg.num_heads;
+        let d = self.cfg.head_dim();
+        let scale = 1.0 / (d as f32).sqrt();
+        let tasks: Vec<(usize, usize, usize)> = offsets
+            .iter()
+            .flat_map(|&(o, len)| (0..heads).map(move |hd| (o, len, hd)))
+            .collect();
+        let out_ptr = kernels::SendPtr(out.as_mut_ptr());
+        let qkv_ptr = qkv.as_ptr() as usize;
+        let run = |scores: &mut Vec<f32>, &(o, len, hd): &(usize, usize, usize)| {
+            scores.clear();
+            scores.resize(len * len, 0.0);
+            let base = qkv_ptr as *const f32;
+            let s3 = (3 * h) as isize;
+            // SAFETY: q/k/v views cover rows o..o+len and columns hd*d..hd*d+d of their third of
+            // the QKV buffer; the output view covers the same rows/columns of `out`, distinct
+            // for every (sequence, head) task.
+            unsafe {
+                let q = base.add(o * 3 * h + hd * d);
+                let k = base.add(o * 3 * h + h + hd * d);
+                let v = base.add(o * 3 * h + 2 * h + hd * d);
+                kernels::gemm_strided(
+                    len,
+                    len,
+                    d,
+                    scores.as_mut_ptr(),
+                    len as isize,
+                    q,
+                    s3,
+                    1,
+                    k,
+                    1,
+                    s3,
+                    scale,
+                );
+                for r in scores.chunks_exact_mut(len) {
+                    kernels::softmax_row(r);
+                }
+                kernels::gemm_strided(
+                    len,
+                    d,
+                    len,
+                    out_ptr.get().add(o * h + hd * d),
+                    h as isize,
+                    scores.as_ptr(),
+                    len as isize,
+                    1,
+                    v,
+                    s3,
+                    1,
+                    1.0,
+                );
+            }
+        };
+        if self.threads > 1 {
+            tasks.par_iter().for_each_init(Vec::new, run);
+        } else {
+            let mut scores = Vec::new();
+            tasks.iter().for_each(|t| run(&mut scores, t));
+        }
+    }
+}
+
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let ca = a.chunks_exact(8);
+    let cb = b.chunks_exact(8);
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for j in 0..8 {
+            acc[j] = x[j].mul_add(y[j], acc[j]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
