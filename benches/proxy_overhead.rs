@@ -2,8 +2,11 @@
 //! in one run: non-streaming (full response) and streaming (time to first byte), at concurrency
 //! 1 and 64, p50 and p99.
 //!
-//! `cargo bench --bench proxy_overhead` (env `BENCH_REQUESTS` scales the run; default 3000 per
-//! cell). Compression is off (passthrough hook): this is the proxy's own cost.
+//! `cargo bench --bench proxy_overhead`. Env: `BENCH_REQUESTS` (per cell and side, default 4000),
+//! `BENCH_UPSTREAM_MS` (the mock's time to first byte, default 20 ms, like a fast real upstream,
+//! so that 64 requests are really in flight at once instead of 64 loops saturating two cores).
+//! Direct and proxied batches alternate in rounds so machine noise hits both sides alike.
+//! Compression is off (passthrough hook): this is the proxy's own cost.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -41,12 +44,21 @@ async fn one(client: &reqwest::Client, url: &str, body: &bytes::Bytes, stream: b
     }
 }
 
-async fn run(url: &str, stream: bool, concurrency: usize, total: usize) -> Vec<Duration> {
-    let client = reqwest::Client::builder()
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .tcp_nodelay(true)
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+async fn run(
+    client: &reqwest::Client,
+    url: &str,
+    stream: bool,
+    concurrency: usize,
+    total: usize,
+) -> Vec<Duration> {
     let body = bytes::Bytes::from(
         serde_json::json!({
             "model": "gpt-4o-mini",
@@ -58,10 +70,6 @@ async fn run(url: &str, stream: bool, concurrency: usize, total: usize) -> Vec<D
         })
         .to_string(),
     );
-    // warm-up
-    for _ in 0..50 {
-        one(&client, url, &body, stream).await;
-    }
     let per_task = total.div_ceil(concurrency);
     let url = Arc::new(url.to_owned());
     let mut tasks = Vec::new();
@@ -79,7 +87,6 @@ async fn run(url: &str, stream: bool, concurrency: usize, total: usize) -> Vec<D
     for t in tasks {
         all.extend(t.await.unwrap());
     }
-    all.sort();
     all
 }
 
@@ -92,8 +99,17 @@ async fn main() {
     let total: usize = std::env::var("BENCH_REQUESTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3000);
-    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+        .unwrap_or(4000);
+    let upstream_ms: u64 = std::env::var("BENCH_UPSTREAM_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let mock = MockUpstream::start(MockConfig {
+        first_byte_delay: Duration::from_millis(upstream_ms),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
     let mut config = Config {
         listen: "127.0.0.1:0".into(),
         ..Config::default()
@@ -107,14 +123,29 @@ async fn main() {
     let proxied = format!("http://{}/v1/chat/completions", proxy.addr);
 
     println!(
+        "upstream time to first byte {upstream_ms} ms, {total} requests per cell and side, {} CPUs",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    println!(
         "| mode | concurrency | direct p50 ms | proxied p50 ms | added p50 ms | direct p99 ms | proxied p99 ms | added p99 ms |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     for stream in [false, true] {
         for concurrency in [1usize, 64] {
-            // Interleave to share the machine's state fairly: direct, proxied.
-            let d = run(&direct, stream, concurrency, total).await;
-            let p = run(&proxied, stream, concurrency, total).await;
+            let (dc, pc) = (client(), client());
+            // warm-up: connections and caches on both sides
+            run(&dc, &direct, stream, concurrency, concurrency * 2).await;
+            run(&pc, &proxied, stream, concurrency, concurrency * 2).await;
+            let rounds = 10;
+            let (mut d, mut p) = (Vec::new(), Vec::new());
+            for _ in 0..rounds {
+                d.extend(run(&dc, &direct, stream, concurrency, total / rounds).await);
+                p.extend(run(&pc, &proxied, stream, concurrency, total / rounds).await);
+            }
+            d.sort();
+            p.sort();
             let (d50, p50) = (percentile(&d, 0.5), percentile(&p, 0.5));
             let (d99, p99) = (percentile(&d, 0.99), percentile(&p, 0.99));
             println!(

@@ -12,6 +12,8 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::compress::{CompressionConfig, TokenizerKind};
+
 /// Prefix of the environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "LINGUA_PROXY_";
 
@@ -53,6 +55,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub routes: Vec<RouteConfig>,
     pub log: LogConfig,
+    pub compression: CompressionConfig,
 }
 
 impl Default for Config {
@@ -65,6 +68,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             routes: Vec::new(),
             log: LogConfig::default(),
+            compression: CompressionConfig::default(),
         }
     }
 }
@@ -115,6 +119,10 @@ pub struct RouteConfig {
     pub base_url: String,
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// Tokenizer for counting this route's prompt tokens (`o200k_base`, `cl100k_base`);
+    /// unset: chosen from the model name, else `compression.default_tokenizer`.
+    #[serde(default)]
+    pub tokenizer: Option<TokenizerKind>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -244,6 +252,13 @@ impl Config {
                 ));
             }
         }
+        self.compression
+            .validate()
+            .map_err(|e| ConfigError::Invalid {
+                key: format!("compression.{}", e.key),
+                message: e.reason.clone(),
+                expected: "a value as documented in proxy.toml",
+            })?;
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             ConfigError::invalid(
                 "log.level",

@@ -12,4 +12,3 @@ pub mod mock;
 pub mod pipeline;
 pub mod scorer;
 pub mod server;
-pub mod tokens;

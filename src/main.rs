@@ -5,8 +5,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use lingua_proxy::cli::compress::CompressArgs;
 use lingua_proxy::config::{Config, LogFormat, Overrides};
-use lingua_proxy::hook::Passthrough;
+use lingua_proxy::hook::ChatHook;
+use lingua_proxy::pipeline::CompressionHook;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,6 +25,8 @@ struct Cli {
 enum Command {
     /// Run the proxy.
     Serve(ServeArgs),
+    /// Compress text from stdin (or --file) and print the result.
+    Compress(CompressArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -42,6 +46,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Compress(args) => match lingua_proxy::cli::compress::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lingua-proxy compress: {e:#}");
+                ExitCode::from(2)
+            }
+        },
     }
 }
 
@@ -58,6 +69,13 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     init_logging(&config);
+    let hook = match build_hook(&config) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("lingua-proxy: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -69,7 +87,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let handle = match lingua_proxy::server::start(config, Arc::new(Passthrough)).await {
+        let handle = match lingua_proxy::server::start(config, hook).await {
             Ok(h) => h,
             Err(e) => {
                 eprintln!("lingua-proxy: {e}");
@@ -85,6 +103,17 @@ fn serve(args: ServeArgs) -> ExitCode {
         handle.join().await;
         ExitCode::SUCCESS
     })
+}
+
+/// The compression hook from `[compression]`, with per-route tokenizers.
+fn build_hook(config: &Config) -> anyhow::Result<Arc<dyn ChatHook>> {
+    let routes = config
+        .routes
+        .iter()
+        .filter_map(|r| r.tokenizer.map(|t| (r.model_prefix.clone(), t)))
+        .collect();
+    let hook = CompressionHook::from_config(&config.compression)?.with_route_tokenizers(routes);
+    Ok(Arc::new(hook))
 }
 
 fn init_logging(config: &Config) {

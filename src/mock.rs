@@ -31,6 +31,8 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::compress::TokenizerKind;
+
 type MockBody = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Fixed `created` timestamp so responses are reproducible.
@@ -204,6 +206,10 @@ impl Drop for MockUpstream {
     }
 }
 
+fn bpe_for(model: &str) -> &'static tiktoken_rs::CoreBPE {
+    TokenizerKind::for_model(model, TokenizerKind::O200kBase).bpe()
+}
+
 fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers
         .get(name)
@@ -333,7 +339,7 @@ fn content_text(content: &Value) -> String {
 /// Counts prompt tokens the way OpenAI's cookbook does: 3 per message, plus role and content
 /// (and 1 for a name), plus 3 to prime the reply. Returns the token ids of the whole prompt.
 fn prompt_tokens(model: &str, messages: &[Value]) -> Vec<u32> {
-    let bpe = crate::tokens::for_model(model);
+    let bpe = bpe_for(model);
     let mut ids = Vec::new();
     for m in messages {
         ids.extend([200_000u32, 200_001, 200_002]);
@@ -418,7 +424,7 @@ fn chat(
         prompt.len(),
         echo.join(" ")
     );
-    let bpe = crate::tokens::for_model(&model);
+    let bpe = bpe_for(&model);
     let digest = Sha256::digest(body);
     let id = format!("chatcmpl-mock{}", hex::encode(&digest[..6]));
     let (completion_tokens, finish) = match tool {
@@ -593,7 +599,7 @@ fn embeddings(state: &MockState, body: &Bytes) -> Response<MockBody> {
             .collect(),
         _ => Vec::new(),
     };
-    let bpe = crate::tokens::for_model("gpt-4");
+    let bpe = bpe_for("gpt-4");
     let mut tokens = 0;
     let data: Vec<Value> = inputs
         .iter()

@@ -28,6 +28,7 @@ async fn proxy_keys_gate_requests_and_upstream_gets_its_own_key() {
                 model_prefix: "routed-".into(),
                 base_url: other_url,
                 api_key_env: Some("LP_TEST_ROUTE_KEY".into()),
+                tokenizer: None,
             }];
         },
         Arc::new(Passthrough),

@@ -212,6 +212,7 @@ async fn routes_choose_upstream_by_model() {
                 model_prefix: "claude-".into(),
                 base_url: other_url,
                 api_key_env: None,
+                tokenizer: None,
             }];
         },
         Arc::new(Passthrough),

@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use figment::Figment;
-use figment::providers::{Format, Toml};
 use serde_json::json;
 
 use crate::compress::{
@@ -70,20 +68,11 @@ pub fn unescape_force_token(s: &str) -> String {
     out
 }
 
-/// Loads the `[compression]` table of a config file (defaults when absent).
+/// Loads the `[compression]` table with the proxy's own layering (defaults, the file,
+/// `LINGUA_PROXY_*` environment variables), validated.
 pub fn load_config(path: Option<&PathBuf>) -> anyhow::Result<CompressionConfig> {
-    let Some(path) = path else {
-        return Ok(CompressionConfig::default());
-    };
-    let fig = Figment::from(Toml::file_exact(path));
-    let config = if fig.find_value("compression").is_ok() {
-        fig.extract_inner::<CompressionConfig>("compression")
-            .with_context(|| format!("reading [compression] from {}", path.display()))?
-    } else {
-        CompressionConfig::default()
-    };
-    config.validate()?;
-    Ok(config)
+    let config = crate::config::Config::load(path.map(PathBuf::as_path), &Default::default())?;
+    Ok(config.compression)
 }
 
 /// The result printed by the command.

@@ -16,6 +16,7 @@ pub mod numeric;
 #[doc(hidden)]
 pub mod replay;
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
@@ -192,6 +193,7 @@ impl TokenMap {
     fn substitute(&self, text: &str) -> String {
         let mut s = text.to_string();
         for (ori, ph) in &self.entries {
+            // [DEVIATION] Python `s.replace("", ph)` would insert `ph` between every character.
             if !ori.is_empty() {
                 s = s.replace(ori.as_str(), ph);
             }
@@ -379,6 +381,29 @@ struct Selection<'a> {
     token_to_word: TokenToWord,
     drop_consecutive: bool,
     numpy1: bool,
+    trace: Option<RefCell<Trace>>,
+}
+
+/// How one chunk's words were judged (diagnostics: near-tie analysis, debugging).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkTrace {
+    /// Words as merged (XLM-R words keep their `▁`).
+    pub words: Vec<String>,
+    /// Final word probabilities (after forcing and drop_consecutive).
+    pub probs: Vec<f64>,
+    /// The token-weighted percentile threshold.
+    pub threshold: f64,
+    /// 1 = kept.
+    pub labels: Vec<u8>,
+}
+
+/// Everything [`compress_prompt_traced`] observed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Trace {
+    /// Token-level decisions, one entry per scored chunk, in order.
+    pub chunks: Vec<ChunkTrace>,
+    /// Context-level filter: per-context scores and the threshold, when it ran.
+    pub context_scores: Option<(Vec<f64>, f64)>,
 }
 
 /// Per-context result of `__compress`.
@@ -491,6 +516,14 @@ impl Selection<'_> {
                     labels.push(0);
                 }
             }
+            if let Some(t) = &self.trace {
+                t.borrow_mut().chunks.push(ChunkTrace {
+                    words: cw.words.clone(),
+                    probs: word_probs.iter().map(|p| p.value()).collect(),
+                    threshold: thr,
+                    labels: labels.clone(),
+                });
+            }
             chunk_texts.push(scorer.tokens_to_string(&keep));
             let style = self.merge.style;
             chunk_words.push(
@@ -577,6 +610,25 @@ pub fn compress_prompt(
     contexts: &[&str],
     opts: &Lingua2Options,
 ) -> Result<Lingua2Output, ScorerError> {
+    compress_impl(scorer, contexts, opts, false).map(|(out, _)| out)
+}
+
+/// [`compress_prompt`] that also returns how every word was judged.
+#[doc(hidden)]
+pub fn compress_prompt_traced(
+    scorer: &dyn Scorer,
+    contexts: &[&str],
+    opts: &Lingua2Options,
+) -> Result<(Lingua2Output, Trace), ScorerError> {
+    compress_impl(scorer, contexts, opts, true)
+}
+
+fn compress_impl(
+    scorer: &dyn Scorer,
+    contexts: &[&str],
+    opts: &Lingua2Options,
+    trace: bool,
+) -> Result<(Lingua2Output, Trace), ScorerError> {
     if opts.force_tokens.len() > MAX_FORCE_TOKENS {
         return Err(ScorerError::Tokenizer(format!(
             "at most {MAX_FORCE_TOKENS} force tokens are supported, got {}",
@@ -610,10 +662,14 @@ pub fn compress_prompt(
         token_to_word: opts.token_to_word,
         drop_consecutive: opts.drop_consecutive,
         numpy1,
+        trace: trace.then(|| RefCell::new(Trace::default())),
     };
 
     if opts.use_context_level_filter && contexts.len() > 1 {
-        return compress_with_context_filter(scorer, &sel, contexts, chunked, n_original, opts);
+        let (out, _) =
+            compress_with_context_filter(scorer, &sel, contexts, chunked, n_original, opts)?;
+        let trace = sel.trace.map(RefCell::into_inner).unwrap_or_default();
+        return Ok((out, trace));
     }
 
     let mut rate = opts.rate;
@@ -644,7 +700,8 @@ pub fn compress_prompt(
             &res.labels.iter().flatten().copied().collect::<Vec<_>>(),
         )
     });
-    Ok(finish(res.texts, n_original, labels))
+    let trace = sel.trace.map(RefCell::into_inner).unwrap_or_default();
+    Ok((finish(res.texts, n_original, labels), trace))
 }
 
 fn compress_with_context_filter(
@@ -654,7 +711,7 @@ fn compress_with_context_filter(
     chunked: Vec<Vec<String>>,
     n_original: usize,
     opts: &Lingua2Options,
-) -> Result<Lingua2Output, ScorerError> {
+) -> Result<(Lingua2Output, Trace), ScorerError> {
     let numpy1 = sel.numpy1;
     let mut rate = opts.rate;
     let mut context_level_rate = opts.context_level_rate;
@@ -669,7 +726,7 @@ fn compress_with_context_filter(
         }
         if opts.target_token >= 0 {
             context_level_target_token = if opts.use_token_level_filter {
-                opts.target_token * 2
+                opts.target_token.saturating_mul(2)
             } else {
                 opts.target_token
             };
@@ -722,6 +779,10 @@ fn compress_with_context_filter(
         numpy1,
     )
     .unwrap_or(f64::NEG_INFINITY);
+    if let Some(t) = &sel.trace {
+        t.borrow_mut().context_scores =
+            Some((context_scores.iter().map(|p| p.value()).collect(), thr));
+    }
     let mut kept_idx = Vec::new();
     for (i, s) in context_scores.iter().enumerate() {
         if s.value() >= thr || opts.force_context_ids.contains(&i) {
@@ -776,7 +837,7 @@ fn compress_with_context_filter(
         }
         label_string(&words, &labels)
     });
-    Ok(finish(res.texts, n_original, labels))
+    Ok((finish(res.texts, n_original, labels), Trace::default()))
 }
 
 #[cfg(test)]

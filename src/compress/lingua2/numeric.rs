@@ -90,12 +90,12 @@ pub fn percentile(values: &[Prob], q: u32, numpy1: bool) -> Option<f64> {
                 a + d * t
             }
         } else {
-            // NumPy 2.x: gamma is cast to float32; all of the lerp happens in f32.
-            let t32 = t as f32;
+            // NumPy 2.x: gamma (f64) is used as a weak scalar-like float32 operand: `t` and
+            // `1 - t` are computed in f64 and rounded to f32; the lerp happens in f32.
             if t >= 0.5 {
-                f64::from(b32 - d * (1.0_f32 - t32))
+                f64::from(b32 - d * ((1.0 - t) as f32))
             } else {
-                f64::from(a32 + d * t32)
+                f64::from(a32 + d * (t as f32))
             }
         }
     } else {

@@ -50,6 +50,7 @@ pub struct ModelInput {
 }
 
 /// A loaded LLMLingua-2 tokenizer.
+#[derive(Clone)]
 pub struct Lingua2Tokenizer {
     tok: Tokenizer,
     style: WordStyle,
@@ -336,5 +337,91 @@ impl Scorer for Lingua2Tokenizer {
         Err(ScorerError::Unavailable(
             "a bare tokenizer cannot score chunks".to_string(),
         ))
+    }
+}
+
+/// A [`Scorer`] made of this tokenizer glue and any model function that maps
+/// [`ModelInput`]s to class-1 keep probabilities, one per input position (`input_ids.len()`).
+/// Positions with attention mask 0 are dropped, as the reference's `masked_select` does.
+pub struct InputScorer<F> {
+    tokenizer: Lingua2Tokenizer,
+    infer: F,
+    id: String,
+}
+
+impl<F> InputScorer<F>
+where
+    F: Fn(&[ModelInput]) -> Result<Vec<Vec<f32>>, ScorerError> + Send + Sync,
+{
+    /// `id` must identify everything that changes the probabilities (weights digest,
+    /// precision…); it ends up in cache keys.
+    pub fn new(tokenizer: Lingua2Tokenizer, id: impl Into<String>, infer: F) -> Self {
+        Self {
+            tokenizer,
+            infer,
+            id: id.into(),
+        }
+    }
+
+    pub fn tokenizer(&self) -> &Lingua2Tokenizer {
+        &self.tokenizer
+    }
+}
+
+impl<F> Scorer for InputScorer<F>
+where
+    F: Fn(&[ModelInput]) -> Result<Vec<Vec<f32>>, ScorerError> + Send + Sync,
+{
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn word_style(&self) -> WordStyle {
+        self.tokenizer.style
+    }
+    fn tokenize(&self, text: &str) -> Result<Vec<String>, ScorerError> {
+        self.tokenizer.tokenize(text)
+    }
+    fn tokens_to_string(&self, tokens: &[String]) -> String {
+        self.tokenizer.tokens_to_string(tokens)
+    }
+    fn is_special(&self, token: &str) -> bool {
+        self.tokenizer.is_special(token)
+    }
+    fn score_chunks(&self, chunks: &[String]) -> Result<Vec<ScoredChunk>, ScorerError> {
+        let inputs = chunks
+            .iter()
+            .map(|c| self.tokenizer.model_input(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let probs = (self.infer)(&inputs)?;
+        if probs.len() != inputs.len() {
+            return Err(ScorerError::Model(format!(
+                "model returned {} sequences for {}",
+                probs.len(),
+                inputs.len()
+            )));
+        }
+        inputs
+            .into_iter()
+            .zip(probs)
+            .map(|(inp, p)| {
+                if p.len() != inp.input_ids.len() {
+                    return Err(ScorerError::Model(format!(
+                        "model returned {} probabilities for {} positions",
+                        p.len(),
+                        inp.input_ids.len()
+                    )));
+                }
+                let probs = p
+                    .into_iter()
+                    .zip(inp.attention_mask.iter())
+                    .filter(|(_, m)| **m == 1)
+                    .map(|(x, _)| x)
+                    .collect();
+                Ok(ScoredChunk {
+                    tokens: inp.active_tokens,
+                    probs,
+                })
+            })
+            .collect()
     }
 }
