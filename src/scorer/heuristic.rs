@@ -37,7 +37,7 @@ const HALF_BITS: f64 = 12.0;
 
 /// Process-wide memo of word information (Zipf-distributed words make it hit almost always).
 static WORD_BITS: LazyLock<moka::sync::Cache<String, f64>> =
-    LazyLock::new(|| moka::sync::Cache::new(200_000));
+    LazyLock::new(|| moka::sync::Cache::new(50_000));
 
 /// Information of a lower-cased word from its cl100k pieces (see the module docs).
 fn word_bits(lower: &str) -> f64 {
