@@ -153,7 +153,7 @@ pub struct CompressionConfig {
     pub min_savings: f64,
     /// User regexes whose matches are kept verbatim and never scored.
     pub keep_patterns: Vec<String>,
-    /// Strings the selection always keeps (LLMLingua-2 `force_tokens`, at most 100).
+    /// Strings the selection always keeps (LLMLingua-2 `force_tokens`, at most 98).
     /// `"\n"` is always added so message structure survives.
     pub force_tokens: Vec<String>,
     /// Words containing a digit are always kept (LLMLingua-2 `force_reserve_digit`).
