@@ -244,11 +244,12 @@ impl CompressionConfig {
             regex::Regex::new(pattern)
                 .map_err(|e| err(format!("keep_patterns[{i}]"), e.to_string()))?;
         }
-        if self.force_tokens.len() > 99 {
+        // LLMLingua-2 allows 100 force tokens; the policy adds "\n" and its span marker.
+        if self.force_tokens.len() > 98 {
             return Err(err(
                 "force_tokens",
                 format!(
-                    "{} entries; at most 99 are allowed",
+                    "{} entries; at most 98 are allowed",
                     self.force_tokens.len()
                 ),
             ));
@@ -316,5 +317,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(c.validate().unwrap_err().key, "min_savings");
+        let c = CompressionConfig {
+            force_tokens: (0..99).map(|i| format!("t{i}")).collect(),
+            ..Default::default()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "force_tokens");
     }
 }
