@@ -76,7 +76,13 @@ const WORDS: &[&str] = &[
     "values",
 ];
 
-/// Deterministic pseudo-prose of about `tokens` o200k tokens.
+const SYLLABLES: &[&str] = &[
+    "ka", "lo", "min", "tor", "ve", "sal", "dri", "pen", "qua", "rix", "mo", "zel", "tan", "bu",
+    "fen", "gor", "hal", "ist", "jun", "ner",
+];
+
+/// Deterministic pseudo-prose of about `tokens` o200k tokens: common words mixed with one in
+/// four rare pseudo-words (2-3 syllables, ~8,000 forms) so word-level memoisation is not flattered.
 fn prose(seed: u64, tokens: usize) -> String {
     let mut x = seed
         .wrapping_mul(6364136223846793005)
@@ -89,7 +95,16 @@ fn prose(seed: u64, tokens: usize) -> String {
             x = x
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
-            sentence.push(WORDS[(x >> 33) as usize % WORDS.len()]);
+            let r = (x >> 33) as usize;
+            if r.is_multiple_of(4) {
+                let n = 2 + (r >> 3) % 2;
+                let w: String = (0..n)
+                    .map(|k| SYLLABLES[(r >> (5 + 5 * k)) % SYLLABLES.len()])
+                    .collect();
+                sentence.push(w);
+            } else {
+                sentence.push(WORDS[r % WORDS.len()].to_string());
+            }
         }
         let s = format!("{}. ", sentence.join(" "));
         n += TokenizerKind::O200kBase.count(&s);

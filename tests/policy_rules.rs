@@ -471,3 +471,22 @@ fn newlines_survive_even_when_the_compressor_keeps_them() {
     assert!(got.starts_with("\n  The"));
     assert!(got.ends_with("\n\n"));
 }
+
+#[test]
+fn reserved_characters_skip_the_message() {
+    let (p, _) = policy(CompressionConfig::default());
+    for odd in ["[NEW3]", "\u{2581}", "\u{E000}"] {
+        let text = format!("{} {odd}", prose("r", 8));
+        let body = json!({"messages": [{"role": "system", "content": text}, {"role": "user", "content": "q"}]});
+        let (_, out) = run(&p, &body);
+        assert!(out.body.is_none(), "{odd}");
+        assert_eq!(
+            out.report.messages[0].skipped,
+            Some(SkipReason::ReservedCharacters)
+        );
+    }
+    // "[NEWS]" is ordinary text
+    let text = format!("{} [NEWS]", prose("r", 8));
+    let body = json!({"messages": [{"role": "system", "content": text}, {"role": "user", "content": "q"}]});
+    assert!(run(&p, &body).1.body.is_some());
+}

@@ -9,7 +9,8 @@ use anyhow::Context;
 use serde_json::json;
 
 use crate::compress::{
-    Budget, CompressionConfig, Compressor, Policy, RequestOptions, ScorerKind, build_compressor,
+    Budget, CompressionConfig, Compressor, Policy, RequestOptions, ScorerKind, TokenizerKind,
+    build_compressor,
 };
 
 /// Compress one text with the scorer and selection alone, or with a role's whole policy.
@@ -108,6 +109,10 @@ pub fn compress_text(args: &CompressArgs, text: &str) -> anyhow::Result<Compress
         .collect();
     config.force_tokens.extend(force.iter().cloned());
     let compressor: Arc<dyn Compressor> = build_compressor(&config)?;
+    // Loading the BPE tables is set-up, like loading a model: keep it out of `elapsed_ms`.
+    for t in [TokenizerKind::Cl100kBase, config.default_tokenizer] {
+        t.bpe();
+    }
 
     match &args.role {
         None => {

@@ -153,7 +153,7 @@ pub struct CompressionConfig {
     pub min_savings: f64,
     /// User regexes whose matches are kept verbatim and never scored.
     pub keep_patterns: Vec<String>,
-    /// Strings the selection always keeps (LLMLingua-2 `force_tokens`, at most 100).
+    /// Strings the selection always keeps (LLMLingua-2 `force_tokens`, at most 98).
     /// `"\n"` is always added so message structure survives.
     pub force_tokens: Vec<String>,
     /// Words containing a digit are always kept (LLMLingua-2 `force_reserve_digit`).
@@ -244,11 +244,12 @@ impl CompressionConfig {
             regex::Regex::new(pattern)
                 .map_err(|e| err(format!("keep_patterns[{i}]"), e.to_string()))?;
         }
-        if self.force_tokens.len() > 99 {
+        // LLMLingua-2 allows 100 force tokens; the policy adds "\n" and its span marker.
+        if self.force_tokens.len() > 98 {
             return Err(err(
                 "force_tokens",
                 format!(
-                    "{} entries; at most 99 are allowed",
+                    "{} entries; at most 98 are allowed",
                     self.force_tokens.len()
                 ),
             ));
@@ -316,5 +317,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(c.validate().unwrap_err().key, "min_savings");
+        let c = CompressionConfig {
+            force_tokens: (0..99).map(|i| format!("t{i}")).collect(),
+            ..Default::default()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "force_tokens");
     }
 }

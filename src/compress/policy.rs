@@ -486,9 +486,15 @@ fn check_deadline(opts: &RequestOptions) -> Result<(), CompressError> {
     }
 }
 
-/// Whether a text contains what the selection reserves for itself.
+static PLACEHOLDER_LIKE: std::sync::LazyLock<Option<regex::Regex>> =
+    std::sync::LazyLock::new(|| regex::Regex::new(r"\[NEW\d{1,2}\]").ok());
+
+/// Whether a text contains what the selection reserves for itself: the span marker, the
+/// Metaspace `▁`, or a `[NEWk]` force-token placeholder.
 fn has_reserved(text: &str) -> bool {
-    text.contains(SPAN_MARKER) || text.contains('\u{2581}') || text.contains("[NEW")
+    text.contains(SPAN_MARKER)
+        || text.contains('\u{2581}')
+        || (text.contains("[NEW") && PLACEHOLDER_LIKE.as_ref().is_none_or(|re| re.is_match(text)))
 }
 
 /// Validates a per-request rate (`x-lingua-rate`).

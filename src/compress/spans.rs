@@ -267,26 +267,60 @@ fn path_is_plausible(text: &str, r: Range<usize>) -> bool {
 }
 
 /// Objects and arrays that parse as JSON (not inside already-found spans).
+///
+/// Candidates are bracket pairs found in one pass (string-aware inside brackets); only the text
+/// between a matching pair is parsed, so the work is bounded by the text length times the
+/// nesting depth, even for long truncated JSON.
 fn json_values(text: &str, found: &[Range<usize>]) -> Vec<Range<usize>> {
-    let mut out = Vec::new();
     let bytes = text.as_bytes();
+    let mut close: Vec<Option<usize>> = vec![None; bytes.len()];
+    let mut stack: Vec<(usize, u8)> = Vec::new();
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' || b == b'\n' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' if !stack.is_empty() => in_string = true,
+            b'{' | b'[' => stack.push((i, b)),
+            b'}' | b']' => {
+                let want = if b == b'}' { b'{' } else { b'[' };
+                match stack.last() {
+                    Some(&(open, o)) if o == want => {
+                        close[open] = Some(i);
+                        stack.pop();
+                    }
+                    // a stray closer: forget the unbalanced openers
+                    _ => stack.clear(),
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
-        if (bytes[i] == b'{' || bytes[i] == b'[') && !found.iter().any(|r| r.contains(&i)) {
-            let mut stream =
-                serde_json::Deserializer::from_str(&text[i..]).into_iter::<IgnoredAny>();
-            if let Some(Ok(_)) = stream.next() {
-                let end = i + stream.byte_offset();
-                // "[1]"-style citations are JSON too; require some substance.
-                if end - i >= 2
-                    && text[i..end]
-                        .chars()
-                        .any(|c| c.is_alphanumeric() || c == '"')
-                {
-                    out.push(i..end);
-                    i = end;
-                    continue;
-                }
+        if let Some(c) = close[i]
+            && !found.iter().any(|r| r.contains(&i))
+        {
+            let candidate = &text[i..=c];
+            // "[1]"-style citations are JSON too; require some substance.
+            if candidate
+                .chars()
+                .any(|ch| ch.is_alphanumeric() || ch == '"')
+                && serde_json::from_str::<IgnoredAny>(candidate).is_ok()
+            {
+                out.push(i..c + 1);
+                i = c + 1;
+                continue;
             }
         }
         i += 1;
@@ -336,6 +370,14 @@ mod tests {
                 "{\"k\": [1, 2]}",
             ]
         );
+    }
+
+    #[test]
+    fn json_inside_broken_json_and_prose() {
+        let t = "log: {\"a\": [1, {\"b\": \"}\"}], \"c\": tru and then {\"ok\": true} end [x] \"quoted {\"k\": 1}";
+        assert_eq!(protected(t), ["[1, {\"b\": \"}\"}]", "{\"ok\": true}"]);
+        assert_eq!(protected("a \"quote and {\"k\": 1} b"), ["{\"k\": 1}"]);
+        assert!(protected("not json {a: 1} or [x]").is_empty());
     }
 
     #[test]

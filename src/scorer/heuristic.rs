@@ -35,6 +35,29 @@ const REPEAT_DISCOUNT: f64 = 0.7;
 /// Maps information to a probability: `p = I / (I + HALF_BITS)`.
 const HALF_BITS: f64 = 12.0;
 
+/// Process-wide memo of word information (Zipf-distributed words make it hit almost always).
+static WORD_BITS: LazyLock<moka::sync::Cache<String, f64>> =
+    LazyLock::new(|| moka::sync::Cache::new(50_000));
+
+/// Information of a lower-cased word from its cl100k pieces (see the module docs).
+fn word_bits(lower: &str) -> f64 {
+    if let Some(b) = WORD_BITS.get(lower) {
+        return b;
+    }
+    let ids = TokenizerKind::Cl100kBase
+        .bpe()
+        .encode_ordinary(&format!(" {lower}"));
+    let bits = ids
+        .iter()
+        .map(|&id| {
+            let rank = if id < 256 { BYTE_RANK } else { f64::from(id) };
+            rank.log2() + ZIPF_BITS
+        })
+        .sum::<f64>();
+    WORD_BITS.insert(lower.to_string(), bits);
+    bits
+}
+
 static PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| {
     #[allow(clippy::expect_used)]
     Regex::new(r"^\[NEW\d{1,2}\]").expect("static regex")
@@ -204,8 +227,6 @@ impl HeuristicScorer {
 
     /// Keep probabilities for the tokens of a sequence of chunks (one text), in order.
     pub fn score_tokens(chunks: &[Vec<String>]) -> Vec<Vec<f32>> {
-        let bpe = TokenizerKind::Cl100kBase.bpe();
-        let mut info_memo: HashMap<String, f64> = HashMap::new();
         let mut seen: HashMap<String, u32> = HashMap::new();
         let mut out = Vec::with_capacity(chunks.len());
         for tokens in chunks {
@@ -240,15 +261,7 @@ impl HeuristicScorer {
                         sentence_start = false;
                         1.0
                     } else {
-                        let mut bits = *info_memo.entry(lower.clone()).or_insert_with(|| {
-                            let ids = bpe.encode_ordinary(&format!(" {lower}"));
-                            ids.iter()
-                                .map(|&id| {
-                                    let rank = if id < 256 { BYTE_RANK } else { f64::from(id) };
-                                    rank.log2() + ZIPF_BITS
-                                })
-                                .sum::<f64>()
-                        });
+                        let mut bits = word_bits(&lower);
                         if is_word {
                             let upper_first = first.is_some_and(char::is_uppercase);
                             let acronym = pure.chars().filter(|c| c.is_uppercase()).count() >= 2;
