@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use lingua_proxy::compress::{
-    CompressionConfig, Policy, RequestOptions, TokenizerKind, build_compressor,
+    CompressionConfig, Policy, ScorerKind, RequestOptions, TokenizerKind, build_compressor,
 };
 use serde_json::{Value, json};
 
@@ -169,9 +169,13 @@ fn main() {
     );
     let uncached = CompressionConfig {
         cache_bytes: 0,
+        scorer: ScorerKind::Heuristic,
         ..CompressionConfig::default()
     };
-    let cached = CompressionConfig::default();
+    let cached = CompressionConfig {
+        scorer: ScorerKind::Heuristic,
+        ..CompressionConfig::default()
+    };
     let p_uncached = Policy::new(uncached.clone(), build_compressor(&uncached).unwrap()).unwrap();
     let p_cached = Policy::new(cached.clone(), build_compressor(&cached).unwrap()).unwrap();
     for size in [2_000, 20_000] {

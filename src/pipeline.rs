@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 
 use crate::compress::policy::parse_rate;
 use crate::compress::{
+    ActiveScorer,
     CompressError, CompressionConfig, OnError, Outcome, Policy, RequestOptions, TokenizerKind,
 };
 use crate::hook::{ChatHook, ChatRequest, HookOutcome};
@@ -77,6 +78,7 @@ struct Inner {
     /// `(model prefix, tokenizer)`: the first prefix the request's model starts with wins.
     route_tokenizers: Vec<(String, TokenizerKind)>,
     stats: Arc<PipelineStats>,
+    active: Option<ActiveScorer>,
 }
 
 impl std::fmt::Debug for CompressionHook {
@@ -113,6 +115,7 @@ impl CompressionHook {
             tokenizer: None,
             route_tokenizers: Vec::new(),
             stats: Arc::new(PipelineStats::default()),
+            active: None,
             policy,
         };
         Self {
@@ -120,11 +123,31 @@ impl CompressionHook {
         }
     }
 
-    /// Builds the policy and compressor from the `[compression]` table.
+    /// Builds the scorer, policy and compressor from the `[compression]` table. When the
+    /// LLMLingua-2 model is unavailable, `on_model_unavailable` decides (see
+    /// [`crate::compress::build`]); with `"passthrough"` the hook forwards every request unchanged.
     pub fn from_config(config: &CompressionConfig) -> anyhow::Result<Self> {
-        let compressor = crate::compress::build_compressor(config)?;
-        let policy = Policy::new(config.clone(), compressor)?;
-        Ok(Self::new(Arc::new(policy)))
+        let built = crate::compress::build(config)?;
+        let active = built.active.clone();
+        let hook = match built.compressor {
+            Some(compressor) => Self::new(Arc::new(Policy::new(config.clone(), compressor)?)),
+            None => {
+                // No scorer: a policy that never compresses, and ignores `x-lingua-compress: on`.
+                let mut off = config.clone();
+                off.enabled = false;
+                off.allow_request_overrides = false;
+                let scorer: Arc<dyn crate::scorer::Scorer> =
+                    Arc::new(crate::scorer::heuristic::HeuristicScorer::new());
+                let compressor = Arc::new(crate::compress::Lingua2Compressor::new(scorer));
+                Self::new(Arc::new(Policy::new(off, compressor)?))
+            }
+        };
+        Ok(hook.rebuild(|i| i.active = Some(active)))
+    }
+
+    /// Which scorer is active (set by [`Self::from_config`]).
+    pub fn active_scorer(&self) -> Option<&ActiveScorer> {
+        self.inner.active.as_ref()
     }
 
     /// Counts tokens with `tokenizer` for every request instead of picking the tokenizer from
@@ -149,6 +172,7 @@ impl CompressionHook {
             tokenizer: i.tokenizer,
             route_tokenizers: i.route_tokenizers.clone(),
             stats: i.stats.clone(),
+            active: i.active.clone(),
         };
         f(&mut inner);
         Self {
@@ -216,6 +240,7 @@ impl ChatHook for CompressionHook {
         serde_json::json!({
             "compression": if cfg.enabled { "on" } else { "off" },
             "compressor": self.inner.policy.compressor().id(),
+            "scorer": self.inner.active,
         })
     }
 }

@@ -67,6 +67,7 @@ fn byte_identical_every_time() {
 fn policy_with_heuristic_keeps_code_and_shrinks_the_system_prompt() {
     let cfg = CompressionConfig {
         min_savings: 0.05,
+        scorer: lingua_proxy::compress::ScorerKind::Heuristic,
         ..CompressionConfig::default()
     };
     let policy = Policy::new(cfg.clone(), build_compressor(&cfg).unwrap()).unwrap();

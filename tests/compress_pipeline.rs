@@ -73,7 +73,8 @@ fn hook_with(cfg: CompressionConfig, c: Arc<dyn Compressor>) -> CompressionHook 
     CompressionHook::new(Arc::new(Policy::new(cfg, c).unwrap()))
 }
 
-fn heuristic_hook(cfg: CompressionConfig) -> CompressionHook {
+fn heuristic_hook(mut cfg: CompressionConfig) -> CompressionHook {
+    cfg.scorer = lingua_proxy::compress::ScorerKind::Heuristic;
     let c = build_compressor(&cfg).unwrap();
     hook_with(cfg, c)
 }

@@ -63,7 +63,8 @@ async fn harness(hook: CompressionHook) -> Harness {
     start_with(|_| {}, Arc::new(hook)).await
 }
 
-fn heuristic_hook(cfg: CompressionConfig) -> CompressionHook {
+fn heuristic_hook(mut cfg: CompressionConfig) -> CompressionHook {
+    cfg.scorer = lingua_proxy::compress::ScorerKind::Heuristic;
     let c = build_compressor(&cfg).unwrap();
     CompressionHook::new(Arc::new(Policy::new(cfg, c).unwrap()))
 }

@@ -31,6 +31,33 @@ impl std::str::FromStr for ScorerKind {
     }
 }
 
+/// The default LLMLingua-2 checkpoint (BERT base multilingual, 12 layers).
+pub const DEFAULT_MODEL: &str = "microsoft/llmlingua-2-bert-base-multilingual-cased-meetingbank";
+
+/// What to do when the LLMLingua-2 model cannot be loaded (offline, missing or corrupt files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelUnavailable {
+    /// Start with the embedded heuristic scorer, loudly.
+    #[default]
+    Heuristic,
+    /// Start without compression: every request is forwarded unchanged.
+    Passthrough,
+    /// Refuse to start.
+    Fail,
+}
+
+/// Precision of the LLMLingua-2 encoder's linear layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PrecisionSetting {
+    /// Full f32: parity with the reference.
+    #[default]
+    F32,
+    /// int8 weights and dynamically quantized activations (AVX-512 VNNI when available).
+    Q8,
+}
+
 /// What to do when compression fails or misses its deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -143,6 +170,12 @@ pub struct CompressionConfig {
     pub scorer: ScorerKind,
     /// LLMLingua-2 model: a local directory or a Hugging Face id (used by `scorer = "llmlingua2"`).
     pub model: Option<String>,
+    /// What to do when the LLMLingua-2 model cannot be loaded.
+    pub on_model_unavailable: ModelUnavailable,
+    /// `"f32"` (parity with the reference) or `"q8"` (faster, >= 98% agreement).
+    pub precision: PrecisionSetting,
+    /// `"cpu"`, or `"cuda:N"` in a build with the `cuda` feature.
+    pub device: String,
     /// Per-role budgets.
     pub roles: RolesConfig,
     /// Never compress the final user message.
@@ -178,8 +211,11 @@ impl Default for CompressionConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            scorer: ScorerKind::Heuristic,
-            model: None,
+            scorer: ScorerKind::Llmlingua2,
+            model: Some(DEFAULT_MODEL.to_string()),
+            on_model_unavailable: ModelUnavailable::Heuristic,
+            precision: PrecisionSetting::F32,
+            device: "cpu".to_string(),
             roles: RolesConfig::default(),
             protect_last_user: true,
             protect_recent: 0,
@@ -264,6 +300,23 @@ impl CompressionConfig {
             && model.trim().is_empty()
         {
             return Err(err("model", "must not be empty"));
+        }
+        if self.scorer == ScorerKind::Llmlingua2 && self.model.is_none() {
+            return Err(err(
+                "model",
+                "scorer = \"llmlingua2\" needs a model (a local directory or a Hugging Face id)",
+            ));
+        }
+        let device_ok = self.device == "cpu"
+            || self
+                .device
+                .strip_prefix("cuda:")
+                .is_some_and(|n| n.parse::<usize>().is_ok());
+        if !device_ok {
+            return Err(err(
+                "device",
+                format!("{:?} is not \"cpu\" or \"cuda:N\"", self.device),
+            ));
         }
         Ok(())
     }

@@ -4,10 +4,13 @@
 use std::sync::Arc;
 
 use super::compressor::{Budget, CompressError, CompressOutput, Compressor};
-use super::config::{CompressionConfig, ScorerKind};
+use super::config::{
+    CompressionConfig, DEFAULT_MODEL, ModelUnavailable, PrecisionSetting, ScorerKind,
+};
 use super::lingua2::{Lingua2Options, compress_prompt};
 use crate::scorer::Scorer;
 use crate::scorer::heuristic::HeuristicScorer;
+use crate::scorer::llmlingua2::{InferencePool, PoolConfig, Precision};
 
 /// Runs LLMLingua-2 token-level selection (one context, no context filter).
 pub struct Lingua2Compressor {
@@ -130,19 +133,123 @@ fn split_pieces(text: &str) -> Vec<Piece<'_>> {
         .collect()
 }
 
-/// The compressor a configuration asks for. `model_override` replaces `config.model`.
-pub fn build_compressor(config: &CompressionConfig) -> Result<Arc<dyn Compressor>, CompressError> {
-    match config.scorer {
-        ScorerKind::Heuristic => Ok(Arc::new(Lingua2Compressor::new(Arc::new(
-            HeuristicScorer::new(),
-        )))),
-        ScorerKind::Llmlingua2 => Err(CompressError::Scorer(
-            crate::scorer::ScorerError::Unavailable(
-                "the llmlingua2 scorer is not part of this build yet; use scorer = \"heuristic\""
-                    .into(),
-            ),
-        )),
+/// Which scorer the proxy ended up with, for `/readyz`, logs and reports.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "scorer", rename_all = "lowercase")]
+pub enum ActiveScorer {
+    /// The LLMLingua-2 classifier loaded from `dir`.
+    Llmlingua2 {
+        model: String,
+        dir: String,
+        precision: String,
+        id: String,
+    },
+    /// The embedded heuristic scorer; `fallback_reason` says why when LLMLingua-2 was asked for.
+    Heuristic { fallback_reason: Option<String> },
+    /// No scorer: compression is off (`on_model_unavailable = "passthrough"`).
+    None { reason: String },
+}
+
+/// The result of [`build`].
+pub struct Built {
+    /// `None` when compression is off because the model is unavailable.
+    pub compressor: Option<Arc<dyn Compressor>>,
+    pub scorer: Option<Arc<dyn Scorer>>,
+    pub active: ActiveScorer,
+    /// The neural scorer's inference pool (queue depth for metrics).
+    pub pool: Option<Arc<InferencePool>>,
+}
+
+impl std::fmt::Debug for Built {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Built").field("active", &self.active).finish()
     }
+}
+
+/// Builds the scorer and compressor a configuration asks for. When the LLMLingua-2 model
+/// cannot be loaded, `on_model_unavailable` decides: fall back to the heuristic scorer (logged
+/// as an error), run without compression, or fail.
+pub fn build(config: &CompressionConfig) -> Result<Built, CompressError> {
+    let heuristic = |fallback_reason: Option<String>| {
+        let scorer: Arc<dyn Scorer> = Arc::new(HeuristicScorer::new());
+        Built {
+            compressor: Some(Arc::new(Lingua2Compressor::new(scorer.clone()))),
+            scorer: Some(scorer),
+            active: ActiveScorer::Heuristic { fallback_reason },
+            pool: None,
+        }
+    };
+    match config.scorer {
+        ScorerKind::Heuristic => Ok(heuristic(None)),
+        ScorerKind::Llmlingua2 => {
+            let model = config.model.clone().unwrap_or_else(|| DEFAULT_MODEL.to_string());
+            let precision = match config.precision {
+                PrecisionSetting::F32 => Precision::F32,
+                PrecisionSetting::Q8 => Precision::Q8,
+            };
+            match crate::scorer::llmlingua2::scorer::load(
+                &model,
+                &config.device,
+                precision,
+                PoolConfig::default(),
+            ) {
+                Ok(loaded) => {
+                    tracing::info!(model = %model, dir = %loaded.files.dir.display(),
+                        precision = precision.as_str(), "LLMLingua-2 scorer loaded");
+                    let scorer = loaded.scorer.clone();
+                    Ok(Built {
+                        compressor: Some(Arc::new(Lingua2Compressor::new(scorer.clone()))),
+                        active: ActiveScorer::Llmlingua2 {
+                            model,
+                            dir: loaded.files.dir.display().to_string(),
+                            precision: precision.as_str().to_string(),
+                            id: scorer.id().to_string(),
+                        },
+                        scorer: Some(scorer),
+                        pool: Some(loaded.pool),
+                    })
+                }
+                Err(problem) => match config.on_model_unavailable {
+                    ModelUnavailable::Heuristic => {
+                        tracing::error!(model = %model, %problem,
+                            "LLMLingua-2 model unavailable: FALLING BACK to the embedded \
+                             heuristic scorer (on_model_unavailable = \"heuristic\")");
+                        Ok(heuristic(Some(format!("model {model} unavailable: {problem}"))))
+                    }
+                    ModelUnavailable::Passthrough => {
+                        tracing::error!(model = %model, %problem,
+                            "LLMLingua-2 model unavailable: compression is OFF, every request \
+                             is forwarded unchanged (on_model_unavailable = \"passthrough\")");
+                        Ok(Built {
+                            compressor: None,
+                            scorer: None,
+                            active: ActiveScorer::None {
+                                reason: format!("model {model} unavailable: {problem}"),
+                            },
+                            pool: None,
+                        })
+                    }
+                    ModelUnavailable::Fail => Err(CompressError::Scorer(
+                        crate::scorer::ScorerError::Unavailable(format!(
+                            "model {model}: {problem}"
+                        )),
+                    )),
+                },
+            }
+        }
+    }
+}
+
+/// The compressor a configuration asks for (see [`build`]); an error when the configuration
+/// leaves compression off.
+pub fn build_compressor(config: &CompressionConfig) -> Result<Arc<dyn Compressor>, CompressError> {
+    let built = build(config)?;
+    built.compressor.ok_or_else(|| {
+        CompressError::Scorer(crate::scorer::ScorerError::Unavailable(format!(
+            "no scorer: {:?}",
+            built.active
+        )))
+    })
 }
 
 #[cfg(test)]

@@ -12,9 +12,12 @@ pub mod tokens;
 
 pub use cache::{CacheKey, CompressionCache, MokaCache, NoCache};
 pub use compressor::{Budget, CompressError, CompressOutput, Compressor};
-pub use config::{CompressionConfig, ConfigError, OnError, RoleConfig, ScorerKind};
+pub use config::{
+    CompressionConfig, ConfigError, ModelUnavailable, OnError, PrecisionSetting, RoleConfig,
+    ScorerKind,
+};
 pub use conversation::{Conversation, Message, PathElem, Segment};
-pub use lingua2_compressor::{Lingua2Compressor, build_compressor};
+pub use lingua2_compressor::{ActiveScorer, Built, Lingua2Compressor, build, build_compressor};
 pub use policy::{
     CacheStatus, MessageReport, Outcome, Policy, Report, RequestOptions, RoleReport, SkipReason,
 };

@@ -7,6 +7,7 @@ pub mod kernels;
 pub mod load;
 pub mod pool;
 pub mod random;
+pub mod scorer;
 pub mod tokenizer;
 
 pub use config::{Arch, EncoderConfig};
