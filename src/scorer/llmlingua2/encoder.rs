@@ -2,10 +2,12 @@
 //! `Linear(hidden, num_labels)` on every token, softmax, class-1 probability.
 //!
 //! Weights are read with candle (`model.safetensors` memory-mapped, or `pytorch_model.bin`).
-//! On the CPU the forward pass runs on our own kernels over packed (unpadded) sequences:
-//! fused QKV projection, attention per sequence and head straight out of the QKV buffer,
-//! bias/activation/residual/layer-norm fused into single passes, and either f32 GEMM or an
-//! int8 GEMM with dynamically quantized activations (`Precision::Q8`).
+//! On the CPU the forward pass runs over packed (unpadded) sequences: fused QKV projection,
+//! attention per sequence and head straight out of the QKV buffer (no copies, no padding),
+//! bias/activation/residual/layer-norm fused into single vectorised passes (AVX-512 selected at
+//! run time), and either the `gemm` crate's f32 GEMM (AVX-512 kernels at run time, parity with
+//! PyTorch) or our int8 GEMM with dynamically quantized activations (`Precision::Q8`, AVX-512
+//! VNNI with a portable fallback).
 
 use std::io::Read;
 use std::path::Path;

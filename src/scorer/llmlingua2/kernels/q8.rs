@@ -253,10 +253,13 @@ pub fn linear_q8(
                 let dst = unsafe {
                     std::slice::from_raw_parts_mut(out_ptr.get().add(row * n + c0), cols)
                 };
-                for (c, d) in dst.iter_mut().enumerate() {
-                    let ch = c0 + c;
-                    let s = (acc[r * NR + c] - w.offsets[ch]) as f32;
-                    *d = s * (sa * w.scales[ch]) + bias[ch];
+                let accr = &acc[r * NR..r * NR + cols];
+                let offs = &w.offsets[c0..c0 + cols];
+                let scales = &w.scales[c0..c0 + cols];
+                let bs = &bias[c0..c0 + cols];
+                for ((((d, a), o), s), b) in dst.iter_mut().zip(accr).zip(offs).zip(scales).zip(bs)
+                {
+                    *d = (a - o) as f32 * (sa * s) + b;
                 }
             }
         }
