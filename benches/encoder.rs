@@ -125,6 +125,7 @@ fn main() {
         dir.display()
     );
     let mut ours = Vec::new();
+    let mut outputs: Vec<Vec<f32>> = Vec::new();
     for precision in [Precision::F32, Precision::Q8] {
         let m = match TokenClassifier::load(&files, "cpu", precision) {
             Ok(m) => m,
@@ -133,7 +134,9 @@ fn main() {
                 std::process::exit(1);
             }
         };
-        let _ = m.keep_probs(&batch);
+        if let Ok(p) = m.keep_probs(&batch) {
+            outputs.push(p.concat());
+        }
         let mut times = Vec::new();
         let mut cpu = Vec::new();
         for _ in 0..runs {
@@ -156,6 +159,31 @@ fn main() {
             times.iter().map(|t| format!("{t:.3}")).collect::<Vec<_>>()
         );
         ours.push((precision, tokens as f64 / med, tokens as f64 / med_cpu));
+    }
+
+    if let [f, q] = &outputs[..] {
+        // Keep/drop at the median (rate 0.5), token level, q8 against f32.
+        let mut sorted = f.clone();
+        sorted.sort_by(f32::total_cmp);
+        let (tf, tq) = (sorted[sorted.len() / 2], {
+            let mut s = q.clone();
+            s.sort_by(f32::total_cmp);
+            s[s.len() / 2]
+        });
+        let agree = f
+            .iter()
+            .zip(q)
+            .filter(|(a, b)| (**a > tf) == (**b > tq))
+            .count();
+        let worst = f
+            .iter()
+            .zip(q)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        println!(
+            "  q8 vs f32: {:.2}% of token keep/drop decisions agree at rate 0.5, max |dp| {worst:.4}",
+            100.0 * agree as f64 / f.len() as f64
+        );
     }
 
     let Some(py) = std::env::var_os("LINGUA_REF_PYTHON") else {

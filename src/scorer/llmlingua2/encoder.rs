@@ -2,10 +2,12 @@
 //! `Linear(hidden, num_labels)` on every token, softmax, class-1 probability.
 //!
 //! Weights are read with candle (`model.safetensors` memory-mapped, or `pytorch_model.bin`).
-//! On the CPU the forward pass runs on our own kernels over packed (unpadded) sequences:
-//! fused QKV projection, attention per sequence and head straight out of the QKV buffer,
-//! bias/activation/residual/layer-norm fused into single passes, and either f32 GEMM or an
-//! int8 GEMM with dynamically quantized activations (`Precision::Q8`).
+//! On the CPU the forward pass runs over packed (unpadded) sequences: fused QKV projection,
+//! attention per sequence and head straight out of the QKV buffer (no copies, no padding),
+//! bias/activation/residual/layer-norm fused into single vectorised passes (AVX-512 selected at
+//! run time), and either the `gemm` crate's f32 GEMM (AVX-512 kernels at run time, parity with
+//! PyTorch) or our int8 GEMM with dynamically quantized activations (`Precision::Q8`, AVX-512
+//! VNNI with a portable fallback).
 
 use std::io::Read;
 use std::path::Path;
@@ -57,11 +59,12 @@ impl std::str::FromStr for Precision {
 const ENCODER_VERSION: &str = "lingua-proxy-encoder-1";
 
 enum LinearW {
-    F32(kernels::f32x::PackedF32),
+    F32(Vec<f32>),
     Q8(q8::PackedQ8),
 }
 
 struct Linear {
+    n: usize,
     k: usize,
     w: LinearW,
     bias: Vec<f32>,
@@ -70,17 +73,19 @@ struct Linear {
 impl Linear {
     fn new(w: Vec<f32>, bias: Vec<f32>, n: usize, k: usize, precision: Precision) -> Self {
         let w = match precision {
-            Precision::F32 => LinearW::F32(kernels::f32x::PackedF32::new(w, n, k)),
+            Precision::F32 => LinearW::F32(w),
             Precision::Q8 => LinearW::Q8(q8::PackedQ8::quantize(&w, n, k)),
         };
-        Self { k, w, bias }
+        Self { n, k, w, bias }
     }
 
     fn forward(&self, x: &[f32], m: usize, out: &mut [f32], ctx: &mut Ctx) {
         match &self.w {
-            LinearW::F32(w) => w.forward(x, m, &self.bias, out, ctx.threads),
+            LinearW::F32(w) => {
+                kernels::linear_f32(x, m, self.k, w, self.n, &self.bias, out, ctx.threads)
+            }
             LinearW::Q8(p) => {
-                ctx.qrows.quantize(x, m, self.k);
+                ctx.qrows.quantize(x, m, self.k, ctx.threads);
                 q8::linear_q8(&ctx.qrows, p, &self.bias, out, ctx.q8_kernel, ctx.threads);
             }
         }
@@ -642,7 +647,6 @@ impl CpuEncoder {
             .collect();
         let out_ptr = kernels::SendPtr(out.as_mut_ptr());
         let qkv_ptr = qkv.as_ptr() as usize;
-        let packed = kernels::f32x::avx512_available();
         let run = |s: &mut AttnScratch, &(o, len, hd): &(usize, usize, usize)| {
             s.scores.clear();
             s.scores.resize(len * len, 0.0);
@@ -650,45 +654,12 @@ impl CpuEncoder {
             let s3 = 3 * h;
             // SAFETY: q/k/v views cover rows o..o+len and columns hd*d..hd*d+d of their third of
             // the QKV buffer; the output view covers the same rows/columns of `out`, distinct
-            // for every (sequence, head) task. The packed path runs only with avx512f.
+            // for every (sequence, head) task.
             unsafe {
                 let q = base.add(o * s3 + hd * d);
                 let k = base.add(o * s3 + h + hd * d);
                 let v = base.add(o * s3 + 2 * h + hd * d);
                 let dst = out_ptr.get().add(o * h + hd * d);
-                #[cfg(target_arch = "x86_64")]
-                if packed {
-                    // scores = Q · Kᵀ  (B[kk, j] = K[j, kk])
-                    kernels::f32x::pack_b(k, d, len, 1, s3, &mut s.kt);
-                    kernels::f32x::gemm_packed(
-                        q,
-                        s3,
-                        len,
-                        d,
-                        &s.kt,
-                        len,
-                        s.scores.as_mut_ptr(),
-                        len,
-                        &mut s.tail,
-                    );
-                    for r in s.scores.chunks_exact_mut(len) {
-                        kernels::softmax_row_scaled(r, scale);
-                    }
-                    // ctx = P · V
-                    kernels::f32x::pack_b(v, len, d, s3, 1, &mut s.v);
-                    kernels::f32x::gemm_packed(
-                        s.scores.as_ptr(),
-                        len,
-                        len,
-                        len,
-                        &s.v,
-                        d,
-                        dst,
-                        h,
-                        &mut s.tail,
-                    );
-                    return;
-                }
                 kernels::gemm_strided(
                     len,
                     len,
@@ -734,9 +705,6 @@ impl CpuEncoder {
 #[derive(Default)]
 struct AttnScratch {
     scores: Vec<f32>,
-    kt: Vec<f32>,
-    v: Vec<f32>,
-    tail: Vec<f32>,
 }
 
 #[inline]

@@ -2,9 +2,6 @@
 //! quantized activations (AVX-512 VNNI with a portable fallback), and the element-wise parts
 //! (exp, GELU, softmax, residual + layer-norm) written so that LLVM vectorises them.
 
-pub mod f32x;
-pub mod q8;
-
 /// A raw output pointer handed to rayon tasks that write disjoint regions.
 #[derive(Clone, Copy)]
 pub(crate) struct SendPtr(pub(crate) *mut f32);
@@ -159,15 +156,15 @@ pub fn erf_f32(x: f32) -> f32 {
 
 /// Runs `$body` compiled for AVX-512 when the CPU has it, else for the build's baseline.
 macro_rules! multiversion {
-    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) $body:block) => {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? $body:block) => {
         $(#[$m])*
-        $vis fn $name($($arg: $ty),*) {
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            fn inner($($arg: $ty),*) $body
+            fn inner($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f")]
-                unsafe fn wide($($arg: $ty),*) { inner($($arg),*) }
+                unsafe fn wide($($arg: $ty),*) $(-> $ret)? { inner($($arg),*) }
                 if std::arch::is_x86_feature_detected!("avx512f") {
                     // SAFETY: avx512f was just detected.
                     return unsafe { wide($($arg),*) };
@@ -177,6 +174,8 @@ macro_rules! multiversion {
         }
     };
 }
+
+pub mod q8;
 
 multiversion! {
     /// Exact (erf) GELU, in place.

@@ -83,8 +83,9 @@ pub struct QuantRows {
 }
 
 impl QuantRows {
-    /// Quantizes `x` (`[m, k]`) into `self`, reusing its buffers.
-    pub fn quantize(&mut self, x: &[f32], m: usize, k: usize) {
+    /// Quantizes `x` (`[m, k]`) into `self`, reusing its buffers; rows are split over the
+    /// current rayon pool when `threads > 1`.
+    pub fn quantize(&mut self, x: &[f32], m: usize, k: usize, threads: usize) {
         let k4 = k.div_ceil(4) * 4;
         let m_pad = m.div_ceil(MR) * MR;
         self.m = m;
@@ -93,18 +94,95 @@ impl QuantRows {
         self.data.resize(m_pad * k4, 128);
         self.scales.clear();
         self.scales.resize(m_pad, 0.0);
-        for r in 0..m {
-            let row = &x[r * k..(r + 1) * k];
-            let amax = row.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        let rows = self.data.chunks_exact_mut(k4).zip(self.scales.iter_mut());
+        let job = |(dst, scale): (&mut [u8], &mut f32), row: &[f32]| {
+            *scale = quantize_row(row, &mut dst[..k]);
+        };
+        if threads > 1 && m * k > 1 << 16 {
+            rows.take(m)
+                .zip(x.par_chunks_exact(k).take(m).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .for_each(|(d, r)| job(d, r));
+        } else {
+            rows.take(m)
+                .zip(x.chunks_exact(k))
+                .for_each(|(d, r)| job(d, r));
+        }
+    }
+}
+
+/// Symmetric per-row quantization to `q + 128` bytes; returns the row scale.
+fn quantize_row(row: &[f32], dst: &mut [u8]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: avx512f was just detected; the function reads `row` and writes `dst`
+        // (same length) only.
+        return unsafe { avx512::quantize_row(row, dst) };
+    }
+    quantize_row_portable(row, dst)
+}
+
+fn quantize_row_portable(row: &[f32], dst: &mut [u8]) -> f32 {
+    let amax = row.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+    let scale = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+    let inv = 1.0 / scale;
+    for (d, v) in dst.iter_mut().zip(row) {
+        let q = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i32;
+        *d = (q + 128) as u8;
+    }
+    scale
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// Same result as the portable loop (round half to even, clamp to ±127, +128).
+    ///
+    /// # Safety
+    /// Requires avx512f; `dst.len() == row.len()`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn quantize_row(row: &[f32], dst: &mut [u8]) -> f32 {
+        debug_assert_eq!(row.len(), dst.len());
+        let n = row.len();
+        let full = n / 16 * 16;
+        let p = row.as_ptr();
+        // SAFETY: every 16-float load/16-byte store is inside `row` / `dst` (i + 16 <= full).
+        unsafe {
+            let mut m = _mm512_setzero_ps();
+            let mut i = 0;
+            while i < full {
+                m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(p.add(i))));
+                i += 16;
+            }
+            let mut amax = _mm512_reduce_max_ps(m);
+            for v in &row[full..] {
+                amax = amax.max(v.abs());
+            }
             let scale = if amax > 0.0 { amax / 127.0 } else { 1.0 };
             let inv = 1.0 / scale;
-            self.scales[r] = scale;
-            let dst = &mut self.data[r * k4..r * k4 + k];
-            for (d, v) in dst.iter_mut().zip(row) {
-                // round half to even: one instruction, so the loop vectorises
+            let vinv = _mm512_set1_ps(inv);
+            let (lo, hi, off) = (
+                _mm512_set1_epi32(-127),
+                _mm512_set1_epi32(127),
+                _mm512_set1_epi32(128),
+            );
+            let mut i = 0;
+            while i < full {
+                let y = _mm512_mul_ps(_mm512_loadu_ps(p.add(i)), vinv);
+                let q = _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                    y,
+                );
+                let q = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(q, lo), hi), off);
+                _mm512_mask_cvtepi32_storeu_epi8(dst.as_mut_ptr().add(i) as *mut i8, 0xFFFF, q);
+                i += 16;
+            }
+            for (d, v) in dst[full..].iter_mut().zip(&row[full..]) {
                 let q = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i32;
                 *d = (q + 128) as u8;
             }
+            scale
         }
     }
 }
@@ -175,10 +253,13 @@ pub fn linear_q8(
                 let dst = unsafe {
                     std::slice::from_raw_parts_mut(out_ptr.get().add(row * n + c0), cols)
                 };
-                for (c, d) in dst.iter_mut().enumerate() {
-                    let ch = c0 + c;
-                    let s = (acc[r * NR + c] - w.offsets[ch]) as f32;
-                    *d = s * (sa * w.scales[ch]) + bias[ch];
+                let accr = &acc[r * NR..r * NR + cols];
+                let offs = &w.offsets[c0..c0 + cols];
+                let scales = &w.scales[c0..c0 + cols];
+                let bs = &bias[c0..c0 + cols];
+                for ((((d, a), o), s), b) in dst.iter_mut().zip(accr).zip(offs).zip(scales).zip(bs)
+                {
+                    *d = (a - o) as f32 * (sa * s) + b;
                 }
             }
         }
@@ -268,7 +349,7 @@ mod tests {
         let bias: Vec<f32> = (0..n).map(|_| lcg(&mut s)).collect();
         let packed = PackedQ8::quantize(&w, n, k);
         let mut q = QuantRows::default();
-        q.quantize(&x, m, k);
+        q.quantize(&x, m, k, 2);
         let mut portable = vec![0.0; m * n];
         linear_q8(&q, &packed, &bias, &mut portable, Q8Kernel::Portable, 1);
         let mut fast = vec![0.0; m * n];
@@ -286,6 +367,24 @@ mod tests {
             worst < tol,
             "m={m} k={k} n={n}: q8 error {worst} above {tol}"
         );
+    }
+
+    #[test]
+    fn quantize_paths_agree() {
+        let mut s = 11u64;
+        // Include exact halves (x · inv = k + 0.5) to pin the rounding mode.
+        let mut row: Vec<f32> = (0..1000).map(|_| lcg(&mut s) * 3.0).collect();
+        row[3] = 127.0;
+        row[5] = 0.5;
+        row[6] = 1.5;
+        row[7] = -2.5;
+        let mut a = vec![0u8; row.len()];
+        let mut b = vec![0u8; row.len()];
+        let sa = quantize_row(&row, &mut a);
+        let sb = quantize_row_portable(&row, &mut b);
+        assert_eq!(sa, sb);
+        assert_eq!(a, b);
+        assert_eq!((a[5], a[6], a[7]), (128, 130, 126));
     }
 
     #[test]
