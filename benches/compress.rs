@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use lingua_proxy::compress::{
-    CompressionConfig, Policy, ScorerKind, RequestOptions, TokenizerKind, build_compressor,
+    CompressionConfig, Policy, RequestOptions, ScorerKind, TokenizerKind, build_compressor,
 };
 use serde_json::{Value, json};
 

@@ -26,6 +26,19 @@ pub struct HookOutcome {
     pub body: Option<Bytes>,
     /// Headers added to the response sent to the client.
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// When set, the request is not forwarded: the client gets this error instead (used by
+    /// `on_error = "reject"`).
+    pub reject: Option<Rejection>,
+}
+
+/// A refusal, rendered by the server as an OpenAI-shaped error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// HTTP status, e.g. 503.
+    pub status: u16,
+    /// OpenAI `error.code`, e.g. `compression_failed`.
+    pub code: String,
+    pub message: String,
 }
 
 /// Rewrites intercepted chat-completion requests. Implementations must never fail the request:

@@ -17,8 +17,8 @@ use tokio::sync::Semaphore;
 
 use crate::compress::policy::parse_rate;
 use crate::compress::{
-    ActiveScorer,
-    CompressError, CompressionConfig, OnError, Outcome, Policy, RequestOptions, TokenizerKind,
+    ActiveScorer, CompressError, CompressionConfig, OnError, Outcome, Policy, RequestOptions,
+    TokenizerKind,
 };
 use crate::hook::{ChatHook, ChatRequest, HookOutcome};
 
@@ -226,6 +226,7 @@ fn skipped(reason: &'static str) -> HookOutcome {
     HookOutcome {
         body: None,
         response_headers: header(HEADER_SKIPPED, reason).into_iter().collect(),
+        reject: None,
     }
 }
 
@@ -311,19 +312,24 @@ impl Inner {
                     Failure::Deadline => format!("exceeded {} ms", self.deadline.as_millis()),
                 };
                 if cfg.on_error == OnError::Reject {
-                    // The hook seam cannot refuse a request yet; fail open and say so.
                     tracing::warn!(
                         reason,
                         error = %detail,
-                        "compression failed; on_error = \"reject\" is not supported by this server, forwarding the original request"
+                        "compression failed; rejecting the request (on_error = \"reject\")"
                     );
-                } else {
-                    tracing::warn!(
-                        reason,
-                        error = %detail,
-                        "compression failed; forwarding the original request"
-                    );
+                    let mut out = skipped(reason);
+                    out.reject = Some(crate::hook::Rejection {
+                        status: 503,
+                        code: "compression_failed".into(),
+                        message: format!("lingua-proxy could not compress the request ({reason})"),
+                    });
+                    return out;
                 }
+                tracing::warn!(
+                    reason,
+                    error = %detail,
+                    "compression failed; forwarding the original request"
+                );
                 skipped(reason)
             }
         }
@@ -396,6 +402,7 @@ impl Inner {
         HookOutcome {
             body: outcome.body.map(Bytes::from),
             response_headers,
+            reject: None,
         }
     }
 }

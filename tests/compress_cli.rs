@@ -78,7 +78,7 @@ fn role_mode_uses_the_config_file() {
                 error budget check passes and the latency dashboard stays green for an hour.";
     let args = CompressArgs {
         config: Some(f.path().to_path_buf()),
-        scorer: None,
+        scorer: Some(ScorerKind::Heuristic),
         model: None,
         rate: None,
         target_tokens: None,
@@ -86,6 +86,10 @@ fn role_mode_uses_the_config_file() {
         role: Some("tool".into()),
         file: None,
         json: true,
+        drop_consecutive: false,
+        force_reserve_digit: false,
+        token_to_word: None,
+        precision: None,
     };
     let r = compress_text(&args, text).unwrap();
     assert_eq!(r.skipped, None);

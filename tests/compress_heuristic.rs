@@ -97,7 +97,7 @@ fn policy_with_heuristic_keeps_code_and_shrinks_the_system_prompt() {
 fn args() -> CompressArgs {
     CompressArgs {
         config: None,
-        scorer: None,
+        scorer: Some(lingua_proxy::compress::ScorerKind::Heuristic),
         model: None,
         rate: Some(0.5),
         target_tokens: None,
@@ -105,6 +105,10 @@ fn args() -> CompressArgs {
         role: None,
         file: None,
         json: true,
+        drop_consecutive: false,
+        force_reserve_digit: false,
+        token_to_word: None,
+        precision: None,
     }
 }
 
@@ -112,17 +116,18 @@ fn args() -> CompressArgs {
 fn cli_plain_and_role_modes() {
     let plain = compress_text(&args(), TEXT).unwrap();
     assert!(plain.compressed_tokens < plain.origin_tokens);
-    assert_eq!(
-        plain.compressed_prompt,
-        heuristic()
-            .compress(TEXT, &{
-                let mut b = Budget::rate(0.5);
-                b.force_tokens = vec![];
-                b
-            })
-            .unwrap()
-            .text
-    );
+    // Plain mode is exactly the selection's `compress_prompt` over the one text.
+    let direct = lingua_proxy::compress::lingua2::compress_prompt(
+        &HeuristicScorer::new(),
+        &[TEXT],
+        &lingua_proxy::compress::lingua2::Lingua2Options {
+            rate: 0.5,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(plain.compressed_prompt, direct.compressed_prompt);
+    assert_eq!(plain.origin_tokens, direct.origin_tokens);
     // --force-token "\n" is unescaped; "Acme" forced in
     let mut a = args();
     a.force_tokens = vec!["\\n".into(), "politely".into()];
@@ -134,9 +139,10 @@ fn cli_plain_and_role_modes() {
     let short = compress_text(&a, "short text https://x.example/a").unwrap();
     assert_eq!(short.compressed_prompt, "short text https://x.example/a");
     assert_eq!(short.skipped.as_deref(), Some("below_min_tokens"));
-    // llmlingua2 is a clear error until the neural scorer lands
+    // llmlingua2 with a model that cannot be loaded is a clear error naming it
     let mut a = args();
     a.scorer = Some(lingua_proxy::compress::ScorerKind::Llmlingua2);
-    let err = compress_text(&a, TEXT).unwrap_err().to_string();
-    assert!(err.contains("llmlingua2"), "{err}");
+    a.model = Some("/nonexistent/llmlingua2-model".into());
+    let err = format!("{:#}", compress_text(&a, TEXT).unwrap_err());
+    assert!(err.contains("/nonexistent/llmlingua2-model"), "{err}");
 }

@@ -268,6 +268,29 @@ async fn failing_or_slow_scorers_fail_open() {
 }
 
 #[tokio::test]
+async fn on_error_reject_answers_an_openai_error_and_forwards_nothing() {
+    let cfg = CompressionConfig {
+        on_error: lingua_proxy::compress::OnError::Reject,
+        ..config()
+    };
+    let hook = CompressionHook::new(Arc::new(
+        Policy::new(cfg, Arc::new(Broken { sleep: None })).unwrap(),
+    ));
+    let h = harness(hook).await;
+    let raw = serde_json::to_vec(&body()).unwrap();
+    let resp = post(&h, &raw, &[]).await;
+    assert_eq!(resp.status(), 503);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "compression_failed");
+    assert_eq!(err["error"]["type"], "api_error");
+    assert_eq!(
+        h.mock.state.request_count(),
+        0,
+        "nothing reached the upstream"
+    );
+}
+
+#[tokio::test]
 async fn two_turns_forward_a_byte_identical_prefix() {
     let h = harness(heuristic_hook(config())).await;
     let turn1 = body();

@@ -2,15 +2,15 @@
 
 use std::io::Read;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use serde_json::json;
 
+use crate::compress::lingua2::{Lingua2Options, TokenToWord, compress_prompt};
 use crate::compress::{
-    Budget, CompressionConfig, Compressor, Policy, RequestOptions, ScorerKind, TokenizerKind,
-    build_compressor,
+    CompressionConfig, ModelUnavailable, Policy, PrecisionSetting, RequestOptions, ScorerKind,
+    TokenizerKind, build,
 };
 
 /// Compress one text with the scorer and selection alone, or with a role's whole policy.
@@ -44,6 +44,36 @@ pub struct CompressArgs {
     /// Print a JSON object instead of the compressed text.
     #[arg(long)]
     pub json: bool,
+    /// Suppress repeated force tokens with nothing kept in between (LLMLingua-2).
+    #[arg(long)]
+    pub drop_consecutive: bool,
+    /// Always keep words containing a digit (LLMLingua-2).
+    #[arg(long)]
+    pub force_reserve_digit: bool,
+    /// How sub-token probabilities make a word's: `mean` or `first` (LLMLingua-2).
+    #[arg(long, value_name = "mean|first")]
+    pub token_to_word: Option<TokenToWordArg>,
+    /// LLMLingua-2 encoder precision: `f32` (parity) or `q8`.
+    #[arg(long, value_name = "f32|q8")]
+    pub precision: Option<PrecisionSetting>,
+}
+
+/// `--token-to-word` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TokenToWordArg {
+    Mean,
+    First,
+}
+
+impl std::str::FromStr for PrecisionSetting {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "q8" => Ok(Self::Q8),
+            other => Err(format!("unknown precision {other:?} (expected f32 or q8)")),
+        }
+    }
 }
 
 /// `\n` in a `--force-token` means a newline (also `\t` and `\\`).
@@ -102,30 +132,48 @@ pub fn compress_text(args: &CompressArgs, text: &str) -> anyhow::Result<Compress
     if args.target_tokens == Some(0) {
         anyhow::bail!("--target-tokens must be at least 1");
     }
+    if let Some(p) = args.precision {
+        config.precision = p;
+    }
+    // The command line asks for a scorer explicitly: a model that cannot be loaded is an error
+    // here, not a silent fallback.
+    config.on_model_unavailable = ModelUnavailable::Fail;
+    config.force_reserve_digit |= args.force_reserve_digit;
     let force: Vec<String> = args
         .force_tokens
         .iter()
         .map(|t| unescape_force_token(t))
         .collect();
-    config.force_tokens.extend(force.iter().cloned());
-    let compressor: Arc<dyn Compressor> = build_compressor(&config)?;
-    // Loading the BPE tables is set-up, like loading a model: keep it out of `elapsed_ms`.
+    let built = build(&config)?;
+    let (Some(scorer), Some(compressor)) = (built.scorer, built.compressor) else {
+        anyhow::bail!("no scorer is available");
+    };
+
+    // Load the BPE tables now so `elapsed_ms` measures compression alone.
     for t in [TokenizerKind::Cl100kBase, config.default_tokenizer] {
         t.bpe();
     }
-
     match &args.role {
         None => {
-            let budget = Budget {
+            // Exactly the reference's `compress_prompt(text, rate=…, target_token=…, …)`.
+            let opts = Lingua2Options {
                 rate: args.rate.unwrap_or(0.5),
-                target_tokens: args.target_tokens,
-                force_tokens: config.force_tokens.clone(),
-                force_reserve_digit: config.force_reserve_digit,
+                target_token: args
+                    .target_tokens
+                    .map_or(-1, |t| i64::try_from(t).unwrap_or(i64::MAX)),
+                force_tokens: force,
+                force_reserve_digit: args.force_reserve_digit,
+                drop_consecutive: args.drop_consecutive,
+                token_to_word: match args.token_to_word {
+                    Some(TokenToWordArg::First) => TokenToWord::First,
+                    _ => TokenToWord::Mean,
+                },
+                ..Lingua2Options::default()
             };
             let start = Instant::now();
-            let out = compressor.compress(text, &budget)?;
+            let out = compress_prompt(scorer.as_ref(), &[text], &opts)?;
             Ok(CompressResult {
-                compressed_prompt: out.text,
+                compressed_prompt: out.compressed_prompt,
                 origin_tokens: out.origin_tokens,
                 compressed_tokens: out.compressed_tokens,
                 elapsed_ms: start.elapsed().as_secs_f64() * 1000.0,
@@ -143,6 +191,7 @@ pub fn compress_text(args: &CompressArgs, text: &str) -> anyhow::Result<Compress
                 role_cfg.target_tokens = args.target_tokens;
             }
             set_role(&mut config, role, role_cfg);
+            config.force_tokens.extend(force);
             let tokenizer = config.default_tokenizer;
             let policy = Policy::new(config, compressor)?;
             let opts = RequestOptions {

@@ -162,7 +162,9 @@ pub struct Built {
 
 impl std::fmt::Debug for Built {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Built").field("active", &self.active).finish()
+        f.debug_struct("Built")
+            .field("active", &self.active)
+            .finish()
     }
 }
 
@@ -182,7 +184,10 @@ pub fn build(config: &CompressionConfig) -> Result<Built, CompressError> {
     match config.scorer {
         ScorerKind::Heuristic => Ok(heuristic(None)),
         ScorerKind::Llmlingua2 => {
-            let model = config.model.clone().unwrap_or_else(|| DEFAULT_MODEL.to_string());
+            let model = config
+                .model
+                .clone()
+                .unwrap_or_else(|| DEFAULT_MODEL.to_string());
             let precision = match config.precision {
                 PrecisionSetting::F32 => Precision::F32,
                 PrecisionSetting::Q8 => Precision::Q8,
@@ -214,7 +219,9 @@ pub fn build(config: &CompressionConfig) -> Result<Built, CompressError> {
                         tracing::error!(model = %model, %problem,
                             "LLMLingua-2 model unavailable: FALLING BACK to the embedded \
                              heuristic scorer (on_model_unavailable = \"heuristic\")");
-                        Ok(heuristic(Some(format!("model {model} unavailable: {problem}"))))
+                        Ok(heuristic(Some(format!(
+                            "model {model} unavailable: {problem}"
+                        ))))
                     }
                     ModelUnavailable::Passthrough => {
                         tracing::error!(model = %model, %problem,

@@ -25,6 +25,8 @@ pub enum ProxyError {
     NotFound(String),
     #[error("internal proxy error: {0}")]
     Internal(String),
+    #[error("{}", .0.message)]
+    Rejected(crate::hook::Rejection),
 }
 
 impl ProxyError {
@@ -37,6 +39,9 @@ impl ProxyError {
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Rejected(r) => {
+                StatusCode::from_u16(r.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
+            }
         }
     }
 
@@ -48,14 +53,15 @@ impl ProxyError {
             | Self::BadRequestBody(_)
             | Self::BadRequest(_)
             | Self::NotFound(_) => "invalid_request_error",
-            Self::UpstreamUnreachable(_) | Self::UpstreamTimeout(_) | Self::Internal(_) => {
-                "api_error"
-            }
+            Self::UpstreamUnreachable(_)
+            | Self::UpstreamTimeout(_)
+            | Self::Internal(_)
+            | Self::Rejected(_) => "api_error",
         }
     }
 
     /// OpenAI's `error.code`.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> &str {
         match self {
             Self::Unauthorized => "invalid_api_key",
             Self::BodyTooLarge { .. } => "request_too_large",
@@ -65,6 +71,7 @@ impl ProxyError {
             Self::UpstreamUnreachable(_) => "upstream_unreachable",
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::Internal(_) => "internal_error",
+            Self::Rejected(r) => &r.code,
         }
     }
 

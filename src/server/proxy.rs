@@ -141,6 +141,9 @@ async fn forward(
                             headers: headers.clone(),
                         })
                         .await;
+                    if let Some(r) = outcome.reject {
+                        return Err(ProxyError::Rejected(r));
+                    }
                     extra_response_headers = outcome.response_headers;
                     match outcome.body {
                         Some(rewritten) => {

@@ -37,8 +37,7 @@ pub fn load(
     let files = ModelFiles::resolve(model).map_err(|e| e.to_string())?;
     let tokenizer = Lingua2Tokenizer::from_dir(&files.dir)
         .map_err(|e| format!("{}: {e}", files.tokenizer_json.display()))?;
-    let classifier =
-        TokenClassifier::load(&files, device, precision).map_err(|e| e.to_string())?;
+    let classifier = TokenClassifier::load(&files, device, precision).map_err(|e| e.to_string())?;
     // The tokenizer's ids (placeholders included) must all exist in the embedding table.
     let vocab = classifier.config().vocab_size;
     if tokenizer.len_with_added() > vocab {
@@ -50,9 +49,7 @@ pub fn load(
         ));
     }
     let id = format!("llmlingua2:{}", classifier.digest());
-    let pool = Arc::new(
-        InferencePool::new(Arc::new(classifier), pool).map_err(|e| e.to_string())?,
-    );
+    let pool = Arc::new(InferencePool::new(Arc::new(classifier), pool).map_err(|e| e.to_string())?);
     let worker = pool.clone();
     let infer = move |inputs: &[ModelInput]| -> Result<Vec<Vec<f32>>, ScorerError> {
         let batch = inputs.iter().map(|i| i.input_ids.clone()).collect();

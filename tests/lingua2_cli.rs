@@ -1,0 +1,150 @@
+//! `lingua-proxy compress --scorer llmlingua2` prints exactly what the reference's
+//! `compress_prompt(text, …)["compressed_prompt"]` returned, on the committed goldens.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+fn golden_cases() -> Vec<serde_json::Value> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/goldens/lingua2.json");
+    let g: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    g["cases"].as_array().unwrap().clone()
+}
+
+fn run_cli(args: &[String], stdin: &str) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lingua-proxy"))
+        .arg("compress")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Single-context XLM-R goldens whose options the CLI exposes.
+#[test]
+fn cli_matches_reference_goldens_on_the_tiny_xlmr_checkpoint() {
+    let model = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/models/xlm-roberta-large-tiny"
+    );
+    let mut checked = 0;
+    for case in golden_cases() {
+        let name = case["name"].as_str().unwrap();
+        let contexts = case["contexts"].as_array().unwrap();
+        let opts = case["options"].as_object().unwrap();
+        let supported = [
+            "rate",
+            "target_token",
+            "force_tokens",
+            "force_reserve_digit",
+            "drop_consecutive",
+            "token_to_word",
+        ];
+        if !name.starts_with("xlmr/")
+            || contexts.len() != 1
+            || opts.keys().any(|k| !supported.contains(&k.as_str()))
+        {
+            continue;
+        }
+        let mut args = vec![
+            "--scorer".to_string(),
+            "llmlingua2".into(),
+            "--model".into(),
+            model.into(),
+            "--json".into(),
+        ];
+        if let Some(r) = opts.get("rate") {
+            args.extend(["--rate".into(), r.to_string()]);
+        }
+        if let Some(t) = opts.get("target_token") {
+            args.extend(["--target-tokens".into(), t.to_string()]);
+        }
+        for t in opts
+            .get("force_tokens")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let t = t
+                .as_str()
+                .unwrap()
+                .replace('\\', "\\\\")
+                .replace('\n', "\\n");
+            args.extend(["--force-token".into(), t]);
+        }
+        if opts.get("force_reserve_digit") == Some(&serde_json::json!(true)) {
+            args.push("--force-reserve-digit".into());
+        }
+        if opts.get("drop_consecutive") == Some(&serde_json::json!(true)) {
+            args.push("--drop-consecutive".into());
+        }
+        if let Some(t) = opts.get("token_to_word") {
+            args.extend(["--token-to-word".into(), t.as_str().unwrap().into()]);
+        }
+        let out = run_cli(&args, contexts[0].as_str().unwrap());
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let want = &case["expected"];
+        assert_eq!(
+            got["compressed_prompt"], want["compressed_prompt"],
+            "{name}"
+        );
+        assert_eq!(got["origin_tokens"], want["origin_tokens"], "{name}");
+        assert_eq!(
+            got["compressed_tokens"], want["compressed_tokens"],
+            "{name}"
+        );
+        assert!(got["elapsed_ms"].as_f64().unwrap() >= 0.0);
+        checked += 1;
+    }
+    assert!(checked >= 8, "only {checked} golden cases fit the CLI");
+}
+
+#[test]
+fn cli_plain_text_output_and_bad_model() {
+    let model = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/models/xlm-roberta-large-tiny"
+    );
+    let text = "So, I have been looking at the project and I believe we need to make some changes to the timeline.";
+    let out = run_cli(
+        &[
+            "--scorer".into(),
+            "llmlingua2".into(),
+            "--model".into(),
+            model.into(),
+            "--rate".into(),
+            "0.5".into(),
+        ],
+        text,
+    );
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(!printed.trim().is_empty() && printed.trim().len() < text.len());
+
+    let out = run_cli(
+        &[
+            "--scorer".into(),
+            "llmlingua2".into(),
+            "--model".into(),
+            "/nonexistent/model-dir".into(),
+        ],
+        text,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/model-dir"));
+}
