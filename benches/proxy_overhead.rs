@@ -5,6 +5,8 @@
 //! `cargo bench --bench proxy_overhead`. Env: `BENCH_REQUESTS` (per cell and side, default 4000),
 //! `BENCH_UPSTREAM_MS` (the mock's time to first byte, default 20 ms, like a fast real upstream,
 //! so that 64 requests are really in flight at once instead of 64 loops saturating two cores).
+//! The 64 clients start staggered over one upstream delay, so they do not arrive in lockstep
+//! bursts (which would measure the burst's queue, not the proxy).
 //! Direct and proxied batches alternate in rounds so machine noise hits both sides alike.
 //! Compression is off (passthrough hook): this is the proxy's own cost.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -58,6 +60,7 @@ async fn run(
     stream: bool,
     concurrency: usize,
     total: usize,
+    stagger: Duration,
 ) -> Vec<Duration> {
     let body = bytes::Bytes::from(
         serde_json::json!({
@@ -73,9 +76,11 @@ async fn run(
     let per_task = total.div_ceil(concurrency);
     let url = Arc::new(url.to_owned());
     let mut tasks = Vec::new();
-    for _ in 0..concurrency {
+    for i in 0..concurrency {
         let (client, body, url) = (client.clone(), body.clone(), url.clone());
+        let offset = stagger.mul_f64(i as f64 / concurrency as f64);
         tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(offset).await;
             let mut v = Vec::with_capacity(per_task);
             for _ in 0..per_task {
                 v.push(one(&client, &url, &body, stream).await);
@@ -136,13 +141,14 @@ async fn main() {
         for concurrency in [1usize, 64] {
             let (dc, pc) = (client(), client());
             // warm-up: connections and caches on both sides
-            run(&dc, &direct, stream, concurrency, concurrency * 2).await;
-            run(&pc, &proxied, stream, concurrency, concurrency * 2).await;
+            let stagger = Duration::from_millis(upstream_ms);
+            run(&dc, &direct, stream, concurrency, concurrency * 2, stagger).await;
+            run(&pc, &proxied, stream, concurrency, concurrency * 2, stagger).await;
             let rounds = 10;
             let (mut d, mut p) = (Vec::new(), Vec::new());
             for _ in 0..rounds {
-                d.extend(run(&dc, &direct, stream, concurrency, total / rounds).await);
-                p.extend(run(&pc, &proxied, stream, concurrency, total / rounds).await);
+                d.extend(run(&dc, &direct, stream, concurrency, total / rounds, stagger).await);
+                p.extend(run(&pc, &proxied, stream, concurrency, total / rounds, stagger).await);
             }
             d.sort();
             p.sort();
