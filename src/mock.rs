@@ -257,11 +257,7 @@ async fn handle(
         Ok(c) => c.to_bytes(),
         // The client aborted mid-body: no complete request arrived, so none is recorded.
         Err(_) => {
-            return json_response(
-                &state,
-                StatusCode::BAD_REQUEST,
-                &error_value(StatusCode::BAD_REQUEST, "incomplete body"),
-            );
+            return bad_request(&state, "incomplete body");
         }
     };
     state.record(RecordedRequest {
@@ -308,6 +304,14 @@ async fn handle(
             &error_value(StatusCode::NOT_FOUND, &format!("mock has no route {path}")),
         )
     }
+}
+
+fn bad_request(state: &MockState, message: &str) -> Response<MockBody> {
+    json_response(
+        state,
+        StatusCode::BAD_REQUEST,
+        &error_value(StatusCode::BAD_REQUEST, message),
+    )
 }
 
 fn error_response(state: &MockState, status: StatusCode) -> Response<MockBody> {
@@ -362,11 +366,7 @@ fn chat(
     body: &Bytes,
 ) -> Response<MockBody> {
     let Ok(req) = serde_json::from_slice::<Value>(body) else {
-        return json_response(
-            state,
-            StatusCode::BAD_REQUEST,
-            &error_value(StatusCode::BAD_REQUEST, "body is not valid JSON"),
-        );
+        return bad_request(state, "body is not valid JSON");
     };
     let model = req
         .get("model")
@@ -386,14 +386,7 @@ fn chat(
         .and_then(Value::as_array)
         .unwrap_or(&empty);
     if messages.is_empty() {
-        return json_response(
-            state,
-            StatusCode::BAD_REQUEST,
-            &error_value(
-                StatusCode::BAD_REQUEST,
-                "messages must be a non-empty array",
-            ),
-        );
+        return bad_request(state, "messages must be a non-empty array");
     }
     let prompt = prompt_tokens(&model, messages);
     let cached = state.cached_prefix(&prompt);
@@ -577,11 +570,7 @@ fn sse_response(state: Arc<MockState>, events: Vec<String>, delay: Duration) -> 
 
 fn embeddings(state: &MockState, body: &Bytes) -> Response<MockBody> {
     let Ok(req) = serde_json::from_slice::<Value>(body) else {
-        return json_response(
-            state,
-            StatusCode::BAD_REQUEST,
-            &error_value(StatusCode::BAD_REQUEST, "body is not valid JSON"),
-        );
+        return bad_request(state, "body is not valid JSON");
     };
     let model = req
         .get("model")
