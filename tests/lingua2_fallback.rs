@@ -35,15 +35,7 @@ async fn offline_and_corrupt_models_follow_on_model_unavailable() {
     };
     assert!(reason.contains("HF_HUB_OFFLINE"), "{reason}");
     let h = start_with(|_| {}, Arc::new(hook)).await;
-    let ready: serde_json::Value = h
-        .client
-        .get(h.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = h.readyz().await;
     assert_eq!(ready["scorer"]["scorer"], "heuristic", "{ready}");
     assert!(
         ready["scorer"]["fallback_reason"]
@@ -65,16 +57,7 @@ async fn offline_and_corrupt_models_follow_on_model_unavailable() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let before: usize = resp.headers()["x-lingua-tokens-before"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let after: usize = resp.headers()["x-lingua-tokens-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (before, after) = common::token_counts(&resp);
     assert!(after < before);
 
     // passthrough: no compression at all, even when a request asks for it.

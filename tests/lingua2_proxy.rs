@@ -37,15 +37,7 @@ async fn proxy_compresses_with_a_local_llmlingua2_checkpoint() {
     }
     let h = start_with(|_| {}, Arc::new(hook)).await;
 
-    let ready: serde_json::Value = h
-        .client
-        .get(h.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = h.readyz().await;
     assert_eq!(ready["scorer"]["scorer"], "llmlingua2", "{ready}");
 
     let system = SYSTEM.repeat(3);
@@ -64,16 +56,7 @@ async fn proxy_compresses_with_a_local_llmlingua2_checkpoint() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let before: usize = resp.headers()["x-lingua-tokens-before"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let after: usize = resp.headers()["x-lingua-tokens-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (before, after) = common::token_counts(&resp);
     assert!(after < before, "{before} -> {after}");
     let sent: serde_json::Value =
         serde_json::from_slice(&h.mock.state.last_request().unwrap().body).unwrap();

@@ -308,15 +308,7 @@ async fn health_endpoints_answer_locally() {
     let h = start().await;
     let r = h.client.get(h.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let r: serde_json::Value = h
-        .client
-        .get(h.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = h.readyz().await;
     assert_eq!(r["status"], "ready");
     assert_eq!(h.mock.state.request_count(), 0);
 }

@@ -23,6 +23,24 @@ impl Harness {
     pub fn mock_url(&self, path: &str) -> String {
         format!("http://{}{}", self.mock.addr, path)
     }
+
+    /// The proxy's `/readyz` answer.
+    pub async fn readyz(&self) -> serde_json::Value {
+        self.client
+            .get(self.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+/// `(x-lingua-tokens-before, x-lingua-tokens-after)` of a response.
+pub fn token_counts(resp: &reqwest::Response) -> (usize, usize) {
+    let get = |name: &str| -> usize { resp.headers()[name].to_str().unwrap().parse().unwrap() };
+    (get("x-lingua-tokens-before"), get("x-lingua-tokens-after"))
 }
 
 pub fn base_config(mock: &MockUpstream) -> Config {
