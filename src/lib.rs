@@ -4,6 +4,7 @@
 //! rewritten request → upstream → streamed response ([`server`]). The server knows nothing about
 //! scoring; it only calls the [`hook::ChatHook`] seam.
 
+pub mod ab;
 pub mod cli;
 pub mod compress;
 pub mod config;
@@ -12,3 +13,4 @@ pub mod mock;
 pub mod pipeline;
 pub mod scorer;
 pub mod server;
+pub mod telemetry;
