@@ -1,5 +1,6 @@
 //! What the proxy records: the event log, live metrics and statistics, the offline report.
 
+pub mod agreement;
 pub mod event;
 pub mod prices;
 
