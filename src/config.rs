@@ -4,6 +4,7 @@
 //! Every key is documented in `proxy.toml` and README's configuration reference. Loading validates
 //! every value and names the offending key in its error, before anything listens.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -12,7 +13,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::ab::AbConfig;
 use crate::compress::{CompressionConfig, TokenizerKind};
+use crate::telemetry::{Price, TelemetryConfig};
 
 /// Prefix of the environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "LINGUA_PROXY_";
@@ -56,6 +59,10 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub log: LogConfig,
     pub compression: CompressionConfig,
+    pub ab: AbConfig,
+    pub telemetry: TelemetryConfig,
+    /// Extra or replaced prices, US dollars per million tokens, by model name prefix.
+    pub prices: BTreeMap<String, Price>,
 }
 
 impl Default for Config {
@@ -69,6 +76,9 @@ impl Default for Config {
             routes: Vec::new(),
             log: LogConfig::default(),
             compression: CompressionConfig::default(),
+            ab: AbConfig::default(),
+            telemetry: TelemetryConfig::default(),
+            prices: BTreeMap::new(),
         }
     }
 }
@@ -259,6 +269,37 @@ impl Config {
                 message: e.reason.clone(),
                 expected: "a value as documented in proxy.toml",
             })?;
+        self.ab.validate().map_err(|e| {
+            ConfigError::invalid(
+                format!("ab.{}", e.key),
+                e.reason.clone(),
+                "a value as documented in proxy.toml",
+            )
+        })?;
+        if self.telemetry.rotate_bytes < 4096 {
+            return Err(ConfigError::invalid(
+                "telemetry.rotate_bytes",
+                format!("{} is too small", self.telemetry.rotate_bytes),
+                "a number of bytes >= 4096",
+            ));
+        }
+        if self.telemetry.queue == 0 {
+            return Err(ConfigError::invalid(
+                "telemetry.queue",
+                "must be positive",
+                "a number of events > 0",
+            ));
+        }
+        for (model, p) in &self.prices {
+            let values = [Some(p.input), p.cached_input, Some(p.output)];
+            if values.into_iter().flatten().any(|v| !(v.is_finite() && v >= 0.0)) {
+                return Err(ConfigError::invalid(
+                    format!("prices.{model}"),
+                    "prices must be finite and non-negative",
+                    "US dollars per million tokens, e.g. input = 2.5",
+                ));
+            }
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             ConfigError::invalid(
                 "log.level",

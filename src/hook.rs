@@ -8,6 +8,8 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::telemetry::Tokens;
+
 /// An intercepted chat-completion request.
 #[derive(Debug, Clone)]
 pub struct ChatRequest {
@@ -29,6 +31,22 @@ pub struct HookOutcome {
     /// When set, the request is not forwarded: the client gets this error instead (used by
     /// `on_error = "reject"`).
     pub reject: Option<Rejection>,
+    /// What the hook did, for the event log and metrics (`None`: the hook does not report).
+    pub report: Option<HookReport>,
+}
+
+/// What compression did to one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HookReport {
+    /// `compressed`, `unchanged`, `skipped` or `fail_open`.
+    pub compression: &'static str,
+    /// Why it was skipped or failed open (`off`, `disabled`, `overloaded`, `deadline`, `error`,
+    /// `panic`).
+    pub reason: Option<&'static str>,
+    /// Prompt tokens before and after, per role (when the policy ran to completion).
+    pub tokens: Option<Tokens>,
+    /// `hit`, `miss` or `partial` (when the policy ran to completion).
+    pub cache: Option<&'static str>,
 }
 
 /// A refusal, rendered by the server as an OpenAI-shaped error.
@@ -49,6 +67,11 @@ pub trait ChatHook: Send + Sync + 'static {
     /// Facts for `/readyz` (for instance which scorer is active), as a JSON object.
     fn describe(&self) -> serde_json::Value {
         serde_json::json!({ "compression": "off" })
+    }
+
+    /// Requests waiting for compression plus inference work queued in the scorer.
+    fn queue_depth(&self) -> usize {
+        0
     }
 }
 

@@ -20,7 +20,9 @@ use crate::compress::{
     ActiveScorer, CompressError, CompressionConfig, OnError, Outcome, Policy, RequestOptions,
     TokenizerKind,
 };
-use crate::hook::{ChatHook, ChatRequest, HookOutcome};
+use crate::hook::{ChatHook, ChatRequest, HookOutcome, HookReport};
+use crate::scorer::llmlingua2::pool::InferencePool;
+use crate::telemetry::{RoleTokens, Tokens};
 
 /// `x-lingua-compress: off|on`.
 pub const HEADER_COMPRESS: &str = "x-lingua-compress";
@@ -79,6 +81,10 @@ struct Inner {
     route_tokenizers: Vec<(String, TokenizerKind)>,
     stats: Arc<PipelineStats>,
     active: Option<ActiveScorer>,
+    /// Workers plus queue slots: the admission semaphore's capacity.
+    admission_capacity: usize,
+    workers_capacity: usize,
+    pool: Option<Arc<InferencePool>>,
 }
 
 impl std::fmt::Debug for CompressionHook {
@@ -109,6 +115,9 @@ impl CompressionHook {
             cfg.workers
         };
         let inner = Inner {
+            admission_capacity: workers + cfg.queue,
+            workers_capacity: workers,
+            pool: None,
             admission: Arc::new(Semaphore::new(workers + cfg.queue)),
             workers: Arc::new(Semaphore::new(workers)),
             deadline: Duration::from_millis(cfg.deadline_ms),
@@ -129,6 +138,7 @@ impl CompressionHook {
     pub fn from_config(config: &CompressionConfig) -> anyhow::Result<Self> {
         let built = crate::compress::build(config)?;
         let active = built.active.clone();
+        let pool = built.pool.clone();
         let hook = match built.compressor {
             Some(compressor) => Self::new(Arc::new(Policy::new(config.clone(), compressor)?)),
             None => {
@@ -142,7 +152,10 @@ impl CompressionHook {
                 Self::new(Arc::new(Policy::new(off, compressor)?))
             }
         };
-        Ok(hook.rebuild(|i| i.active = Some(active)))
+        Ok(hook.rebuild(|i| {
+            i.active = Some(active);
+            i.pool = pool;
+        }))
     }
 
     /// Which scorer is active (set by [`Self::from_config`]).
@@ -173,6 +186,9 @@ impl CompressionHook {
             route_tokenizers: i.route_tokenizers.clone(),
             stats: i.stats.clone(),
             active: i.active.clone(),
+            admission_capacity: i.admission_capacity,
+            workers_capacity: i.workers_capacity,
+            pool: i.pool.clone(),
         };
         f(&mut inner);
         Self {
@@ -222,11 +238,39 @@ fn header(name: &'static str, value: impl ToString) -> Option<(HeaderName, Heade
     ))
 }
 
-fn skipped(reason: &'static str) -> HookOutcome {
+fn skipped(reason: &'static str, failed: bool) -> HookOutcome {
     HookOutcome {
         body: None,
         response_headers: header(HEADER_SKIPPED, reason).into_iter().collect(),
         reject: None,
+        report: Some(HookReport {
+            compression: if failed { "fail_open" } else { "skipped" },
+            reason: Some(reason),
+            tokens: None,
+            cache: None,
+        }),
+    }
+}
+
+/// The policy report in the event log's shape.
+fn tokens_of(r: &crate::compress::policy::Report) -> Tokens {
+    Tokens {
+        tokenizer: r.tokenizer.to_string(),
+        before: r.tokens_before as u64,
+        after: r.tokens_after as u64,
+        roles: r
+            .roles
+            .iter()
+            .map(|(role, t)| {
+                (
+                    role.clone(),
+                    RoleTokens {
+                        before: t.tokens_before as u64,
+                        after: t.tokens_after as u64,
+                    },
+                )
+            })
+            .collect(),
     }
 }
 
@@ -244,6 +288,13 @@ impl ChatHook for CompressionHook {
             "scorer": self.inner.active,
         })
     }
+
+    fn queue_depth(&self) -> usize {
+        let i = &self.inner;
+        let admitted = i.admission_capacity - i.admission.available_permits();
+        let running = i.workers_capacity - i.workers.available_permits();
+        admitted.saturating_sub(running) + i.pool.as_ref().map_or(0, |p| p.queue_depth())
+    }
 }
 
 impl Inner {
@@ -259,14 +310,14 @@ impl Inner {
         if c.compress == Some(false) || (!cfg.enabled && c.compress != Some(true)) {
             stats.skipped_off.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("lingua_compression_skipped_total", "reason" => "off").increment(1);
-            return skipped(if cfg.enabled { "off" } else { "disabled" });
+            return skipped(if cfg.enabled { "off" } else { "disabled" }, false);
         }
         let Ok(admission) = self.admission.clone().try_acquire_owned() else {
             stats.skipped_overload.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("lingua_compression_skipped_total", "reason" => "overloaded")
                 .increment(1);
             tracing::warn!("compression queue full; forwarding the original request");
-            return skipped("overloaded");
+            return skipped("overloaded", false);
         };
         let deadline = Instant::now() + self.deadline;
         let model = req
@@ -317,7 +368,7 @@ impl Inner {
                         error = %detail,
                         "compression failed; rejecting the request (on_error = \"reject\")"
                     );
-                    let mut out = skipped(reason);
+                    let mut out = skipped(reason, true);
                     out.reject = Some(crate::hook::Rejection {
                         status: 503,
                         code: "compression_failed".into(),
@@ -330,7 +381,7 @@ impl Inner {
                     error = %detail,
                     "compression failed; forwarding the original request"
                 );
-                skipped(reason)
+                skipped(reason, true)
             }
         }
     }
@@ -403,6 +454,13 @@ impl Inner {
             body: outcome.body.map(Bytes::from),
             response_headers,
             reject: None,
+            report: Some(HookReport {
+                compression: if changed { "compressed" } else { "unchanged" },
+                reason: None,
+                tokens: Some(tokens_of(r)),
+                // no lookup happened when nothing needed compressing
+                cache: (r.cache_hits + r.cache_misses > 0).then(|| r.cache.as_str()),
+            }),
         }
     }
 }

@@ -1,12 +1,16 @@
 //! What the proxy records: the event log, live metrics and statistics, the offline report.
 
 pub mod agreement;
+pub mod config;
 pub mod event;
+pub mod eventlog;
 pub mod prices;
 
+pub use config::TelemetryConfig;
 pub use event::{Agreement, Event, Latency, RoleTokens, Tokens, Usage};
 pub use prices::{Price, PriceTable};
 pub mod live;
+pub mod metrics;
 
 pub use live::{LiveStats, StatsSnapshot};
 

@@ -1,0 +1,221 @@
+//! The event log: JSON lines appended by a dedicated writer thread, rotated by size.
+//!
+//! Request handlers only push into a bounded channel; when it is full the event is dropped and
+//! counted (`lingua_events_dropped_total`) rather than slowing a request down. The writer flushes
+//! whenever the channel runs empty, so a quiet proxy's log is always complete on disk.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+
+use super::event::Event;
+
+/// Handle for appending events; cheap to clone.
+#[derive(Clone)]
+pub struct EventLog {
+    tx: SyncSender<Event>,
+    dropped: Arc<AtomicU64>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLog")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the event log {path}: {source}")]
+pub struct EventLogError {
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+struct Writer {
+    path: PathBuf,
+    rotate_bytes: u64,
+    keep_files: usize,
+    out: BufWriter<File>,
+    size: u64,
+}
+
+fn open(path: &Path) -> std::io::Result<(BufWriter<File>, u64)> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    let size = file.metadata()?.len();
+    Ok((BufWriter::new(file), size))
+}
+
+/// `events.jsonl` → `events.jsonl.1`.
+pub fn rotated_path(path: &Path, n: usize) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+impl Writer {
+    fn write(&mut self, event: &Event) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        if self.size > 0 && self.size + line.len() as u64 > self.rotate_bytes {
+            self.rotate()?;
+        }
+        self.out.write_all(&line)?;
+        self.size += line.len() as u64;
+        Ok(())
+    }
+
+    /// Shifts `path.{k}` to `path.{k+1}` (dropping the oldest) and starts an empty `path`.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.out.flush()?;
+        if self.keep_files == 0 {
+            std::fs::remove_file(&self.path)?;
+        } else {
+            let _ = std::fs::remove_file(rotated_path(&self.path, self.keep_files));
+            for k in (1..self.keep_files).rev() {
+                let from = rotated_path(&self.path, k);
+                if from.exists() {
+                    std::fs::rename(&from, rotated_path(&self.path, k + 1))?;
+                }
+            }
+            std::fs::rename(&self.path, rotated_path(&self.path, 1))?;
+        }
+        let (out, size) = open(&self.path)?;
+        self.out = out;
+        self.size = size;
+        Ok(())
+    }
+
+    fn run(mut self, rx: Receiver<Event>) {
+        while let Ok(first) = rx.recv() {
+            let mut next = Some(first);
+            while let Some(event) = next {
+                if let Err(e) = self.write(&event) {
+                    tracing::error!(path = %self.path.display(), error = %e, "cannot write the event log");
+                    metrics::counter!("lingua_events_dropped_total", "reason" => "io").increment(1);
+                }
+                next = rx.try_recv().ok();
+            }
+            if let Err(e) = self.out.flush() {
+                tracing::error!(path = %self.path.display(), error = %e, "cannot flush the event log");
+            }
+        }
+        let _ = self.out.flush();
+    }
+}
+
+impl EventLog {
+    /// Opens (appending to) `path` and starts the writer thread.
+    pub fn open(
+        path: &Path,
+        rotate_bytes: u64,
+        keep_files: usize,
+        capacity: usize,
+    ) -> Result<Self, EventLogError> {
+        let (out, size) = open(path).map_err(|source| EventLogError {
+            path: path.to_owned(),
+            source,
+        })?;
+        let writer = Writer {
+            path: path.to_owned(),
+            rotate_bytes: rotate_bytes.max(1),
+            keep_files,
+            out,
+            size,
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
+        std::thread::Builder::new()
+            .name("lingua-events".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|source| EventLogError {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Queues one event; never blocks.
+    pub fn append(&self, event: Event) {
+        match self.tx.try_send(event) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("lingua_events_dropped_total", "reason" => "queue_full")
+                    .increment(1);
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Events dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_ids(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Event>(l).ok())
+            .map(|e| e.request_id)
+            .collect()
+    }
+
+    #[test]
+    fn rotates_by_size_and_keeps_every_line() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("logs/events.jsonl");
+        let log = EventLog::open(&path, 600, 2, 64).unwrap_or_else(|e| panic!("{e}"));
+        for i in 0..12 {
+            log.append(Event {
+                v: 1,
+                request_id: format!("r{i:02}"),
+                ..Event::default()
+            });
+        }
+        drop(log);
+        // the writer thread ends once the channel is closed; wait for the last line
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let all = loop {
+            let mut all = Vec::new();
+            for p in [rotated_path(&path, 2), rotated_path(&path, 1), path.clone()] {
+                all.extend(read_ids(&p));
+            }
+            if all.last().is_some_and(|id| id == "r11") || std::time::Instant::now() > deadline {
+                break all;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        // an event line is ~390 bytes here, so 600-byte files hold one line each and only the
+        // newest three (current + 2 kept) survive
+        let kept: Vec<String> = (9..12).map(|i| format!("r{i:02}")).collect();
+        assert_eq!(all, kept);
+        assert!(!rotated_path(&path, 3).exists());
+        for p in [rotated_path(&path, 1), path.clone()] {
+            let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            assert!(len > 0 && len <= 600, "{} has {len} bytes", p.display());
+        }
+    }
+}
