@@ -7,6 +7,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod headers;
+mod observe;
 mod proxy;
 
 use std::net::SocketAddr;
@@ -25,8 +26,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::ab::Assigner;
 use crate::config::Config;
 use crate::hook::ChatHook;
+use crate::telemetry::eventlog::EventLog;
+use crate::telemetry::live::AbSummary;
+use crate::telemetry::{Event, LiveStats, PriceTable, metrics};
 use auth::ProxyKeys;
 
 #[derive(Debug, Error)]
@@ -40,6 +47,8 @@ pub enum StartError {
     },
     #[error("cannot build the upstream HTTP client: {0}")]
     Client(String),
+    #[error("{0}")]
+    EventLog(#[from] crate::telemetry::eventlog::EventLogError),
 }
 
 /// Counters of what the proxy did, readable while it runs.
@@ -67,6 +76,8 @@ impl Stats {
 /// One upstream target, with its credential resolved at startup.
 #[derive(Clone)]
 pub(crate) struct Upstream {
+    /// `default`, or the route's `model_prefix` (the `route` label of metrics and events).
+    pub(crate) name: String,
     pub(crate) base_url: String,
     pub(crate) authorization: Option<HeaderValue>,
 }
@@ -74,6 +85,7 @@ pub(crate) struct Upstream {
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream")
+            .field("name", &self.name)
             .field("base_url", &self.base_url)
             .field(
                 "authorization",
@@ -97,6 +109,76 @@ pub struct AppState {
     pub(crate) keys: Option<ProxyKeys>,
     pub(crate) default_upstream: Upstream,
     pub(crate) routes: Vec<Route>,
+    pub(crate) assigner: Assigner,
+    pub telemetry: Arc<Telemetry>,
+}
+
+/// Where finished events go: live statistics, Prometheus metrics and the event log.
+pub struct Telemetry {
+    pub live: LiveStats,
+    log: Option<EventLog>,
+    prometheus: Option<PrometheusHandle>,
+    pub(crate) log_content: bool,
+    pub(crate) stream_usage: bool,
+    pub(crate) serve_metrics: bool,
+    pub(crate) serve_dashboard: bool,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("log", &self.log)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Telemetry {
+    fn new(config: &Config) -> Result<Self, StartError> {
+        let t = &config.telemetry;
+        let log = match &t.events_path {
+            Some(path) => Some(EventLog::open(path, t.rotate_bytes, t.keep_files, t.queue)?),
+            None => None,
+        };
+        let ab = AbSummary {
+            enabled: config.ab.enabled,
+            mode: config.ab.mode,
+            raw_percent: config.ab.raw_percent,
+            mirror_percent: config.ab.mirror_percent,
+        };
+        Ok(Self {
+            live: LiveStats::new(ab, PriceTable::with_overrides(&config.prices)),
+            log,
+            prometheus: if t.metrics { metrics::install() } else { None },
+            log_content: t.log_content,
+            stream_usage: t.stream_usage,
+            serve_metrics: t.metrics,
+            serve_dashboard: t.dashboard,
+        })
+    }
+
+    /// The Prometheus exposition, or `None` when metrics are off.
+    pub fn render_metrics(&self) -> Option<String> {
+        self.prometheus.as_ref().map(PrometheusHandle::render)
+    }
+
+    /// The event log, when configured.
+    pub fn event_log(&self) -> Option<&EventLog> {
+        self.log.as_ref()
+    }
+}
+
+impl observe::EventSink for Telemetry {
+    fn finish(&self, event: Event) {
+        self.live.record(&event);
+        let price = event
+            .model
+            .as_deref()
+            .and_then(|m| self.live.prices().lookup(m));
+        metrics::record(&event, &event.route, price, self.live.cache_hit_ratio());
+        if let Some(log) = &self.log {
+            log.append(event);
+        }
+    }
 }
 
 impl AppState {
@@ -108,6 +190,7 @@ impl AppState {
         )
         .map_err(StartError::Config)?;
         let default_upstream = resolve_upstream(
+            "default",
             "upstream.api_key_env",
             &config.upstream.base_url,
             config.upstream.api_key_env.as_deref(),
@@ -115,6 +198,7 @@ impl AppState {
         let mut routes = Vec::with_capacity(config.routes.len());
         for (i, r) in config.routes.iter().enumerate() {
             let mut upstream = resolve_upstream(
+                &r.model_prefix,
                 &format!("routes[{i}].api_key_env"),
                 &r.base_url,
                 r.api_key_env.as_deref(),
@@ -137,7 +221,10 @@ impl AppState {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| StartError::Client(e.to_string()))?;
+        let telemetry = Arc::new(Telemetry::new(&config)?);
         Ok(Self {
+            assigner: Assigner::new(config.ab.clone()),
+            telemetry,
             config,
             stats: Stats::default(),
             client,
@@ -158,6 +245,7 @@ impl AppState {
 }
 
 fn resolve_upstream(
+    name: &str,
     key: &str,
     base_url: &str,
     api_key_env: Option<&str>,
@@ -181,6 +269,7 @@ fn resolve_upstream(
         }
     };
     Ok(Upstream {
+        name: name.to_string(),
         base_url: base_url.trim_end_matches('/').to_string(),
         authorization,
     })

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, header};
 use http_body_util::{BodyExt, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -12,14 +12,19 @@ use hyper::body::{Frame, Incoming};
 use super::body::{BoxError, ProxyBody, full};
 use super::error::ProxyError;
 use super::headers::{strip_control_headers, strip_hop_by_hop};
+use super::observe::{self, inject_include_usage};
 use super::{AppState, Stats, Upstream};
+use crate::ab::{Arm, HEADER_ARM, HEADER_MODE, Mode};
 use crate::hook::{ChatRequest, HookOutcome};
+use crate::telemetry::Event;
+use crate::telemetry::event::EVENT_VERSION;
 
 /// Entry point for every request.
 pub(crate) async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<ProxyBody> {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let tele = &state.telemetry;
     match (&method, path.as_str()) {
         (&Method::GET, "/healthz") => return json_ok(serde_json::json!({"status": "ok"})),
         (&Method::GET, "/readyz") => {
@@ -31,10 +36,33 @@ pub(crate) async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp
             }
             return json_ok(body);
         }
+        (&Method::GET, "/metrics") if tele.serve_metrics => {
+            crate::telemetry::metrics::set_queue_depth(state.hook.queue_depth());
+            return match tele.render_metrics() {
+                Some(text) => with_type(text, "text/plain; version=0.0.4; charset=utf-8"),
+                None => ProxyError::NotFound(
+                    "metrics are unavailable: another metrics recorder is installed".into(),
+                )
+                .into_response(),
+            };
+        }
+        (&Method::GET, "/stats") if tele.serve_dashboard => {
+            return match serde_json::to_value(tele.live.snapshot()) {
+                Ok(v) => json_ok(v),
+                Err(e) => ProxyError::Internal(e.to_string()).into_response(),
+            };
+        }
+        (&Method::GET, "/dashboard") if tele.serve_dashboard => {
+            return with_type(
+                crate::telemetry::dashboard::DASHBOARD_HTML,
+                "text/html; charset=utf-8",
+            );
+        }
         _ => {}
     }
     Stats::bump(&state.stats.requests);
-    let response = match forward(&state, req).await {
+    let mut intercepted = false;
+    let response = match forward(&state, req, started, &mut intercepted).await {
         Ok(resp) => resp,
         Err(e) => {
             match &e {
@@ -48,6 +76,9 @@ pub(crate) async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp
             e.into_response()
         }
     };
+    if !intercepted {
+        crate::telemetry::metrics::record_passthrough(response.status().as_u16());
+    }
     tracing::info!(
         %method,
         %path,
@@ -56,6 +87,13 @@ pub(crate) async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp
         "request"
     );
     response
+}
+
+fn with_type(body: impl Into<Bytes>, content_type: &'static str) -> Response<ProxyBody> {
+    let mut resp = Response::new(full(body.into()));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
 }
 
 fn json_ok(value: serde_json::Value) -> Response<ProxyBody> {
@@ -85,9 +123,219 @@ enum OutBody {
     Streamed(reqwest::Body),
 }
 
+/// An intercepted chat completion on its way upstream: what to send and what to record.
+struct ChatPlan {
+    /// The body of the arm that serves the client.
+    body: Bytes,
+    /// The other arm's body, for a mirrored request.
+    mirror: Option<Bytes>,
+    /// The event of the served call (completed when the response ends).
+    event: Event,
+    /// The event of the mirror copy.
+    mirror_event: Option<Event>,
+    /// The proxy added `include_usage`: strip the usage chunk from the client's stream.
+    strip_usage: bool,
+    keep_answer: bool,
+    response_headers: Vec<(http::HeaderName, HeaderValue)>,
+    /// Where the two answers of a mirrored request meet.
+    pair: Option<Arc<observe::PairSlot>>,
+}
+
+/// The client's `x-request-id` when usable, else a fresh one.
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(
+            || format!("lp-{:016x}", fastrand::u64(..)),
+            str::to_owned,
+        )
+}
+
+fn is_true(v: Option<&serde_json::Value>) -> bool {
+    v.and_then(serde_json::Value::as_bool).unwrap_or(false)
+}
+
+/// Assigns the arm, runs the hook where the arm or mode needs it, and decides what goes upstream.
+async fn plan_chat(
+    state: &AppState,
+    raw: Bytes,
+    json: serde_json::Value,
+    headers: &HeaderMap,
+    route: &str,
+) -> Result<ChatPlan, (ProxyError, Event)> {
+    let tele = &state.telemetry;
+    let assignment = state.assigner.assign(headers, &json);
+    let ts_ms = crate::telemetry::now_ms();
+    let id = request_id(headers);
+    let stream = is_true(json.get("stream"));
+    let client_wants_usage = is_true(json.pointer("/stream_options/include_usage"));
+    let mut event = Event {
+        v: EVENT_VERSION,
+        time: crate::telemetry::rfc3339_ms(ts_ms),
+        ts_ms,
+        request_id: id.clone(),
+        arm: Some(assignment.arm),
+        mode: assignment.mode,
+        served: true,
+        route: route.to_owned(),
+        model: json.get("model").and_then(|m| m.as_str()).map(str::to_owned),
+        stream,
+        compression: Some("not_run".into()),
+        ..Event::default()
+    };
+    let run_hook = assignment.arm == Arm::Compressed || assignment.mode == Mode::Shadow || assignment.mirror;
+    let log_messages = |body: &[u8]| -> Option<serde_json::Value> {
+        if !tele.log_content {
+            return None;
+        }
+        serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("messages").cloned())
+    };
+
+    let mut outcome = HookOutcome::default();
+    let mut hook_ms = 0.0;
+    if run_hook {
+        let t = Instant::now();
+        outcome = state
+            .hook
+            .on_chat_request(ChatRequest {
+                raw: raw.clone(),
+                json,
+                headers: headers.clone(),
+            })
+            .await;
+        hook_ms = t.elapsed().as_secs_f64() * 1e3;
+    }
+    // What compression did belongs to the compressed arm's event (the served raw request in
+    // shadow mode).
+    let describe = |e: &mut Event| {
+        if let Some(r) = &outcome.report {
+            e.compression = Some(r.compression.to_string());
+            e.fail_open = r.reason.map(str::to_owned);
+            e.tokens = r.tokens.clone();
+            e.cache = r.cache.map(str::to_owned);
+        }
+        e.latency_ms.compression = hook_ms;
+    };
+    let compressed = outcome.body.clone();
+    let mut response_headers = Vec::new();
+    let mut mirror = None;
+    let mut mirror_event = None;
+    let body = match (assignment.arm, assignment.mode) {
+        (_, Mode::Shadow) => {
+            describe(&mut event);
+            response_headers = std::mem::take(&mut outcome.response_headers);
+            raw.clone()
+        }
+        (Arm::Compressed, _) => {
+            describe(&mut event);
+            if let Some(r) = outcome.reject.take() {
+                event.status = r.status;
+                event.error = Some("rejected".into());
+                return Err((ProxyError::Rejected(r), event));
+            }
+            response_headers = std::mem::take(&mut outcome.response_headers);
+            if assignment.mirror
+                && let Some(c) = &compressed
+            {
+                let mut copy = event.clone();
+                copy.arm = Some(Arm::Raw);
+                copy.served = false;
+                copy.compression = Some("not_run".into());
+                copy.fail_open = None;
+                copy.tokens = None;
+                copy.cache = None;
+                copy.latency_ms.compression = 0.0;
+                copy.prompt = log_messages(&raw);
+                mirror = Some(raw.clone());
+                mirror_event = Some(copy);
+                c.clone()
+            } else {
+                compressed.clone().unwrap_or_else(|| raw.clone())
+            }
+        }
+        (Arm::Raw, _) => {
+            if assignment.mirror
+                && outcome.reject.is_none()
+                && let Some(c) = &compressed
+            {
+                let mut copy = event.clone();
+                copy.arm = Some(Arm::Compressed);
+                copy.served = false;
+                describe(&mut copy);
+                copy.prompt = log_messages(c);
+                mirror = Some(c.clone());
+                mirror_event = Some(copy);
+            }
+            raw.clone()
+        }
+    };
+    if mirror.is_some() {
+        event.pair_id = Some(id.clone());
+        if let Some(m) = &mut mirror_event {
+            m.pair_id = Some(id.clone());
+        }
+    } else if event.mode == Mode::Mirror {
+        // Nothing to compare (compression left the request as it was): no mirror copy.
+        event.mode = Mode::Normal;
+    }
+    event.prompt = log_messages(&body);
+
+    let inject = stream && !client_wants_usage && tele.stream_usage;
+    let (body, strip_usage) = match inject.then(|| inject_include_usage(&body)).flatten() {
+        Some(b) => (b, true),
+        None => (body, false),
+    };
+    let mirror = match mirror {
+        Some(m) if inject => Some(inject_include_usage(&m).unwrap_or(m)),
+        other => other,
+    };
+
+    let header = |name: &'static str, value: &str| {
+        HeaderValue::from_str(value)
+            .ok()
+            .map(|v| (http::HeaderName::from_static(name), v))
+    };
+    response_headers.extend(header(HEADER_ARM, assignment.arm.as_str()));
+    response_headers.extend(header("x-lingua-request-id", &id));
+    if event.mode != Mode::Normal {
+        response_headers.extend(header(HEADER_MODE, event.mode.as_str()));
+    }
+    let mirrored = mirror_event.is_some();
+    Ok(ChatPlan {
+        body,
+        mirror,
+        event,
+        mirror_event,
+        strip_usage,
+        keep_answer: tele.log_content || mirrored,
+        pair: mirrored.then(|| Arc::new(observe::PairSlot::default())),
+        response_headers,
+    })
+}
+
+/// Finishes an event that never got a response body (the proxy answered with an error).
+fn finish_failed(state: &AppState, mut event: Event, started: Instant, err: &ProxyError) {
+    let total = started.elapsed().as_secs_f64() * 1e3;
+    event.latency_ms.total = total;
+    event.latency_ms.overhead = total;
+    if event.status == 0 {
+        event.status = err.status().as_u16();
+    }
+    if event.error.is_none() {
+        event.error = Some(err.code().to_string());
+    }
+    observe::EventSink::finish(&*state.telemetry, event);
+}
+
 async fn forward(
     state: &AppState,
     req: Request<Incoming>,
+    started: Instant,
+    intercepted: &mut bool,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (parts, incoming) = req.into_parts();
     let mut headers = parts.headers;
@@ -121,36 +369,31 @@ async fn forward(
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("application/json"));
 
-    let mut extra_response_headers = Vec::new();
     let mut model: Option<String> = None;
+    let mut plan: Option<ChatPlan> = None;
     let body = if is_chat || wants_model_peek {
         let raw = collect_limited(incoming, limit).await?;
         if is_chat {
             Stats::bump(&state.stats.intercepted);
             match serde_json::from_slice::<serde_json::Value>(&raw) {
                 Ok(json) => {
+                    *intercepted = true;
                     model = json
                         .get("model")
                         .and_then(|m| m.as_str())
                         .map(str::to_owned);
-                    let outcome: HookOutcome = state
-                        .hook
-                        .on_chat_request(ChatRequest {
-                            raw: raw.clone(),
-                            json,
-                            headers: headers.clone(),
-                        })
-                        .await;
-                    if let Some(r) = outcome.reject {
-                        return Err(ProxyError::Rejected(r));
-                    }
-                    extra_response_headers = outcome.response_headers;
-                    match outcome.body {
-                        Some(rewritten) => {
+                    let route = state.upstream_for(model.as_deref()).name.clone();
+                    match plan_chat(state, raw, json, &headers, &route).await {
+                        Ok(p) => {
                             headers.remove(header::CONTENT_LENGTH);
-                            OutBody::Buffered(rewritten)
+                            let body = OutBody::Buffered(p.body.clone());
+                            plan = Some(p);
+                            body
                         }
-                        None => OutBody::Buffered(raw),
+                        Err((e, event)) => {
+                            finish_failed(state, event, started, &e);
+                            return Err(e);
+                        }
                     }
                 }
                 Err(_) => {
@@ -177,44 +420,82 @@ async fn forward(
     };
     prepare_upstream_headers(&mut headers, upstream, &body);
 
+    if let Some(p) = &mut plan
+        && let (Some(mirror_body), Some(mirror_event), Some(pair)) =
+            (p.mirror.take(), p.mirror_event.take(), p.pair.clone())
+    {
+        spawn_mirror(
+            state,
+            parts.method.clone(),
+            url.clone(),
+            headers.clone(),
+            mirror_body,
+            mirror_event,
+            started,
+            pair,
+        );
+    }
+
     let body = match body {
         OutBody::Buffered(b) => reqwest::Body::from(b),
         OutBody::Streamed(b) => b,
     };
-    let request = state
-        .client
-        .request(parts.method, &url)
-        .headers(headers)
-        .body(body)
-        .build()
-        .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream request: {e}")))?;
-
-    let first_byte = state.config.upstream.first_byte_timeout_ms;
-    let upstream_response = match tokio::time::timeout(
-        Duration::from_millis(first_byte),
-        state.client.execute(request),
-    )
-    .await
-    {
-        Err(_) => {
-            return Err(ProxyError::UpstreamTimeout(format!(
-                "no response headers within {first_byte} ms"
-            )));
+    let sent = Instant::now();
+    let result = send(state, parts.method, &url, headers, body, limit).await;
+    let upstream_response = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(p) = plan {
+                let mut event = p.event;
+                event.latency_ms.upstream = sent.elapsed().as_secs_f64() * 1e3;
+                finish_failed(state, event, started, &e);
+            }
+            return Err(e);
         }
-        Ok(Err(e)) => return Err(classify_send_error(e, limit)),
-        Ok(Ok(r)) => r,
     };
+    let headers_at = Instant::now();
 
     let status = upstream_response.status();
     let mut response_headers = upstream_response.headers().clone();
     strip_hop_by_hop(&mut response_headers);
-    let stream = upstream_response
-        .bytes_stream()
-        .map_ok(Frame::data)
-        .map_err(|e| -> BoxError {
-            tracing::warn!(error = %e, "upstream body ended with an error");
-            Box::new(e)
-        });
+    let content_type = response_headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let upstream_stream = upstream_response.bytes_stream();
+    let mut extra_response_headers = Vec::new();
+    let stream: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>> = match plan {
+        Some(p) => {
+            extra_response_headers = p.response_headers;
+            let mut event = p.event;
+            event.status = status.as_u16();
+            let pending = observe::Pending {
+                event,
+                sink: state.telemetry.clone(),
+                started,
+                sent,
+                headers_at,
+                keep_answer: p.keep_answer,
+                log_answer: state.telemetry.log_content,
+                pair: p.pair,
+            };
+            if p.strip_usage {
+                // the body changes length when the usage chunk is removed
+                response_headers.remove(header::CONTENT_LENGTH);
+            }
+            Box::pin(observe::Tap::new(
+                Box::pin(upstream_stream),
+                content_type.as_deref(),
+                p.strip_usage,
+                pending,
+            ))
+        }
+        None => Box::pin(upstream_stream),
+    };
+    let stream = stream.map_ok(Frame::data).map_err(|e| -> BoxError {
+        tracing::warn!(error = %e, "upstream body ended with an error");
+        Box::new(e)
+    });
     let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
     *response.status_mut() = status;
     *response.headers_mut() = response_headers;
@@ -222,6 +503,109 @@ async fn forward(
         response.headers_mut().insert(name, value);
     }
     Ok(response)
+}
+
+/// Sends one upstream request, waiting at most `first_byte_timeout_ms` for its headers.
+async fn send(
+    state: &AppState,
+    method: Method,
+    url: &str,
+    headers: HeaderMap,
+    body: reqwest::Body,
+    limit: u64,
+) -> Result<reqwest::Response, ProxyError> {
+    let request = state
+        .client
+        .request(method, url)
+        .headers(headers)
+        .body(body)
+        .build()
+        .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream request: {e}")))?;
+    let first_byte = state.config.upstream.first_byte_timeout_ms;
+    match tokio::time::timeout(
+        Duration::from_millis(first_byte),
+        state.client.execute(request),
+    )
+    .await
+    {
+        Err(_) => Err(ProxyError::UpstreamTimeout(format!(
+            "no response headers within {first_byte} ms"
+        ))),
+        Ok(Err(e)) => Err(classify_send_error(e, limit)),
+        Ok(Ok(r)) => Ok(r),
+    }
+}
+
+/// Sends the other arm's request in the background and reads its answer to the end.
+#[allow(clippy::too_many_arguments)]
+fn spawn_mirror(
+    state: &AppState,
+    method: Method,
+    url: String,
+    headers: HeaderMap,
+    body: Bytes,
+    event: Event,
+    started: Instant,
+    pair: Arc<observe::PairSlot>,
+) {
+    let client = state.client.clone();
+    let telemetry = state.telemetry.clone();
+    let first_byte = Duration::from_millis(state.config.upstream.first_byte_timeout_ms);
+    tokio::spawn(async move {
+        let sent = Instant::now();
+        let request = client.request(method, &url).headers(headers).body(body).build();
+        let result = match request {
+            Ok(r) => tokio::time::timeout(first_byte, client.execute(r)).await,
+            Err(e) => Ok(Err(e)),
+        };
+        let failure = match result {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) if e.is_timeout() => Err("upstream_timeout"),
+            Ok(Err(_)) => Err("upstream_unreachable"),
+            Err(_) => Err("upstream_timeout"),
+        };
+        let response = match failure {
+            Ok(r) => r,
+            Err(kind) => {
+                let mut event = event;
+                event.latency_ms.total = started.elapsed().as_secs_f64() * 1e3;
+                event.latency_ms.upstream = sent.elapsed().as_secs_f64() * 1e3;
+                event.error = Some(kind.into());
+                // the pair never meets: the served answer's agreement stays unknown
+                observe::EventSink::finish(&*telemetry, event);
+                return;
+            }
+        };
+        let headers_at = Instant::now();
+        let mut event = event;
+        event.status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let pending = observe::Pending {
+            event,
+            sink: telemetry.clone(),
+            started,
+            sent,
+            headers_at,
+            keep_answer: true,
+            log_answer: telemetry.log_content,
+            pair: Some(pair),
+        };
+        let mut tap = observe::Tap::new(
+            Box::pin(response.bytes_stream()),
+            content_type.as_deref(),
+            false,
+            pending,
+        );
+        while let Some(chunk) = tap.next().await {
+            if chunk.is_err() {
+                break;
+            }
+        }
+    });
 }
 
 /// Reads the whole body, failing with 413 past `limit` bytes.

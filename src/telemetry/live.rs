@@ -191,6 +191,16 @@ impl LiveStats {
         }
     }
 
+    /// Share of cache lookups that hit, `None` before the first lookup.
+    pub fn cache_hit_ratio(&self) -> Option<f64> {
+        let guard = match self.state.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let t = &guard.totals;
+        (t.cache_lookups > 0).then(|| t.cache_hits as f64 / t.cache_lookups as f64)
+    }
+
     pub fn prices(&self) -> &PriceTable {
         &self.prices
     }

@@ -2,6 +2,7 @@
 
 pub mod agreement;
 pub mod config;
+pub mod dashboard;
 pub mod event;
 pub mod eventlog;
 pub mod prices;
