@@ -292,7 +292,11 @@ impl Config {
         }
         for (model, p) in &self.prices {
             let values = [Some(p.input), p.cached_input, Some(p.output)];
-            if values.into_iter().flatten().any(|v| !(v.is_finite() && v >= 0.0)) {
+            if values
+                .into_iter()
+                .flatten()
+                .any(|v| !(v.is_finite() && v >= 0.0))
+            {
                 return Err(ConfigError::invalid(
                     format!("prices.{model}"),
                     "prices must be finite and non-negative",

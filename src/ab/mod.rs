@@ -223,7 +223,11 @@ impl Assigner {
     }
 
     /// The conversation key of a request: the configured one, else `user`, else `None`.
-    pub fn sticky_key(&self, headers: &http::HeaderMap, body: &serde_json::Value) -> Option<Vec<u8>> {
+    pub fn sticky_key(
+        &self,
+        headers: &http::HeaderMap,
+        body: &serde_json::Value,
+    ) -> Option<Vec<u8>> {
         let field = |name: &str| {
             body.get(name)
                 .and_then(|v| v.as_str())
@@ -316,7 +320,10 @@ mod tests {
 
     fn session(id: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert("x-session-id", HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("x")));
+        h.insert(
+            "x-session-id",
+            HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("x")),
+        );
         h
     }
 
@@ -366,14 +373,20 @@ mod tests {
             allow_arm_override: false,
             ..cfg(0.0)
         });
-        assert_eq!(no_override.assign(&h, &serde_json::json!({})).arm, Arm::Compressed);
+        assert_eq!(
+            no_override.assign(&h, &serde_json::json!({})).arm,
+            Arm::Compressed
+        );
 
         let shadow = Assigner::new(AbConfig {
             mode: Mode::Shadow,
             ..cfg(0.0)
         });
         let got = shadow.assign(&session("s"), &serde_json::json!({}));
-        assert_eq!((got.arm, got.mode, got.mirror), (Arm::Raw, Mode::Shadow, false));
+        assert_eq!(
+            (got.arm, got.mode, got.mirror),
+            (Arm::Raw, Mode::Shadow, false)
+        );
 
         let mirror = Assigner::new(AbConfig {
             mode: Mode::Mirror,
@@ -381,14 +394,20 @@ mod tests {
             ..cfg(0.0)
         });
         let got = mirror.assign(&session("s"), &serde_json::json!({}));
-        assert_eq!((got.arm, got.mode, got.mirror), (Arm::Compressed, Mode::Mirror, true));
+        assert_eq!(
+            (got.arm, got.mode, got.mirror),
+            (Arm::Compressed, Mode::Mirror, true)
+        );
         let half = Assigner::new(AbConfig {
             mode: Mode::Mirror,
             mirror_percent: 50.0,
             ..cfg(0.0)
         });
         let mirrored = (0..4000)
-            .filter(|i| half.assign(&session(&format!("m{i}")), &serde_json::json!({})).mirror)
+            .filter(|i| {
+                half.assign(&session(&format!("m{i}")), &serde_json::json!({}))
+                    .mirror
+            })
             .count();
         assert!((1800..2200).contains(&mirrored), "{mirrored}");
     }

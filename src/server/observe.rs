@@ -160,7 +160,10 @@ impl Pending {
 
 enum Kind {
     /// `application/json`: buffered (up to a limit) and parsed at the end.
-    Json { buf: Vec<u8>, overflow: bool },
+    Json {
+        buf: Vec<u8>,
+        overflow: bool,
+    },
     /// `text/event-stream`.
     Sse {
         carry: BytesMut,
@@ -178,6 +181,10 @@ pub(crate) struct Tap {
     answer: String,
     pending: Option<Pending>,
     done: bool,
+    /// The upstream's `content-length`: hyper stops polling once that many bytes went out, so
+    /// the end is recognised by the count.
+    expected_len: Option<u64>,
+    seen_len: u64,
 }
 
 impl Tap {
@@ -186,6 +193,7 @@ impl Tap {
         inner: BoxStream<'static, reqwest::Result<Bytes>>,
         content_type: Option<&str>,
         strip: bool,
+        expected_len: Option<u64>,
         pending: Pending,
     ) -> Self {
         let ct = content_type.unwrap_or("").to_ascii_lowercase();
@@ -210,6 +218,8 @@ impl Tap {
             answer: String::new(),
             pending: Some(pending),
             done: false,
+            expected_len,
+            seen_len: 0,
         }
     }
 
@@ -298,10 +308,7 @@ impl Tap {
     /// Splits complete events off `carry`.
     fn take_events(carry: &mut BytesMut) -> Vec<Bytes> {
         let mut events = Vec::new();
-        loop {
-            let Some(end) = find_event_end(carry) else {
-                break;
-            };
+        while let Some(end) = find_event_end(carry) {
             events.push(carry.split_to(end).freeze());
         }
         events
@@ -347,9 +354,7 @@ impl Tap {
         let mut rest = None;
         match &mut self.kind {
             Kind::Json { buf, overflow } => {
-                if !*overflow
-                    && let Ok(v) = serde_json::from_slice::<serde_json::Value>(buf)
-                {
+                if !*overflow && let Ok(v) = serde_json::from_slice::<serde_json::Value>(buf) {
                     self.observed.usage = parse_usage(&v);
                     if let Some(s) = v
                         .pointer("/choices/0/message/content")
@@ -393,10 +398,12 @@ fn find_event_end(buf: &[u8]) -> Option<usize> {
     while i < buf.len() {
         match buf[i] {
             b'\n' if buf.get(i + 1) == Some(&b'\n') => return Some(i + 2),
-            b'\r' if buf.get(i + 1) == Some(&b'\n') => {
-                if buf.get(i + 2) == Some(&b'\r') && buf.get(i + 3) == Some(&b'\n') {
-                    return Some(i + 4);
-                }
+            b'\r'
+                if buf.get(i + 1) == Some(&b'\n')
+                    && buf.get(i + 2) == Some(&b'\r')
+                    && buf.get(i + 3) == Some(&b'\n') =>
+            {
+                return Some(i + 4);
             }
             b'\r' if buf.get(i + 1) == Some(&b'\r') => return Some(i + 2),
             _ => {}
@@ -423,7 +430,23 @@ impl Stream for Tap {
             match this.inner.as_mut().poll_next(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(chunk))) => {
-                    if let Some(out) = this.on_chunk(chunk) {
+                    this.seen_len += chunk.len() as u64;
+                    let out = this.on_chunk(chunk);
+                    if this.expected_len.is_some_and(|n| this.seen_len >= n) {
+                        // The last byte: finish now, hyper may not poll again.
+                        this.done = true;
+                        let rest = this.on_end();
+                        this.finish(None);
+                        let out = match (out, rest) {
+                            (Some(a), Some(b)) => Some([a, b].concat().into()),
+                            (a, b) => a.or(b),
+                        };
+                        if let Some(out) = out {
+                            return Poll::Ready(Some(Ok(out)));
+                        }
+                        return Poll::Ready(None);
+                    }
+                    if let Some(out) = out {
                         return Poll::Ready(Some(Ok(out)));
                     }
                 }

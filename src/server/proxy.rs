@@ -147,10 +147,7 @@ fn request_id(headers: &HeaderMap) -> String {
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(
-            || format!("lp-{:016x}", fastrand::u64(..)),
-            str::to_owned,
-        )
+        .map_or_else(|| format!("lp-{:016x}", fastrand::u64(..)), str::to_owned)
 }
 
 fn is_true(v: Option<&serde_json::Value>) -> bool {
@@ -180,12 +177,16 @@ async fn plan_chat(
         mode: assignment.mode,
         served: true,
         route: route.to_owned(),
-        model: json.get("model").and_then(|m| m.as_str()).map(str::to_owned),
+        model: json
+            .get("model")
+            .and_then(|m| m.as_str())
+            .map(str::to_owned),
         stream,
         compression: Some("not_run".into()),
         ..Event::default()
     };
-    let run_hook = assignment.arm == Arm::Compressed || assignment.mode == Mode::Shadow || assignment.mirror;
+    let run_hook =
+        assignment.arm == Arm::Compressed || assignment.mode == Mode::Shadow || assignment.mirror;
     let log_messages = |body: &[u8]| -> Option<serde_json::Value> {
         if !tele.log_content {
             return None;
@@ -462,6 +463,7 @@ async fn forward(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let content_length = upstream_response.content_length();
     let upstream_stream = upstream_response.bytes_stream();
     let mut extra_response_headers = Vec::new();
     let stream: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>> = match plan {
@@ -487,6 +489,7 @@ async fn forward(
                 Box::pin(upstream_stream),
                 content_type.as_deref(),
                 p.strip_usage,
+                content_length,
                 pending,
             ))
         }
@@ -553,7 +556,11 @@ fn spawn_mirror(
     let first_byte = Duration::from_millis(state.config.upstream.first_byte_timeout_ms);
     tokio::spawn(async move {
         let sent = Instant::now();
-        let request = client.request(method, &url).headers(headers).body(body).build();
+        let request = client
+            .request(method, &url)
+            .headers(headers)
+            .body(body)
+            .build();
         let result = match request {
             Ok(r) => tokio::time::timeout(first_byte, client.execute(r)).await,
             Err(e) => Ok(Err(e)),
@@ -594,10 +601,12 @@ fn spawn_mirror(
             log_answer: telemetry.log_content,
             pair: Some(pair),
         };
+        let content_length = response.content_length();
         let mut tap = observe::Tap::new(
             Box::pin(response.bytes_stream()),
             content_type.as_deref(),
             false,
+            content_length,
             pending,
         );
         while let Some(chunk) = tap.next().await {

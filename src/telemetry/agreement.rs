@@ -30,7 +30,11 @@ pub fn normalize(text: &str) -> Vec<String> {
 /// Token-overlap F1 of two token lists (multiset intersection). Two empty lists agree fully.
 pub fn f1(a: &[String], b: &[String]) -> f64 {
     if a.is_empty() || b.is_empty() {
-        return if a.is_empty() && b.is_empty() { 1.0 } else { 0.0 };
+        return if a.is_empty() && b.is_empty() {
+            1.0
+        } else {
+            0.0
+        };
     }
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for t in a {
@@ -56,7 +60,11 @@ pub fn f1(a: &[String], b: &[String]) -> f64 {
 /// ROUGE-L F-measure (β = 1): the longest common subsequence of tokens.
 pub fn rouge_l(a: &[String], b: &[String]) -> f64 {
     if a.is_empty() || b.is_empty() {
-        return if a.is_empty() && b.is_empty() { 1.0 } else { 0.0 };
+        return if a.is_empty() && b.is_empty() {
+            1.0
+        } else {
+            0.0
+        };
     }
     let mut prev = vec![0usize; b.len() + 1];
     let mut cur = vec![0usize; b.len() + 1];
@@ -105,7 +113,10 @@ mod tests {
     #[test]
     fn known_values() {
         // a: [paris, is, capital, of, france]  b: [capital, of, france, is, paris]
-        let g = agreement("Paris is the capital of France", "capital of France is Paris");
+        let g = agreement(
+            "Paris is the capital of France",
+            "capital of France is Paris",
+        );
         assert!(!g.exact);
         assert!((g.f1 - 1.0).abs() < 1e-12);
         // LCS = [capital, of, france] = 3 → P = R = 3/5

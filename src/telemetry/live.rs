@@ -238,8 +238,7 @@ impl LiveStats {
         // Savings count once per client request: the compressed arm, or shadow mode.
         let mut saved = 0;
         let mut usd_saved = 0.0;
-        let counts_saving =
-            e.arm == Some(Arm::Compressed) || (e.mode == Mode::Shadow && e.served);
+        let counts_saving = e.arm == Some(Arm::Compressed) || (e.mode == Mode::Shadow && e.served);
         if let (Some(t), true) = (&e.tokens, counts_saving) {
             st.totals.tokens_before += t.before;
             st.totals.tokens_after += t.after;
@@ -297,11 +296,7 @@ impl LiveStats {
                 overheads: Vec::new(),
             });
         }
-        let slot = st
-            .series
-            .iter_mut()
-            .rev()
-            .find(|b| b.bucket.t_ms <= t_ms);
+        let slot = st.series.iter_mut().rev().find(|b| b.bucket.t_ms <= t_ms);
         if let Some(b) = slot {
             if let Some(arm) = e.arm {
                 if e.served {

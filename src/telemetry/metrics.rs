@@ -6,7 +6,9 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use super::event::Event;
@@ -171,7 +173,8 @@ pub fn record(e: &Event, route: &str, price: Option<&Price>, cache_hit_ratio: Op
     } else {
         counter!("lingua_mirror_requests_total", "arm" => arm).increment(1);
     }
-    histogram!("lingua_upstream_duration_seconds", "arm" => arm).record(e.latency_ms.upstream / 1e3);
+    histogram!("lingua_upstream_duration_seconds", "arm" => arm)
+        .record(e.latency_ms.upstream / 1e3);
     if let Some(u) = &e.usage {
         counter!("lingua_billed_tokens_total", "arm" => arm, "kind" => "prompt")
             .increment(u.prompt_tokens);
@@ -189,16 +192,19 @@ pub fn record(e: &Event, route: &str, price: Option<&Price>, cache_hit_ratio: Op
     }
     if let Some(t) = &e.tokens {
         if e.latency_ms.compression > 0.0 {
-            histogram!("lingua_compression_duration_seconds").record(e.latency_ms.compression / 1e3);
+            histogram!("lingua_compression_duration_seconds")
+                .record(e.latency_ms.compression / 1e3);
         }
         for (role, r) in &t.roles {
-            counter!("lingua_prompt_tokens_before_total", "role" => role.clone()).increment(r.before);
+            counter!("lingua_prompt_tokens_before_total", "role" => role.clone())
+                .increment(r.before);
             counter!("lingua_prompt_tokens_after_total", "role" => role.clone()).increment(r.after);
             counter!("lingua_prompt_tokens_saved_total", "role" => role.clone())
                 .increment(r.before.saturating_sub(r.after));
         }
         if let Some(p) = price {
-            gauge!("lingua_saved_usd_total").increment(p.prompt_cost(t.before.saturating_sub(t.after)));
+            gauge!("lingua_saved_usd_total")
+                .increment(p.prompt_cost(t.before.saturating_sub(t.after)));
         }
     }
     if let Some(c) = &e.cache {

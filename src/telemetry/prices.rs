@@ -142,7 +142,10 @@ mod tests {
     #[test]
     fn longest_prefix_wins() {
         let t = PriceTable::default();
-        assert_eq!(t.lookup("gpt-4o-mini-2024-07-18").map(|p| p.input), Some(0.15));
+        assert_eq!(
+            t.lookup("gpt-4o-mini-2024-07-18").map(|p| p.input),
+            Some(0.15)
+        );
         assert_eq!(t.lookup("gpt-4o-2024-08-06").map(|p| p.input), Some(2.50));
         assert_eq!(t.lookup("o3-mini").map(|p| p.input), Some(1.10));
         assert!(t.lookup("claude-sonnet").is_none());

@@ -80,3 +80,64 @@ pub fn chat_body(stream: bool) -> serde_json::Value {
         "stream": stream
     })
 }
+
+/// A chat body whose system and tool messages are long enough for the policy to compress.
+pub fn compressible_body(stream: bool) -> serde_json::Value {
+    const SYSTEM: &str = "You are the operations assistant of Northwind Logistics. You help \
+dispatchers plan deliveries, answer questions about shipments and explain delays to customers. \
+Always check the shipment status before you answer, and never invent tracking numbers. When a \
+delivery is late by more than two days, apologise and offer the customer a call back from the \
+dispatch team. The warehouse in Rotterdam closes at 18:00 local time and the one in Hamburg at \
+20:00. Trucks leave every morning at 06:30. Our service level promises delivery within 48 hours \
+inside Germany and within 72 hours for the Netherlands, Belgium and Luxembourg. Refunds are \
+handled by the billing department and you must not promise them yourself. Keep answers short, \
+friendly and precise, and use metric units.";
+    const TOOL: &str = "Shipment NW-2231-XK was picked up in Rotterdam on Monday morning and \
+scanned at the Duisburg hub on Monday evening. On Tuesday it was loaded onto truck 14 for the \
+Hamburg route, but the truck was held at the depot because of a brake inspection that took \
+longer than planned. The parcel was transferred to truck 9 on Wednesday and reached the Hamburg \
+warehouse on Wednesday night. Delivery to the customer is now scheduled for Thursday between \
+10:00 and 14:00. The customer was notified by e-mail at 21:14 on Wednesday. No damage was \
+reported during the transfer and the seal number 884213 matches the loading record.";
+    serde_json::json!({
+        "model": "gpt-4o-mini",
+        "stream": stream,
+        "messages": [
+            {"role": "system", "content": SYSTEM},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_7", "type": "function",
+                "function": {"name": "shipment_status", "arguments": "{\"id\": \"NW-2231-XK\"}"}}]},
+            {"role": "tool", "tool_call_id": "call_7", "content": TOOL},
+            {"role": "user", "content": "Why is my parcel NW-2231-XK late, and when will it arrive?"}
+        ]
+    })
+}
+
+/// A compression hook with the embedded heuristic scorer and low per-role minimums, so that
+/// [`compressible_body`] gets compressed.
+pub fn heuristic_hook() -> lingua_proxy::pipeline::CompressionHook {
+    use lingua_proxy::compress::{CompressionConfig, Policy, ScorerKind, build_compressor};
+    let mut cfg = CompressionConfig {
+        scorer: ScorerKind::Heuristic,
+        ..CompressionConfig::default()
+    };
+    cfg.roles.system.min_tokens = 50;
+    cfg.roles.tool.min_tokens = 50;
+    let c = build_compressor(&cfg).unwrap();
+    lingua_proxy::pipeline::CompressionHook::new(Arc::new(Policy::new(cfg, c).unwrap()))
+}
+
+/// Reads the event log until it has at least `n` lines (or 10 s pass).
+pub async fn read_events(path: &std::path::Path, n: usize) -> Vec<lingua_proxy::telemetry::Event> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let events: Vec<lingua_proxy::telemetry::Event> = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if events.len() >= n || std::time::Instant::now() > deadline {
+            return events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
