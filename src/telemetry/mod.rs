@@ -1,6 +1,7 @@
 //! What the proxy records: the event log, live metrics and statistics, the offline report.
 
 pub mod agreement;
+pub mod dashboard;
 pub mod event;
 pub mod prices;
 
