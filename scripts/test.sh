@@ -21,6 +21,24 @@ if [ ! -f "$minilm" ]; then
   rm -rf "$wheels"
 fi
 
+# The dashboard tests render the page in headless Chromium: install the Debian package when
+# no Chromium is on PATH (CI runs as root; otherwise sudo, when there is one).
+if [ -z "${LINGUA_PROXY_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 \
+  && ! command -v chromium-browser >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then
+    as_root=()
+  elif command -v sudo >/dev/null 2>&1; then
+    as_root=(sudo)
+  else
+    echo "Chromium is missing: install the Debian 'chromium' package (needs root)" >&2
+    exit 1
+  fi
+  echo "installing chromium (apt) for the dashboard tests..."
+  "${as_root[@]}" apt-get update -qq
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
+
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked
