@@ -42,3 +42,45 @@ async fn openai_python_sdk_end_to_end() {
     // Every SDK call reached the upstream through the proxy.
     assert!(h.mock.state.request_count() >= 6);
 }
+
+/// The SDK against a proxy in mirror mode: forced arms, the arm header, and streams whose usage
+/// chunk the proxy requested and removed. The event log must then hold every call's usage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_python_sdk_with_ab_mirror() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let path = events.clone();
+    let h = common::start_with(
+        move |c| {
+            c.ab.enabled = true;
+            c.ab.mode = lingua_proxy::ab::Mode::Mirror;
+            c.ab.mirror_percent = 100.0;
+            c.telemetry.events_path = Some(path);
+        },
+        std::sync::Arc::new(common::heuristic_hook()),
+    )
+    .await;
+    let body = common::compressible_body(false);
+    let system = body["messages"][0]["content"].as_str().unwrap();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_ab.py");
+    let out = tokio::process::Command::new(python())
+        .arg(script)
+        .arg(h.url("/v1"))
+        .arg(system)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "SDK checks failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("passed, 0 failed"), "{stdout}");
+    // 4 client requests, each mirrored: 8 upstream calls, all with billed usage.
+    let events = common::read_events(&events, 8).await;
+    assert_eq!(events.len(), 8);
+    assert_eq!(events.iter().filter(|e| e.served).count(), 4);
+    assert!(events.iter().all(|e| e.usage.is_some()), "{events:?}");
+    assert_eq!(events.iter().filter(|e| e.agreement.is_some()).count(), 4);
+}
