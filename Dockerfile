@@ -17,7 +17,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --create-home --home-dir /home/lingua lingua \
- && mkdir -p /models && chown lingua /models
+ && mkdir -p /models /var/lib/lingua-proxy && chown lingua /models /var/lib/lingua-proxy
 COPY --from=build /usr/local/bin/lingua-proxy /usr/local/bin/mock-upstream /usr/local/bin/
 COPY proxy.toml /etc/lingua-proxy/proxy.toml
 USER lingua

@@ -51,4 +51,41 @@ fn shipped_proxy_toml_is_valid() {
         lingua_proxy::config::Config::default().upstream
     );
     assert_eq!(config.max_body_bytes, 32 * 1024 * 1024);
+    let defaults = lingua_proxy::config::Config::default();
+    assert_eq!(config.ab, defaults.ab);
+    assert_eq!(config.telemetry, defaults.telemetry);
+    assert_eq!(config.prices, defaults.prices);
+}
+
+#[test]
+fn ab_telemetry_and_prices_are_validated_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.toml");
+    let load = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        lingua_proxy::config::Config::load(Some(&path), &lingua_proxy::config::Overrides::default())
+    };
+    let err = load("[ab]\nraw_percent = 150\n").unwrap_err().to_string();
+    assert!(err.contains("ab.raw_percent"), "{err}");
+    let err = load("[ab]\nsticky_key = \"cookie\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("ab.sticky_key"), "{err}");
+    let err = load("[ab]\nmode = \"canary\"\n").unwrap_err().to_string();
+    assert!(err.contains("mode"), "{err}");
+    let err = load("[telemetry]\nrotate_bytes = 10\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("telemetry.rotate_bytes"), "{err}");
+    let err = load("[prices]\n\"m\" = { input = -1.0, output = 2.0 }\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("prices.m"), "{err}");
+    let ok = load(
+        "[ab]\nenabled = true\nraw_percent = 10\nsticky_key = \"header:x-conversation\"\n\
+         mode = \"mirror\"\nmirror_percent = 5\n[prices]\n\"my-model\" = { input = 1.0, output = 2.0 }\n",
+    )
+    .unwrap();
+    assert_eq!(ok.ab.mode, lingua_proxy::ab::Mode::Mirror);
+    assert_eq!(ok.prices["my-model"].input, 1.0);
 }
