@@ -3,6 +3,7 @@
 pub mod agreement;
 pub mod event;
 pub mod prices;
+pub mod report;
 
 pub use event::{Agreement, Event, Latency, RoleTokens, Tokens, Usage};
 pub use prices::{Price, PriceTable};
