@@ -24,6 +24,7 @@
 //!   paired saving: the mean within-pair difference, bootstrapped over pairs.
 
 pub mod bootstrap;
+mod html;
 mod text;
 
 use std::collections::{BTreeMap, BTreeSet};
