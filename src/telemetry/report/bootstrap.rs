@@ -58,29 +58,45 @@ pub fn stream_seed(seed: u64, label: &str) -> u64 {
     seed ^ h
 }
 
+/// Resamples drawn from one PRNG stream; chunks run in parallel.
+const CHUNK: usize = 250;
+
 /// The column means of `resamples` bootstrap resamples of `rows` (drawn with replacement, the
 /// same row indices for every column). Empty when `rows` is empty.
+///
+/// Resamples are drawn in chunks of [`CHUNK`], chunk `k` from its own stream seeded with
+/// `seed + k`, and run in parallel; the result depends on `seed` alone, not on the thread count.
 pub fn resample_means<const N: usize>(
     rows: &[[f64; N]],
     resamples: usize,
-    rng: &mut SplitMix64,
+    seed: u64,
 ) -> Vec<[f64; N]> {
+    use rayon::prelude::*;
     if rows.is_empty() {
         return Vec::new();
     }
     let n = rows.len() as u64;
-    (0..resamples)
-        .map(|_| {
-            let mut sum = [0.0; N];
-            for _ in 0..n {
-                let row = &rows[rng.below(n) as usize];
-                for (s, v) in sum.iter_mut().zip(row) {
-                    *s += v;
-                }
-            }
-            sum.map(|s| s / n as f64)
+    let chunks = resamples.div_ceil(CHUNK);
+    let per_chunk: Vec<Vec<[f64; N]>> = (0..chunks)
+        .into_par_iter()
+        .map(|k| {
+            let mut rng = SplitMix64::new(seed.wrapping_add(k as u64));
+            let len = CHUNK.min(resamples - k * CHUNK);
+            (0..len)
+                .map(|_| {
+                    let mut sum = [0.0; N];
+                    for _ in 0..n {
+                        let row = &rows[rng.below(n) as usize];
+                        for (s, v) in sum.iter_mut().zip(row) {
+                            *s += v;
+                        }
+                    }
+                    sum.map(|s| s / n as f64)
+                })
+                .collect()
         })
-        .collect()
+        .collect();
+    per_chunk.into_iter().flatten().collect()
 }
 
 /// Column means of `rows`.
@@ -200,13 +216,24 @@ mod tests {
     }
 
     #[test]
+    fn resampling_is_reproducible_and_uses_every_chunk_stream() {
+        let rows: Vec<[f64; 1]> = (0..50).map(|i| [f64::from(i)]).collect();
+        let a = resample_means(&rows, 777, 9);
+        assert_eq!(a, resample_means(&rows, 777, 9));
+        assert_ne!(a, resample_means(&rows, 777, 10));
+        // The first chunk is the first CHUNK resamples of a longer run.
+        assert_eq!(a[..CHUNK], resample_means(&rows, CHUNK, 9)[..]);
+        // No two chunks repeat each other.
+        assert_ne!(a[..CHUNK], a[CHUNK..2 * CHUNK]);
+    }
+
+    #[test]
     fn bootstrap_of_a_constant_is_degenerate() {
         let rows = vec![[3.0, 5.0]; 10];
-        let mut r = SplitMix64::new(1);
-        let reps = resample_means(&rows, 100, &mut r);
-        assert_eq!(reps.len(), 100);
+        let reps = resample_means(&rows, 1001, 1);
+        assert_eq!(reps.len(), 1001);
         assert!(reps.iter().all(|m| *m == [3.0, 5.0]));
-        assert!(resample_means::<1>(&[], 100, &mut r).is_empty());
+        assert!(resample_means::<1>(&[], 100, 1).is_empty());
     }
 
     #[test]
@@ -214,8 +241,7 @@ mod tests {
         // 0, 1, ..., 99: mean 49.5, population sd 28.87, standard error of the mean 2.887,
         // so a 95% interval is about 49.5 ± 5.66.
         let rows: Vec<[f64; 1]> = (0..100).map(|i| [f64::from(i)]).collect();
-        let mut r = SplitMix64::new(stream_seed(SEED, "t"));
-        let reps: Vec<f64> = resample_means(&rows, RESAMPLES, &mut r)
+        let reps: Vec<f64> = resample_means(&rows, RESAMPLES, stream_seed(SEED, "t"))
             .iter()
             .map(|m| m[0])
             .collect();
@@ -234,8 +260,7 @@ mod tests {
         let small: Vec<[f64; 1]> = (0..20).map(|i| [f64::from(i % 10)]).collect();
         let large: Vec<[f64; 1]> = (0..2000).map(|i| [f64::from(i % 10)]).collect();
         let width = |rows: &[[f64; 1]]| {
-            let mut r = SplitMix64::new(SEED);
-            let reps: Vec<f64> = resample_means(rows, RESAMPLES, &mut r)
+            let reps: Vec<f64> = resample_means(rows, RESAMPLES, SEED)
                 .iter()
                 .map(|m| m[0])
                 .collect();

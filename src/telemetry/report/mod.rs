@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use self::bootstrap::{Estimate, SplitMix64, relative_saving, resample_means, stream_seed};
+use self::bootstrap::{Estimate, relative_saving, resample_means, stream_seed};
 use super::agreement::agreement;
 use super::event::{Event, RoleTokens};
 use super::live::quantile;
@@ -447,11 +447,10 @@ struct Cell {
 impl Cell {
     fn new(samples: &[[f64; 2]], label: &str, opts: &Options) -> Option<Self> {
         let mean = bootstrap::means(samples)?;
-        let mut rng = SplitMix64::new(stream_seed(opts.seed, label));
         Some(Self {
             n: samples.len() as u64,
             mean,
-            reps: resample_means(samples, opts.resamples, &mut rng),
+            reps: resample_means(samples, opts.resamples, stream_seed(opts.seed, label)),
         })
     }
 }
@@ -512,8 +511,7 @@ fn stratified_total(strata: &[Stratum<'_>], col: usize, resamples: usize) -> Opt
 /// The paired difference `raw − compressed` of rows `[raw, compressed]`, bootstrapped over rows.
 fn paired_diff(rows: &[[f64; 2]], label: &str, opts: &Options) -> Option<Diff> {
     let [r, c] = bootstrap::means(rows)?;
-    let mut rng = SplitMix64::new(stream_seed(opts.seed, label));
-    let reps = resample_means(rows, opts.resamples, &mut rng);
+    let reps = resample_means(rows, opts.resamples, stream_seed(opts.seed, label));
     let saved: Vec<f64> = reps.iter().map(|[rr, cc]| rr - cc).collect();
     let rel: Vec<f64> = reps
         .iter()
