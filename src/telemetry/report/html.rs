@@ -244,7 +244,7 @@ impl Report {
         out.push_str("</style></head><body><h1>lingua-proxy A/B report</h1>");
         let mut meta = format!("{} events", self.events);
         if self.malformed_lines > 0 {
-            let _ = write!(meta, ", {} malformed lines skipped", self.malformed_lines);
+            let _ = write!(meta, ", {} malformed line(s) skipped", self.malformed_lines);
         }
         if let Some(t) = &self.time_range {
             let _ = write!(meta, " · {} to {}", t.first, t.last);

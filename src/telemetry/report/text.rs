@@ -175,7 +175,7 @@ impl Report {
         let mut out = String::from("lingua-proxy A/B report\n");
         let _ = write!(out, "events: {}", self.events);
         if self.malformed_lines > 0 {
-            let _ = write!(out, " ({} malformed lines skipped)", self.malformed_lines);
+            let _ = write!(out, " ({} malformed line(s) skipped)", self.malformed_lines);
         }
         out.push('\n');
         if let Some(t) = &self.time_range {
@@ -319,7 +319,7 @@ impl Report {
         } else if raw_calls > 0 {
             out.push_str("not measurable: no model has calls with usage in both arms\n");
         }
-        if !s.one_arm_models.is_empty() {
+        if !s.one_arm_models.is_empty() && raw_calls > 0 {
             let _ = writeln!(
                 out,
                 "left out (usage in one arm only): {}",
