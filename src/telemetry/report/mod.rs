@@ -2,7 +2,7 @@
 //! compression saved, with confidence intervals, per arm and per model.
 //!
 //! Everything here is pure: [`load`] reads JSONL files, [`Report::compute`] aggregates events,
-//! and the renderers format the result.
+//! and [`Report::render_text`] / [`Report::render_html`] format the result.
 //!
 //! How the figures are defined:
 //! - An *arm* row counts every upstream call of that arm (`arm` field); events without an arm
@@ -49,6 +49,10 @@ pub const NO_RAW_ARM: &str =
 /// What the report prints when there is no compressed-arm traffic.
 pub const NO_COMPRESSED_ARM: &str =
     "no compressed-arm traffic: nothing was forwarded compressed, so there is no saving to measure";
+
+/// What the report prints when shadow mode forwarded everything raw.
+pub const SHADOW_ONLY: &str = "no compressed-arm traffic (shadow mode forwards every request raw): \
+     the shadow section estimates the saving from proxy-counted tokens";
 
 /// Errors of [`load`].
 #[derive(Debug, thiserror::Error)]
@@ -742,7 +746,11 @@ impl Report {
         if self.events > 0 && calls(Arm::Raw) == 0 {
             notes.push(NO_RAW_ARM.to_string());
         } else if self.events > 0 && calls(Arm::Compressed) == 0 {
-            notes.push(NO_COMPRESSED_ARM.to_string());
+            if self.shadow.requests > 0 {
+                notes.push(SHADOW_ONLY.to_string());
+            } else {
+                notes.push(NO_COMPRESSED_ARM.to_string());
+            }
         } else if self.events > 0 && self.saving.overall.is_none() {
             if usage(Arm::Raw) == 0 || usage(Arm::Compressed) == 0 {
                 notes.push(
@@ -936,6 +944,23 @@ mod tests {
         assert_eq!(p.priced_pairs, 1);
         assert_eq!(r.agreement.pairs, 1);
         assert_eq!(r.agreement.no_answers, 1);
+    }
+
+    #[test]
+    fn shadow_only_log_points_at_the_shadow_section() {
+        let mut e = call(Arm::Raw, "gpt-4o", 1000, true);
+        e.mode = Mode::Shadow;
+        e.tokens = Some(crate::telemetry::Tokens {
+            before: 1000,
+            after: 700,
+            ..Default::default()
+        });
+        let r = Report::compute(&[e], &PriceTable::default());
+        assert_eq!(r.notes, vec![SHADOW_ONLY.to_string()]);
+        assert_eq!(r.shadow.tokens.saved, 300);
+        // 300 tokens at gpt-4o's $2.50 per million input tokens.
+        assert!((r.shadow.usd_saved_estimate - 0.00075).abs() < 1e-15);
+        assert!(r.render_text().contains("saved 300 (30.0%)"));
     }
 
     #[test]
