@@ -27,6 +27,8 @@ enum Command {
     Serve(ServeArgs),
     /// Compress text from stdin (or --file) and print the result.
     Compress(CompressArgs),
+    /// Report the A/B saving (per arm and model, with confidence intervals) from event logs.
+    Report(lingua_proxy::cli::report::ReportArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -50,6 +52,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("lingua-proxy compress: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Report(args) => match lingua_proxy::cli::report::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lingua-proxy report: {e:#}");
                 ExitCode::from(2)
             }
         },

@@ -6,6 +6,7 @@ pub mod dashboard;
 pub mod event;
 pub mod eventlog;
 pub mod prices;
+pub mod report;
 
 pub use config::TelemetryConfig;
 pub use event::{Agreement, Event, Latency, RoleTokens, Tokens, Usage};
