@@ -8,7 +8,9 @@
 //! The 64 clients start staggered over one upstream delay, so they do not arrive in lockstep
 //! bursts (which would measure the burst's queue, not the proxy).
 //! Direct and proxied batches alternate in rounds so machine noise hits both sides alike.
-//! Compression is off (passthrough hook): this is the proxy's own cost.
+//! Compression is off (passthrough hook): this is the proxy's own cost. A third side runs a
+//! second proxy with A/B on (50% raw; the bench sends no session key, so arms are drawn at random) and the event log written to
+//! a temporary file, so the telemetry's share shows as the difference of the two proxied sides.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
@@ -124,8 +126,22 @@ async fn main() {
     let proxy = lingua_proxy::server::start(config, Arc::new(Passthrough))
         .await
         .unwrap();
+    let events_dir = tempfile::tempdir().unwrap();
+    let mut ab_config = Config {
+        listen: "127.0.0.1:0".into(),
+        ..Config::default()
+    };
+    ab_config.upstream.base_url = mock.base_url();
+    ab_config.log.level = "warn".into();
+    ab_config.ab.enabled = true;
+    ab_config.ab.raw_percent = 50.0;
+    ab_config.telemetry.events_path = Some(events_dir.path().join("events.jsonl"));
+    let ab_proxy = lingua_proxy::server::start(ab_config, Arc::new(Passthrough))
+        .await
+        .unwrap();
     let direct = format!("{}/chat/completions", mock.base_url());
     let proxied = format!("http://{}/v1/chat/completions", proxy.addr);
+    let ab_proxied = format!("http://{}/v1/chat/completions", ab_proxy.addr);
 
     println!(
         "upstream time to first byte {upstream_ms} ms, {total} requests per cell and side, {} CPUs",
@@ -134,28 +150,57 @@ async fn main() {
             .unwrap_or(0)
     );
     println!(
-        "| mode | concurrency | direct p50 ms | proxied p50 ms | added p50 ms | direct p99 ms | proxied p99 ms | added p99 ms |"
+        "| mode | concurrency | direct p50 ms | proxied p50 ms | added p50 ms | direct p99 ms | proxied p99 ms | added p99 ms | A/B+log added p50 ms | A/B+log added p99 ms |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for stream in [false, true] {
         for concurrency in [1usize, 64] {
-            let (dc, pc) = (client(), client());
-            // warm-up: connections and caches on both sides
+            let (dc, pc, ac) = (client(), client(), client());
+            // warm-up: connections and caches on every side
             let stagger = Duration::from_millis(upstream_ms);
             run(&dc, &direct, stream, concurrency, concurrency * 2, stagger).await;
             run(&pc, &proxied, stream, concurrency, concurrency * 2, stagger).await;
+            run(
+                &ac,
+                &ab_proxied,
+                stream,
+                concurrency,
+                concurrency * 2,
+                stagger,
+            )
+            .await;
             let rounds = 10;
-            let (mut d, mut p) = (Vec::new(), Vec::new());
+            let (mut d, mut p, mut a) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..rounds {
                 d.extend(run(&dc, &direct, stream, concurrency, total / rounds, stagger).await);
                 p.extend(run(&pc, &proxied, stream, concurrency, total / rounds, stagger).await);
+                a.extend(
+                    run(
+                        &ac,
+                        &ab_proxied,
+                        stream,
+                        concurrency,
+                        total / rounds,
+                        stagger,
+                    )
+                    .await,
+                );
             }
             d.sort();
             p.sort();
-            let (d50, p50) = (percentile(&d, 0.5), percentile(&p, 0.5));
-            let (d99, p99) = (percentile(&d, 0.99), percentile(&p, 0.99));
+            a.sort();
+            let (d50, p50, a50) = (
+                percentile(&d, 0.5),
+                percentile(&p, 0.5),
+                percentile(&a, 0.5),
+            );
+            let (d99, p99, a99) = (
+                percentile(&d, 0.99),
+                percentile(&p, 0.99),
+                percentile(&a, 0.99),
+            );
             println!(
-                "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
                 if stream {
                     "stream (TTFB)"
                 } else {
@@ -168,8 +213,11 @@ async fn main() {
                 ms(d99),
                 ms(p99),
                 ms(p99) - ms(d99),
+                ms(a50) - ms(d50),
+                ms(a99) - ms(d99),
             );
         }
     }
     proxy.shutdown().await;
+    ab_proxy.shutdown().await;
 }
