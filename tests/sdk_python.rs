@@ -20,15 +20,14 @@ fn python() -> PathBuf {
     venv
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openai_python_sdk_end_to_end() {
-    let h = common::start().await;
-    let base = h.url("/v1");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_e2e.py");
-    let python = python();
-    let out = tokio::process::Command::new(python)
+/// Runs `tests/sdk/<script>` with `args` and asserts that every check in it passed.
+async fn run_sdk_script(script: &str, args: &[&str]) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/sdk")
+        .join(script);
+    let out = tokio::process::Command::new(python())
         .arg(script)
-        .arg(&base)
+        .args(args)
         .output()
         .await
         .unwrap();
@@ -39,6 +38,12 @@ async fn openai_python_sdk_end_to_end() {
         "SDK checks failed:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains("passed, 0 failed"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_python_sdk_end_to_end() {
+    let h = common::start().await;
+    run_sdk_script("openai_e2e.py", &[&h.url("/v1")]).await;
     // Every SDK call reached the upstream through the proxy.
     assert!(h.mock.state.request_count() >= 6);
 }
@@ -62,21 +67,7 @@ async fn openai_python_sdk_with_ab_mirror() {
     .await;
     let body = common::compressible_body(false);
     let system = body["messages"][0]["content"].as_str().unwrap();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/openai_ab.py");
-    let out = tokio::process::Command::new(python())
-        .arg(script)
-        .arg(h.url("/v1"))
-        .arg(system)
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "SDK checks failed:\n{stdout}\n{stderr}"
-    );
-    assert!(stdout.contains("passed, 0 failed"), "{stdout}");
+    run_sdk_script("openai_ab.py", &[&h.url("/v1"), system]).await;
     // 4 client requests, each mirrored: 8 upstream calls, all with billed usage.
     let events = common::read_events(&events, 8).await;
     assert_eq!(events.len(), 8);

@@ -22,16 +22,26 @@ use crate::telemetry::{Event, Usage};
 
 /// Largest JSON response body read for usage; beyond it the body still passes, unread.
 const MAX_JSON_BODY: usize = 16 * 1024 * 1024;
+/// How a chunk of a usage-enabled stream ends when it carries no usage.
+const NULL_USAGE: &str = ",\"usage\":null}";
 /// Largest answer text kept per call.
 const MAX_ANSWER: usize = 1024 * 1024;
 
 /// Adds `"stream_options":{"include_usage":true}` to a JSON object body. Without a
 /// `stream_options` key the text is inserted after the opening brace, leaving every other byte
 /// as it was; otherwise the document is rewritten. `None`: not a JSON object.
-pub(crate) fn inject_include_usage(body: &[u8]) -> Option<Bytes> {
-    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let obj = value.as_object_mut()?;
-    match obj.get_mut("stream_options") {
+///
+/// `has_stream_options`: whether the request (as the client sent it) has the key; without it the
+/// body is not parsed again.
+pub(crate) fn inject_include_usage(body: &[u8], has_stream_options: bool) -> Option<Bytes> {
+    let mut value = serde_json::Value::Null;
+    let existing = if has_stream_options {
+        value = serde_json::from_slice(body).ok()?;
+        value.as_object_mut()?.get_mut("stream_options")
+    } else {
+        None
+    };
+    match existing {
         None => {
             let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
             if body.get(start) != Some(&b'{') {
@@ -52,11 +62,8 @@ pub(crate) fn inject_include_usage(body: &[u8]) -> Option<Bytes> {
             opts.insert("include_usage".into(), serde_json::Value::Bool(true));
             serde_json::to_vec(&value).ok().map(Bytes::from)
         }
-        Some(other) => {
-            // Not ours to fix: the upstream will reject it as the client wrote it.
-            let _ = other;
-            None
-        }
+        // Not ours to fix: the upstream will reject it as the client wrote it.
+        Some(_) => None,
     }
 }
 
@@ -250,6 +257,22 @@ impl Tap {
         let has_usage = data.contains("\"usage\"");
         if !has_usage && !keep_answer {
             return Some(event);
+        }
+        // Fast path for the common chunk of a usage-enabled stream: `"usage":null` as the last
+        // key (OpenAI's order). It carries no usage; when stripping, cut exactly those bytes.
+        if !keep_answer && data.ends_with(NULL_USAGE) && data.matches("\"usage\"").count() == 1 {
+            if !strip {
+                return Some(event);
+            }
+            let body = text.trim_end_matches(['\r', '\n']);
+            if body.ends_with(NULL_USAGE) {
+                let cut = body.len() - NULL_USAGE.len();
+                let mut out = String::with_capacity(text.len());
+                out.push_str(&body[..cut]);
+                out.push('}');
+                out.push_str(&text[body.len()..]);
+                return Some(Bytes::from(out));
+            }
         }
         let Ok(mut value) = serde_json::from_str::<serde_json::Value>(data) else {
             return Some(event);
@@ -484,18 +507,18 @@ mod tests {
     #[test]
     fn inject_keeps_bytes() {
         let body = br#"{"model":"m","stream":true,"messages":[]}"#;
-        let out = inject_include_usage(body).unwrap_or_default();
+        let out = inject_include_usage(body, false).unwrap_or_default();
         assert_eq!(
             &out[..],
             br#"{"stream_options":{"include_usage":true},"model":"m","stream":true,"messages":[]}"#
         );
         let body = br#"{"model":"m","stream_options":{"include_usage":false}}"#;
-        let out = inject_include_usage(body).unwrap_or_default();
+        let out = inject_include_usage(body, true).unwrap_or_default();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
         assert_eq!(v["stream_options"]["include_usage"], true);
-        assert_eq!(inject_include_usage(b"[1]"), None);
+        assert_eq!(inject_include_usage(b"[1]", false), None);
         assert_eq!(
-            inject_include_usage(br#"{"stream_options":3}"#),
+            inject_include_usage(br#"{"stream_options":3}"#, true),
             None,
             "a malformed stream_options is passed on as the client wrote it"
         );

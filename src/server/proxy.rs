@@ -168,6 +168,7 @@ async fn plan_chat(
     let id = request_id(headers);
     let stream = is_true(json.get("stream"));
     let client_wants_usage = is_true(json.pointer("/stream_options/include_usage"));
+    let has_stream_options = json.get("stream_options").is_some();
     let mut event = Event {
         v: EVENT_VERSION,
         time: crate::telemetry::rfc3339_ms(ts_ms),
@@ -286,12 +287,15 @@ async fn plan_chat(
     event.prompt = log_messages(&body);
 
     let inject = stream && !client_wants_usage && tele.stream_usage;
-    let (body, strip_usage) = match inject.then(|| inject_include_usage(&body)).flatten() {
+    let (body, strip_usage) = match inject
+        .then(|| inject_include_usage(&body, has_stream_options))
+        .flatten()
+    {
         Some(b) => (b, true),
         None => (body, false),
     };
     let mirror = match mirror {
-        Some(m) if inject => Some(inject_include_usage(&m).unwrap_or(m)),
+        Some(m) if inject => Some(inject_include_usage(&m, has_stream_options).unwrap_or(m)),
         other => other,
     };
 

@@ -16,6 +16,8 @@ pub const BUCKET_S: u64 = 10;
 const MAX_BUCKETS: usize = 360;
 /// Latency samples kept per arm for the percentiles.
 const MAX_SAMPLES: usize = 4096;
+/// Overhead samples kept per time bucket.
+const MAX_BUCKET_SAMPLES: usize = 512;
 
 /// The JSON answer of `GET /stats`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -126,6 +128,8 @@ struct ArmAcc {
 struct BucketAcc {
     bucket: Bucket,
     overheads: Vec<f64>,
+    /// Served requests of the bucket (the reservoir's denominator).
+    seen: u64,
 }
 
 #[derive(Default)]
@@ -294,6 +298,7 @@ impl LiveStats {
                     ..Bucket::default()
                 },
                 overheads: Vec::new(),
+                seen: 0,
             });
         }
         let slot = st.series.iter_mut().rev().find(|b| b.bucket.t_ms <= t_ms);
@@ -301,8 +306,17 @@ impl LiveStats {
             if let Some(arm) = e.arm {
                 if e.served {
                     *b.bucket.requests.entry(arm.as_str().into()).or_default() += 1;
-                    b.overheads.push(e.latency_ms.overhead);
-                    b.bucket.overhead_p50_ms = quantile(&b.overheads, 0.5);
+                    // A uniform sample of the bucket's overheads (reservoir), so recording
+                    // stays O(1) however busy the bucket; the median is taken at snapshot time.
+                    b.seen += 1;
+                    if b.overheads.len() < MAX_BUCKET_SAMPLES {
+                        b.overheads.push(e.latency_ms.overhead);
+                    } else {
+                        let k = fastrand::u64(..b.seen) as usize;
+                        if let Some(slot) = b.overheads.get_mut(k) {
+                            *slot = e.latency_ms.overhead;
+                        }
+                    }
                 }
                 if let Some(u) = &e.usage {
                     *b.bucket
@@ -351,7 +365,14 @@ impl LiveStats {
             arms,
             roles: guard.roles.clone(),
             bucket_s: BUCKET_S,
-            series: guard.series.iter().map(|b| b.bucket.clone()).collect(),
+            series: guard
+                .series
+                .iter()
+                .map(|b| Bucket {
+                    overhead_p50_ms: quantile(&b.overheads, 0.5),
+                    ..b.bucket.clone()
+                })
+                .collect(),
         }
     }
 }

@@ -26,8 +26,18 @@ impl Harness {
 
     /// The proxy's `/readyz` answer.
     pub async fn readyz(&self) -> serde_json::Value {
+        self.get_json("/readyz").await
+    }
+
+    /// The proxy's `/stats` answer.
+    pub async fn stats(&self) -> serde_json::Value {
+        self.get_json("/stats").await
+    }
+
+    /// `GET path` on the proxy, parsed as JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
         self.client
-            .get(self.url("/readyz"))
+            .get(self.url(path))
             .send()
             .await
             .unwrap()
