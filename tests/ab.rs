@@ -469,3 +469,21 @@ async fn event_log_records_every_field() {
         (502, Some("upstream_unreachable"))
     );
 }
+
+#[tokio::test]
+async fn shutdown_puts_every_event_on_disk() {
+    let s = setup(|c| c.ab.raw_percent = 50.0).await;
+    let body = serde_json::to_vec(&compressible_body(true)).unwrap();
+    for i in 0..20 {
+        post(&s.h, &body, &[("x-session-id", &format!("s{i}"))])
+            .await
+            .bytes()
+            .await
+            .unwrap();
+    }
+    let Setup { h, events, _dir } = s;
+    h.proxy.shutdown().await;
+    // No waiting: once shutdown returns, the log is complete.
+    let lines = std::fs::read_to_string(&events).unwrap();
+    assert_eq!(lines.lines().count(), 20);
+}

@@ -388,4 +388,13 @@ async fn accept_loop(
     {
         tracing::warn!("grace period elapsed with requests still in flight; closing them");
     }
+    // Streams that just ended have handed their events over: put them on disk before returning.
+    if let Some(log) = state.telemetry.event_log().cloned() {
+        let flushed = tokio::task::spawn_blocking(move || log.wait_flushed(Duration::from_secs(5)))
+            .await
+            .unwrap_or(false);
+        if !flushed {
+            tracing::warn!("the event log did not drain within 5 s of shutdown");
+        }
+    }
 }

@@ -18,6 +18,8 @@ use super::event::Event;
 pub struct EventLog {
     tx: SyncSender<Event>,
     dropped: Arc<AtomicU64>,
+    /// Events accepted but not yet written and flushed.
+    pending: Arc<AtomicU64>,
     path: PathBuf,
 }
 
@@ -93,10 +95,12 @@ impl Writer {
         Ok(())
     }
 
-    fn run(mut self, rx: Receiver<Event>) {
+    fn run(mut self, rx: Receiver<Event>, pending: Arc<AtomicU64>) {
         while let Ok(first) = rx.recv() {
             let mut next = Some(first);
+            let mut batch = 0;
             while let Some(event) = next {
+                batch += 1;
                 if let Err(e) = self.write(&event) {
                     tracing::error!(path = %self.path.display(), error = %e, "cannot write the event log");
                     metrics::counter!("lingua_events_dropped_total", "reason" => "io").increment(1);
@@ -106,6 +110,7 @@ impl Writer {
             if let Err(e) = self.out.flush() {
                 tracing::error!(path = %self.path.display(), error = %e, "cannot flush the event log");
             }
+            pending.fetch_sub(batch, Ordering::AcqRel);
         }
         let _ = self.out.flush();
     }
@@ -131,9 +136,11 @@ impl EventLog {
             size,
         };
         let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
+        let pending = Arc::new(AtomicU64::new(0));
+        let writer_pending = pending.clone();
         std::thread::Builder::new()
             .name("lingua-events".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || writer.run(rx, writer_pending))
             .map_err(|source| EventLogError {
                 path: path.to_owned(),
                 source,
@@ -141,6 +148,7 @@ impl EventLog {
         Ok(Self {
             tx,
             dropped: Arc::new(AtomicU64::new(0)),
+            pending,
             path: path.to_owned(),
         })
     }
@@ -151,17 +159,38 @@ impl EventLog {
 
     /// Queues one event; never blocks.
     pub fn append(&self, event: Event) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
         match self.tx.try_send(event) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("lingua_events_dropped_total", "reason" => "queue_full")
                     .increment(1);
             }
             Err(TrySendError::Disconnected(_)) => {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Events accepted but not yet on disk (written and flushed).
+    pub fn pending(&self) -> u64 {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Waits (blocking) until every accepted event is on disk, at most `timeout`; returns
+    /// whether it got there.
+    pub fn wait_flushed(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.pending() > 0 {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        true
     }
 
     /// Events dropped because the queue was full.
@@ -181,6 +210,22 @@ mod tests {
             .filter_map(|l| serde_json::from_str::<Event>(l).ok())
             .map(|e| e.request_id)
             .collect()
+    }
+
+    #[test]
+    fn wait_flushed_means_on_disk() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("events.jsonl");
+        let log = EventLog::open(&path, 1 << 20, 1, 1024).unwrap_or_else(|e| panic!("{e}"));
+        for i in 0..200 {
+            log.append(Event {
+                request_id: format!("r{i}"),
+                ..Event::default()
+            });
+        }
+        assert!(log.wait_flushed(std::time::Duration::from_secs(10)));
+        assert_eq!(log.pending(), 0);
+        assert_eq!(read_ids(&path).len(), 200);
     }
 
     #[test]
