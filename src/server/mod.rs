@@ -169,12 +169,12 @@ impl Telemetry {
 
 impl observe::EventSink for Telemetry {
     fn finish(&self, event: Event) {
-        self.live.record(&event);
         let price = event
             .model
             .as_deref()
             .and_then(|m| self.live.prices().lookup(m));
-        metrics::record(&event, &event.route, price, self.live.cache_hit_ratio());
+        let hit_ratio = self.live.record_priced(&event, price);
+        metrics::record(&event, &event.route, price, hit_ratio);
         if let Some(log) = &self.log {
             log.append(event);
         }

@@ -96,7 +96,8 @@ pub(crate) struct Observed {
 /// Both answers of a mirror pair meet here; the later one computes the agreement.
 #[derive(Debug, Default)]
 pub(crate) struct PairSlot {
-    first: Mutex<Option<(Arm, Option<String>)>>,
+    /// The first finisher's answer (`Some(None)`: it finished without one).
+    first: Mutex<Option<Option<String>>>,
 }
 
 impl PairSlot {
@@ -108,16 +109,16 @@ impl PairSlot {
         };
         match guard.take() {
             None => {
-                *guard = Some((arm, answer));
+                *guard = Some(answer);
                 None
             }
-            Some((other_arm, other)) => {
+            Some(other) => {
+                // A pair is one call per arm: the other answer is the other arm's.
                 let (raw, compressed) = if arm == Arm::Raw {
                     (answer?, other?)
                 } else {
                     (other?, answer?)
                 };
-                let _ = other_arm;
                 Some(crate::telemetry::agreement::agreement(&raw, &compressed))
             }
         }
@@ -404,6 +405,14 @@ impl Tap {
         rest
     }
 
+    /// The upstream body is complete: completes the event; returns what is left to forward.
+    fn end(&mut self) -> Option<Bytes> {
+        self.done = true;
+        let rest = self.on_end();
+        self.finish(None);
+        rest
+    }
+
     fn finish(&mut self, error: Option<&str>) {
         if let Some(p) = self.pending.take() {
             let mut observed = std::mem::take(&mut self.observed);
@@ -457,9 +466,7 @@ impl Stream for Tap {
                     let out = this.on_chunk(chunk);
                     if this.expected_len.is_some_and(|n| this.seen_len >= n) {
                         // The last byte: finish now, hyper may not poll again.
-                        this.done = true;
-                        let rest = this.on_end();
-                        this.finish(None);
+                        let rest = this.end();
                         let out = match (out, rest) {
                             (Some(a), Some(b)) => Some([a, b].concat().into()),
                             (a, b) => a.or(b),
@@ -479,10 +486,7 @@ impl Stream for Tap {
                     return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Ready(None) => {
-                    this.done = true;
-                    let rest = this.on_end();
-                    this.finish(None);
-                    if let Some(b) = rest {
+                    if let Some(b) = this.end() {
                         return Poll::Ready(Some(Ok(b)));
                     }
                     return Poll::Ready(None);

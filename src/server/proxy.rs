@@ -446,7 +446,16 @@ async fn forward(
         OutBody::Streamed(b) => b,
     };
     let sent = Instant::now();
-    let result = send(state, parts.method, &url, headers, body, limit).await;
+    let result = send(
+        &state.client,
+        state.config.upstream.first_byte_timeout_ms,
+        parts.method,
+        &url,
+        headers,
+        body,
+        limit,
+    )
+    .await;
     let upstream_response = match result {
         Ok(r) => r,
         Err(e) => {
@@ -514,29 +523,28 @@ async fn forward(
 
 /// Sends one upstream request, waiting at most `first_byte_timeout_ms` for its headers.
 async fn send(
-    state: &AppState,
+    client: &reqwest::Client,
+    first_byte_ms: u64,
     method: Method,
     url: &str,
     headers: HeaderMap,
     body: reqwest::Body,
     limit: u64,
 ) -> Result<reqwest::Response, ProxyError> {
-    let request = state
-        .client
+    let request = client
         .request(method, url)
         .headers(headers)
         .body(body)
         .build()
         .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream request: {e}")))?;
-    let first_byte = state.config.upstream.first_byte_timeout_ms;
     match tokio::time::timeout(
-        Duration::from_millis(first_byte),
-        state.client.execute(request),
+        Duration::from_millis(first_byte_ms),
+        client.execute(request),
     )
     .await
     {
         Err(_) => Err(ProxyError::UpstreamTimeout(format!(
-            "no response headers within {first_byte} ms"
+            "no response headers within {first_byte_ms} ms"
         ))),
         Ok(Err(e)) => Err(classify_send_error(e, limit)),
         Ok(Ok(r)) => Ok(r),
@@ -557,31 +565,27 @@ fn spawn_mirror(
 ) {
     let client = state.client.clone();
     let telemetry = state.telemetry.clone();
-    let first_byte = Duration::from_millis(state.config.upstream.first_byte_timeout_ms);
+    let first_byte_ms = state.config.upstream.first_byte_timeout_ms;
+    let limit = state.config.max_body_bytes;
     tokio::spawn(async move {
         let sent = Instant::now();
-        let request = client
-            .request(method, &url)
-            .headers(headers)
-            .body(body)
-            .build();
-        let result = match request {
-            Ok(r) => tokio::time::timeout(first_byte, client.execute(r)).await,
-            Err(e) => Ok(Err(e)),
-        };
-        let failure = match result {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) if e.is_timeout() => Err("upstream_timeout"),
-            Ok(Err(_)) => Err("upstream_unreachable"),
-            Err(_) => Err("upstream_timeout"),
-        };
-        let response = match failure {
+        let result = send(
+            &client,
+            first_byte_ms,
+            method,
+            &url,
+            headers,
+            reqwest::Body::from(body),
+            limit,
+        )
+        .await;
+        let response = match result {
             Ok(r) => r,
-            Err(kind) => {
+            Err(e) => {
                 let mut event = event;
                 event.latency_ms.total = started.elapsed().as_secs_f64() * 1e3;
                 event.latency_ms.upstream = sent.elapsed().as_secs_f64() * 1e3;
-                event.error = Some(kind.into());
+                event.error = Some(e.code().to_string());
                 // the pair never meets: the served answer's agreement stays unknown
                 observe::EventSink::finish(&*telemetry, event);
                 return;

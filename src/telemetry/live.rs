@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::event::{Event, RoleTokens};
-use super::prices::PriceTable;
+use super::prices::{Price, PriceTable};
 use crate::ab::{Arm, Mode};
 
 /// Width of one time-series bucket, in seconds.
@@ -69,6 +69,13 @@ pub struct Totals {
     pub usd_saved_estimate: f64,
     /// Requests whose model has no known price (left out of every money figure).
     pub unknown_price: u64,
+}
+
+impl Totals {
+    /// `cache_hits / cache_lookups`; `None` before the first lookup.
+    fn hit_ratio(&self) -> Option<f64> {
+        (self.cache_lookups > 0).then(|| self.cache_hits as f64 / self.cache_lookups as f64)
+    }
 }
 
 /// Per-arm figures over all upstream calls of that arm.
@@ -201,8 +208,7 @@ impl LiveStats {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let t = &guard.totals;
-        (t.cache_lookups > 0).then(|| t.cache_hits as f64 / t.cache_lookups as f64)
+        guard.totals.hit_ratio()
     }
 
     pub fn prices(&self) -> &PriceTable {
@@ -212,6 +218,12 @@ impl LiveStats {
     /// Adds one finished upstream call.
     pub fn record(&self, e: &Event) {
         let price = e.model.as_deref().and_then(|m| self.prices.lookup(m));
+        self.record_priced(e, price);
+    }
+
+    /// [`Self::record`] with the event's price already looked up; returns the cache hit ratio
+    /// after this event (for the metrics gauge), so callers need not lock again.
+    pub fn record_priced(&self, e: &Event, price: Option<&Price>) -> Option<f64> {
         let mut guard = match self.state.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -328,6 +340,7 @@ impl LiveStats {
             b.bucket.tokens_saved += saved;
             b.bucket.usd_saved += usd_saved;
         }
+        st.totals.hit_ratio()
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
@@ -336,8 +349,7 @@ impl LiveStats {
             Err(poisoned) => poisoned.into_inner(),
         };
         let mut totals = guard.totals.clone();
-        totals.cache_hit_ratio = (totals.cache_lookups > 0)
-            .then(|| totals.cache_hits as f64 / totals.cache_lookups as f64);
+        totals.cache_hit_ratio = totals.hit_ratio();
         let mut arms = BTreeMap::new();
         for arm in [Arm::Compressed, Arm::Raw] {
             let mut s = ArmStats::default();
