@@ -10,6 +10,7 @@ pub mod compress;
 pub mod config;
 pub mod hook;
 pub mod mock;
+pub mod model;
 pub mod pipeline;
 pub mod scorer;
 pub mod server;
