@@ -11,6 +11,7 @@ pub mod config;
 pub mod eval;
 pub mod hook;
 pub mod mock;
+pub mod model;
 pub mod pipeline;
 pub mod scorer;
 pub mod server;
