@@ -112,7 +112,7 @@ pub fn evaluate(args: &FactsArgs) -> anyhow::Result<(Suite, Vec<RunSummary>, Com
     let suite = Suite::load(&args.suite).context("loading the fact suite")?;
     let mut base = crate::cli::compress::load_config(args.config.as_ref())?;
     if let Some(p) = args.precision {
-        base.precision = p;
+        base.precision = Some(p);
     }
     let scorers: Vec<ScorerKind> = match args.scorer {
         Some(s) => vec![s],

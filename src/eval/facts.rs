@@ -444,7 +444,7 @@ pub fn run(
             Budgets::Rate(r) => Some(r),
         },
         tokenizer: Some(tokenizer),
-        deadline: None,
+        ..RequestOptions::default()
     };
     let mut out = Vec::with_capacity(suite.texts.len());
     for t in &suite.texts {
