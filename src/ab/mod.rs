@@ -82,7 +82,13 @@ pub struct AbConfig {
     /// Mixed into the hash; change it to reshuffle which conversations land in which arm.
     /// Replicas with the same salt agree.
     pub salt: String,
+    /// Mirror copies in flight at most; beyond it a request is served without its mirror copy
+    /// (counted in `lingua_mirror_skipped_total`). 0 turns mirror copies off.
+    pub max_mirror_inflight: usize,
 }
+
+/// Largest accepted `max_mirror_inflight`.
+pub const MAX_MIRROR_INFLIGHT: usize = 100_000;
 
 impl Default for AbConfig {
     fn default() -> Self {
@@ -94,6 +100,7 @@ impl Default for AbConfig {
             mirror_percent: 0.0,
             allow_arm_override: true,
             salt: "lingua-proxy".into(),
+            max_mirror_inflight: 64,
         }
     }
 }
@@ -149,6 +156,15 @@ impl AbConfig {
                 });
             }
         }
+        if self.max_mirror_inflight > MAX_MIRROR_INFLIGHT {
+            return Err(AbConfigError {
+                key: "max_mirror_inflight",
+                reason: format!(
+                    "{} is above the largest accepted value, {MAX_MIRROR_INFLIGHT}",
+                    self.max_mirror_inflight
+                ),
+            });
+        }
         StickyKey::parse(&self.sticky_key).map_err(|reason| AbConfigError {
             key: "sticky_key",
             reason,
@@ -194,6 +210,29 @@ pub struct Assigner {
     key: StickyKey,
 }
 
+/// SHA-256 of the API key a request presents (`Authorization: Bearer <key>`, else
+/// `x-api-key`), so the key itself is never kept. The same key gives the same digest in
+/// either header. Taken before the proxy strips the client's key (with `[auth]`), it is the
+/// `api_key` sticky key.
+pub fn api_key_digest(headers: &http::HeaderMap) -> Option<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    let key = match headers.get(http::header::AUTHORIZATION) {
+        Some(v) => {
+            let v = v.as_bytes();
+            match v.get(..7) {
+                Some(p) if p.eq_ignore_ascii_case(b"bearer ") => &v[7..],
+                _ => v,
+            }
+        }
+        None => headers.get("x-api-key")?.as_bytes(),
+    };
+    let key = key.trim_ascii();
+    if key.is_empty() {
+        return None;
+    }
+    Some(Sha256::digest(key).into())
+}
+
 /// A point in [0, 100) from `salt`, a purpose tag and the key: the same on every replica.
 fn percent_point(salt: &str, purpose: &str, key: &[u8]) -> f64 {
     use sha2::{Digest, Sha256};
@@ -223,10 +262,13 @@ impl Assigner {
     }
 
     /// The conversation key of a request: the configured one, else `user`, else `None`.
+    /// `api_key` is the [`api_key_digest`] of the client's key when the caller took it before
+    /// removing the key from `headers`; `None`: it is read from `headers`.
     pub fn sticky_key(
         &self,
         headers: &http::HeaderMap,
         body: &serde_json::Value,
+        api_key: Option<[u8; 32]>,
     ) -> Option<Vec<u8>> {
         let field = |name: &str| {
             body.get(name)
@@ -242,10 +284,9 @@ impl Assigner {
                 .map(|v| [b"header:".as_slice(), v].concat()),
             StickyKey::User => field("user"),
             StickyKey::PromptCacheKey => field("prompt_cache_key"),
-            StickyKey::ApiKey => headers
-                .get(http::header::AUTHORIZATION)
-                .or_else(|| headers.get("x-api-key"))
-                .map(|v| [b"key:".as_slice(), v.as_bytes()].concat()),
+            StickyKey::ApiKey => api_key
+                .or_else(|| api_key_digest(headers))
+                .map(|d| [b"key:".as_slice(), &d].concat()),
             StickyKey::Random => return None,
         };
         primary.or_else(|| field("user"))
@@ -253,6 +294,16 @@ impl Assigner {
 
     /// Picks the arm (and whether to mirror) for one request.
     pub fn assign(&self, headers: &http::HeaderMap, body: &serde_json::Value) -> Assignment {
+        self.assign_keyed(headers, body, None)
+    }
+
+    /// [`Self::assign`] with the client key's digest taken earlier (see [`Self::sticky_key`]).
+    pub fn assign_keyed(
+        &self,
+        headers: &http::HeaderMap,
+        body: &serde_json::Value,
+        api_key: Option<[u8; 32]>,
+    ) -> Assignment {
         let c = &self.config;
         let forced = c
             .allow_arm_override
@@ -272,7 +323,7 @@ impl Assigner {
                 },
             };
         }
-        let key = self.sticky_key(headers, body);
+        let key = self.sticky_key(headers, body, api_key);
         let (arm_point, mirror_point, basis) = match &key {
             Some(k) => (
                 percent_point(&c.salt, "arm", k),
@@ -353,12 +404,12 @@ mod tests {
         let a = Assigner::new(cfg(50.0));
         let none = HeaderMap::new();
         let with_user = serde_json::json!({"user": "u-17"});
-        let k = a.sticky_key(&none, &with_user);
+        let k = a.sticky_key(&none, &with_user, None);
         assert_eq!(k.as_deref(), Some(b"user:u-17".as_slice()));
         assert_eq!(a.assign(&none, &with_user).basis, Basis::Sticky);
         assert_eq!(a.assign(&none, &serde_json::json!({})).basis, Basis::Random);
         // the header wins over `user`
-        let k = a.sticky_key(&session("abc"), &with_user);
+        let k = a.sticky_key(&session("abc"), &with_user, None);
         assert_eq!(k.as_deref(), Some(b"header:abc".as_slice()));
     }
 
@@ -413,6 +464,38 @@ mod tests {
     }
 
     #[test]
+    fn api_key_is_hashed_and_the_same_in_either_header() {
+        let a = Assigner::new(AbConfig {
+            sticky_key: "api_key".into(),
+            ..cfg(50.0)
+        });
+        let mut bearer = HeaderMap::new();
+        bearer.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer pk-one"),
+        );
+        let mut x_api = HeaderMap::new();
+        x_api.insert("x-api-key", HeaderValue::from_static("pk-one"));
+        let body = serde_json::json!({});
+        let d = api_key_digest(&bearer);
+        assert!(d.is_some());
+        assert_eq!(d, api_key_digest(&x_api));
+        assert_ne!(d, api_key_digest(&session("pk-one")));
+        let key = a.sticky_key(&bearer, &body, None).unwrap_or_default();
+        assert!(
+            !key.windows(6).any(|w| w == b"pk-one"),
+            "the key itself is not kept"
+        );
+        // a digest taken before the key was stripped gives the same arm as the headers
+        let stripped = HeaderMap::new();
+        assert_eq!(
+            a.assign_keyed(&stripped, &body, d),
+            a.assign(&bearer, &body)
+        );
+        assert_eq!(a.assign_keyed(&stripped, &body, d).basis, Basis::Sticky);
+    }
+
+    #[test]
     fn validation_names_the_key() {
         let bad = AbConfig {
             raw_percent: 120.0,
@@ -425,5 +508,13 @@ mod tests {
         };
         assert_eq!(bad.validate().map_err(|e| e.key), Err("sticky_key"));
         assert!(StickyKey::parse("header:x-conversation").is_ok());
+        let bad = AbConfig {
+            max_mirror_inflight: MAX_MIRROR_INFLIGHT + 1,
+            ..AbConfig::default()
+        };
+        assert_eq!(
+            bad.validate().map_err(|e| e.key),
+            Err("max_mirror_inflight")
+        );
     }
 }

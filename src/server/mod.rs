@@ -7,6 +7,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod headers;
+mod mirror;
 mod observe;
 mod proxy;
 
@@ -110,6 +111,7 @@ pub struct AppState {
     pub(crate) default_upstream: Upstream,
     pub(crate) routes: Vec<Route>,
     pub(crate) assigner: Assigner,
+    pub(crate) mirrors: mirror::Mirrors,
     pub telemetry: Arc<Telemetry>,
 }
 
@@ -168,7 +170,11 @@ impl Telemetry {
 }
 
 impl observe::EventSink for Telemetry {
-    fn finish(&self, event: Event) {
+    fn finish(&self, mut event: Event) {
+        // Role names come from the client: only configured ones are kept apart.
+        if let Some(t) = &mut event.tokens {
+            crate::telemetry::labels::fold_roles(&mut t.roles);
+        }
         let price = event
             .model
             .as_deref()
@@ -224,6 +230,7 @@ impl AppState {
         let telemetry = Arc::new(Telemetry::new(&config)?);
         Ok(Self {
             assigner: Assigner::new(config.ab.clone()),
+            mirrors: mirror::Mirrors::new(config.ab.max_mirror_inflight),
             telemetry,
             config,
             stats: Stats::default(),
@@ -233,6 +240,11 @@ impl AppState {
             default_upstream,
             routes,
         })
+    }
+
+    /// Mirror copies skipped because `[ab] max_mirror_inflight` were in flight.
+    pub fn mirrors_skipped(&self) -> u64 {
+        self.mirrors.skipped()
     }
 
     /// The upstream for a request whose body names `model`.
@@ -378,6 +390,7 @@ async fn accept_loop(
     }
     drop(listener);
     let grace = Duration::from_millis(state.config.shutdown_grace_ms);
+    let deadline = std::time::Instant::now() + grace;
     tracing::info!(
         grace_ms = grace.as_millis() as u64,
         "shutting down: draining in-flight requests"
@@ -388,6 +401,9 @@ async fn accept_loop(
     {
         tracing::warn!("grace period elapsed with requests still in flight; closing them");
     }
+    // Mirror copies get what is left of the grace period; the rest are cancelled, and every
+    // one of them has handed its event over when this returns.
+    state.mirrors.drain(deadline).await;
     // Streams that just ended have handed their events over: put them on disk before returning.
     if let Some(log) = state.telemetry.event_log().cloned() {
         let flushed = tokio::task::spawn_blocking(move || log.wait_flushed(Duration::from_secs(5)))

@@ -6,8 +6,18 @@
 //! (`stream_options.include_usage`): then it forwards whole SSE events, drops the usage-only
 //! chunk and removes the `usage` key from the others, so the client sees what it would have seen
 //! without the proxy.
+//!
+//! The tap never holds more than a bounded amount: a JSON body is read up to 16 MiB, one SSE
+//! event up to 1 MiB (a longer event passes through unread), the answer text up to 1 MiB.
+//!
+//! [`EventGuard`] holds an intercepted call's event until its response body exists, so a call
+//! whose client goes away earlier (while compressing, or waiting for the upstream's headers)
+//! is still recorded, with `error = "client_disconnected"`.
+
+mod sse;
 
 use std::collections::VecDeque;
+use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -26,6 +36,10 @@ const MAX_JSON_BODY: usize = 16 * 1024 * 1024;
 const NULL_USAGE: &str = ",\"usage\":null}";
 /// Largest answer text kept per call.
 const MAX_ANSWER: usize = 1024 * 1024;
+/// Largest SSE event buffered for reading; a longer one passes through unread.
+const MAX_SSE_EVENT: usize = 1024 * 1024;
+/// `error` of an event whose client went away before the response ended.
+pub(crate) const CLIENT_DISCONNECTED: &str = "client_disconnected";
 
 /// Adds `"stream_options":{"include_usage":true}` to a JSON object body. Without a
 /// `stream_options` key the text is inserted after the opening brace, leaving every other byte
@@ -140,6 +154,8 @@ pub(crate) struct Pending {
     pub keep_answer: bool,
     pub log_answer: bool,
     pub pair: Option<Arc<PairSlot>>,
+    /// `error` when the body is dropped before its end.
+    pub drop_error: &'static str,
 }
 
 impl Pending {
@@ -166,6 +182,74 @@ impl Pending {
     }
 }
 
+/// An intercepted call's event before a [`Tap`] takes it over. Dropped while still armed (the
+/// request's future was dropped: the client went away, or shutdown cut a mirror call), it
+/// finishes the event itself with `drop_error`, so no call goes unrecorded.
+pub(crate) struct EventGuard {
+    event: Event,
+    armed: bool,
+    sink: Arc<dyn EventSink>,
+    started: Instant,
+    /// When the request went upstream, once it did.
+    pub sent: Option<Instant>,
+    drop_error: &'static str,
+}
+
+impl EventGuard {
+    pub(crate) fn new(
+        event: Event,
+        sink: Arc<dyn EventSink>,
+        started: Instant,
+        drop_error: &'static str,
+    ) -> Self {
+        Self {
+            event,
+            armed: true,
+            sink,
+            started,
+            sent: None,
+            drop_error,
+        }
+    }
+
+    /// Disarms the guard: the caller finishes the event.
+    pub(crate) fn take(mut self) -> Event {
+        self.armed = false;
+        std::mem::take(&mut self.event)
+    }
+}
+
+impl Deref for EventGuard {
+    type Target = Event;
+    fn deref(&self) -> &Event {
+        &self.event
+    }
+}
+
+impl DerefMut for EventGuard {
+    fn deref_mut(&mut self) -> &mut Event {
+        &mut self.event
+    }
+}
+
+impl Drop for EventGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let mut event = std::mem::take(&mut self.event);
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        let lat = &mut event.latency_ms;
+        lat.total = ms(self.started.elapsed());
+        lat.upstream = self.sent.map_or(0.0, |s| ms(s.elapsed()));
+        lat.overhead = (lat.total - lat.upstream).max(0.0);
+        if event.error.is_none() {
+            event.error = Some(self.drop_error.to_owned());
+        }
+        self.sink.finish(event);
+    }
+}
+
 enum Kind {
     /// `application/json`: buffered (up to a limit) and parsed at the end.
     Json {
@@ -174,7 +258,16 @@ enum Kind {
     },
     /// `text/event-stream`.
     Sse {
+        /// The current event's bytes so far (at most `max_event`).
         carry: BytesMut,
+        /// How much of `carry` the splitter has seen.
+        scanned: usize,
+        splitter: sse::EventSplitter,
+        /// The current event outgrew `max_event`: its bytes pass through unread until it ends.
+        oversized: bool,
+        /// The last complete event was dropped (strip mode): an LF completing its CR line
+        /// ending, split off with the next event, is dropped too.
+        last_dropped: bool,
         strip: bool,
         ready: VecDeque<Bytes>,
     },
@@ -193,6 +286,8 @@ pub(crate) struct Tap {
     /// the end is recognised by the count.
     expected_len: Option<u64>,
     seen_len: u64,
+    /// Largest SSE event read ([`MAX_SSE_EVENT`]; smaller in tests).
+    max_event: usize,
 }
 
 impl Tap {
@@ -208,6 +303,10 @@ impl Tap {
         let kind = if ct.starts_with("text/event-stream") {
             Kind::Sse {
                 carry: BytesMut::new(),
+                scanned: 0,
+                splitter: sse::EventSplitter::default(),
+                oversized: false,
+                last_dropped: false,
                 strip,
                 ready: VecDeque::new(),
             }
@@ -228,6 +327,7 @@ impl Tap {
             done: false,
             expected_len,
             seen_len: 0,
+            max_event: MAX_SSE_EVENT,
         }
     }
 
@@ -247,11 +347,14 @@ impl Tap {
             Ok(t) => t,
             Err(_) => return Some(event),
         };
-        let mut data_lines = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("data:"))
-            .map(|d| d.strip_prefix(' ').unwrap_or(d));
-        let (Some(data), None) = (data_lines.next(), data_lines.next()) else {
+        let (first, more) = {
+            let mut data_lines = sse::lines(text).filter_map(|(at, l)| {
+                let d = l.strip_prefix("data:")?;
+                Some((at, l.len(), d.strip_prefix(' ').unwrap_or(d)))
+            });
+            (data_lines.next(), data_lines.next().is_some())
+        };
+        let (Some((data_at, data_len, data)), false) = (first, more) else {
             return Some(event);
         };
         let keep_answer = self.keep_answer();
@@ -309,33 +412,13 @@ impl Tap {
         let Ok(json) = serde_json::to_string(&value) else {
             return Some(event);
         };
-        // Rebuild the event: other fields (`event:`, `id:`) stay, the data line is replaced.
-        let ending = if text.ends_with("\r\n\r\n") {
-            "\r\n\r\n"
-        } else {
-            "\n\n"
-        };
+        // Replace the data line; every other byte (`event:`, `id:`, line endings) stays.
         let mut out = String::with_capacity(text.len());
-        for line in text.trim_end_matches(['\r', '\n']).lines() {
-            if line.starts_with("data:") {
-                out.push_str("data: ");
-                out.push_str(&json);
-            } else {
-                out.push_str(line);
-            }
-            out.push_str(if ending == "\n\n" { "\n" } else { "\r\n" });
-        }
-        out.push_str(if ending == "\n\n" { "\n" } else { "\r\n" });
+        out.push_str(&text[..data_at]);
+        out.push_str("data: ");
+        out.push_str(&json);
+        out.push_str(&text[data_at + data_len..]);
         Some(Bytes::from(out))
-    }
-
-    /// Splits complete events off `carry`.
-    fn take_events(carry: &mut BytesMut) -> Vec<Bytes> {
-        let mut events = Vec::new();
-        while let Some(end) = find_event_end(carry) {
-            events.push(carry.split_to(end).freeze());
-        }
-        events
     }
 
     fn on_chunk(&mut self, chunk: Bytes) -> Option<Bytes> {
@@ -352,21 +435,89 @@ impl Tap {
                 }
                 Some(chunk)
             }
-            Kind::Sse { carry, strip, .. } => {
+            Kind::Sse {
+                carry,
+                scanned,
+                splitter,
+                oversized,
+                last_dropped,
+                strip,
+                ..
+            } => {
                 let strip = *strip;
-                carry.extend_from_slice(&chunk);
-                let events = Self::take_events(carry);
+                let mut dropped = *last_dropped;
+                // Bytes forwarded unread, before and after the events (strip mode).
+                let mut head = Bytes::new();
+                let mut tail = Bytes::new();
+                let mut rest = chunk.clone();
+                if *oversized {
+                    // The rest of an over-long event goes by without being buffered.
+                    match splitter.next_end(&rest) {
+                        Some(end) => {
+                            head = rest.split_to(end);
+                            *oversized = false;
+                        }
+                        None => head = std::mem::take(&mut rest),
+                    }
+                }
+                let mut events = Vec::new();
+                if !rest.is_empty() {
+                    carry.extend_from_slice(&rest);
+                    while let Some(end) = splitter.next_end(&carry[*scanned..]) {
+                        let end = *scanned + end;
+                        // Only events within the cap are read.
+                        events.push((end <= self.max_event, carry.split_to(end).freeze()));
+                        *scanned = 0;
+                    }
+                    *scanned = carry.len();
+                    if carry.len() > self.max_event {
+                        tracing::debug!(
+                            bytes = carry.len(),
+                            "SSE event longer than the tap reads; passing it through unread"
+                        );
+                        *oversized = true;
+                        *scanned = 0;
+                        tail = carry.split().freeze();
+                    }
+                }
                 if !strip {
-                    for e in events {
-                        self.on_sse_event(e, false);
+                    for (readable, e) in events {
+                        if readable {
+                            self.on_sse_event(e, false);
+                        }
                     }
                     return Some(chunk);
                 }
                 let mut out = BytesMut::new();
-                for e in events {
-                    if let Some(b) = self.on_sse_event(e, true) {
+                if !head.is_empty() {
+                    out.extend_from_slice(&head);
+                    dropped = false;
+                }
+                for (readable, mut e) in events {
+                    // An event longer than one byte that starts with an LF: that LF completes
+                    // the previous event's CR (a lone LF would be a blank line of its own).
+                    if e.len() > 1 && e.first() == Some(&b'\n') {
+                        let lf = e.split_to(1);
+                        if !dropped {
+                            out.extend_from_slice(&lf);
+                        }
+                    }
+                    let kept = if readable {
+                        self.on_sse_event(e, true)
+                    } else {
+                        Some(e)
+                    };
+                    dropped = kept.is_none();
+                    if let Some(b) = kept {
                         out.extend_from_slice(&b);
                     }
+                }
+                if !tail.is_empty() {
+                    out.extend_from_slice(&tail);
+                    dropped = false;
+                }
+                if let Kind::Sse { last_dropped, .. } = &mut self.kind {
+                    *last_dropped = dropped;
                 }
                 (!out.is_empty()).then(|| out.freeze())
             }
@@ -389,10 +540,19 @@ impl Tap {
                     }
                 }
             }
-            Kind::Sse { carry, strip, .. } => {
-                // A final event without its blank line.
-                if !carry.is_empty() {
-                    let tail = carry.split().freeze();
+            Kind::Sse {
+                carry,
+                strip,
+                oversized,
+                last_dropped,
+                ..
+            } => {
+                // A final event without its blank line (an over-long one went by unread).
+                if !carry.is_empty() && !*oversized {
+                    let mut tail = carry.split().freeze();
+                    if *strip && *last_dropped && tail.first() == Some(&b'\n') {
+                        tail = tail.slice(1..);
+                    }
                     let strip = *strip;
                     let out = self.on_sse_event(tail.clone(), strip);
                     if strip {
@@ -422,27 +582,6 @@ impl Tap {
             p.finish(observed, error);
         }
     }
-}
-
-/// Index just past the first event terminator (`\n\n`, `\r\n\r\n`, `\r\r`) in `buf`.
-fn find_event_end(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while i < buf.len() {
-        match buf[i] {
-            b'\n' if buf.get(i + 1) == Some(&b'\n') => return Some(i + 2),
-            b'\r'
-                if buf.get(i + 1) == Some(&b'\n')
-                    && buf.get(i + 2) == Some(&b'\r')
-                    && buf.get(i + 3) == Some(&b'\n') =>
-            {
-                return Some(i + 4);
-            }
-            b'\r' if buf.get(i + 1) == Some(&b'\r') => return Some(i + 2),
-            _ => {}
-        }
-        i += 1;
-    }
-    None
 }
 
 impl Stream for Tap {
@@ -498,15 +637,220 @@ impl Stream for Tap {
 
 impl Drop for Tap {
     fn drop(&mut self) {
-        if self.pending.is_some() {
-            self.finish(Some("client_disconnected"));
+        if let Some(error) = self.pending.as_ref().map(|p| p.drop_error) {
+            self.finish(Some(error));
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use futures_util::StreamExt;
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<Event>>);
+
+    impl EventSink for Collect {
+        fn finish(&self, event: Event) {
+            self.0.lock().unwrap().push(event);
+        }
+    }
+
+    fn sse_tap(chunks: Vec<Bytes>, strip: bool, keep_answer: bool) -> (Tap, Arc<Collect>) {
+        let sink = Arc::new(Collect::default());
+        let now = Instant::now();
+        let pending = Pending {
+            event: Event::default(),
+            sink: sink.clone(),
+            started: now,
+            sent: now,
+            headers_at: now,
+            keep_answer,
+            log_answer: keep_answer,
+            pair: None,
+            drop_error: CLIENT_DISCONNECTED,
+        };
+        let inner = futures_util::stream::iter(chunks.into_iter().map(Ok)).boxed();
+        let tap = Tap::new(inner, Some("text/event-stream"), strip, None, pending);
+        (tap, sink)
+    }
+
+    /// Polls the tap to its end (its inner stream is always ready).
+    fn drain(tap: &mut Tap, mut each: impl FnMut(&Tap)) -> Vec<u8> {
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        let mut out = Vec::new();
+        loop {
+            match Pin::new(&mut *tap).poll_next(&mut cx) {
+                Poll::Ready(Some(Ok(b))) => out.extend_from_slice(&b),
+                Poll::Ready(Some(Err(e))) => panic!("{e}"),
+                Poll::Ready(None) => return out,
+                Poll::Pending => panic!("an always-ready stream is pending"),
+            }
+            each(tap);
+        }
+    }
+
+    fn split_at(stream: &[u8], cuts: &[usize]) -> Vec<Bytes> {
+        let mut bounds = vec![0];
+        bounds.extend_from_slice(cuts);
+        bounds.push(stream.len());
+        bounds
+            .windows(2)
+            .map(|w| Bytes::copy_from_slice(&stream[w[0]..w[1]]))
+            .collect()
+    }
+
+    const CHUNK: &str =
+        r#"{"id":"c1","choices":[{"index":0,"delta":{"content":"Hel"}}],"usage":null}"#;
+    const USAGE: &str = r#"{"id":"c1","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}"#;
+
+    /// A usage-enabled stream whose events end in `(line ending, blank line)` forms taken in
+    /// turn from `forms`; returns it and what the client must see when the tap strips usage.
+    fn usage_stream(forms: &[(&str, &str)]) -> (String, String) {
+        let form = |i: usize| forms[i % forms.len()];
+        let mut without_usage: serde_json::Value = serde_json::from_str(CHUNK).unwrap();
+        without_usage.as_object_mut().unwrap().remove("usage");
+        let stripped = serde_json::to_string(&without_usage).unwrap();
+        let (mut stream, mut want) = (String::new(), String::new());
+        let (le, bl) = form(0);
+        stream += &format!("event: chunk{le}data: {CHUNK}{le}{bl}");
+        want += &format!("event: chunk{le}data: {stripped}{le}{bl}");
+        let (le, bl) = form(1);
+        stream += &format!(": keep-alive{le}{bl}");
+        want += &format!(": keep-alive{le}{bl}");
+        let (le, bl) = form(2);
+        stream += &format!("data: {USAGE}{le}{bl}");
+        let (le, bl) = form(3);
+        stream += &format!("data: [DONE]{le}{bl}");
+        want += &format!("data: [DONE]{le}{bl}");
+        (stream, want)
+    }
+
+    fn check_usage(sink: &Collect, what: &str) {
+        let events = sink.0.lock().unwrap();
+        assert_eq!(events.len(), 1, "{what}");
+        let usage = events[0]
+            .usage
+            .unwrap_or_else(|| panic!("no usage: {what}"));
+        assert_eq!(
+            (usage.prompt_tokens, usage.completion_tokens),
+            (5, 2),
+            "{what}"
+        );
+        assert_eq!(events[0].error, None, "{what}");
+    }
+
+    #[test]
+    fn strips_usage_in_every_blank_line_form_at_every_chunk_boundary() {
+        let forms: [&[(&str, &str)]; 6] = [
+            &[("\n", "\n")],
+            &[("\r\n", "\r\n")],
+            &[("\r", "\r")],
+            &[("\n", "\r\n")],
+            &[("\r\n", "\n")],
+            &[("\n", "\n"), ("\r", "\r"), ("\n", "\r\n"), ("\r\n", "\r\n")],
+        ];
+        for f in forms {
+            let (stream, want) = usage_stream(f);
+            let bytes = stream.as_bytes();
+            for keep_answer in [false, true] {
+                let mut cuts: Vec<Vec<usize>> = (1..bytes.len()).map(|c| vec![c]).collect();
+                cuts.push(Vec::new());
+                cuts.push((1..bytes.len()).collect());
+                for cut in cuts {
+                    let what = format!("{f:?} keep_answer={keep_answer} cuts={cut:?}");
+                    let (mut tap, sink) = sse_tap(split_at(bytes, &cut), true, keep_answer);
+                    let out = drain(&mut tap, |_| {});
+                    assert_eq!(String::from_utf8_lossy(&out), want, "{what}");
+                    drop(tap);
+                    check_usage(&sink, &what);
+                    if keep_answer {
+                        let answer = sink.0.lock().unwrap()[0].answer.clone();
+                        assert_eq!(answer.as_deref(), Some("Hel"), "{what}");
+                    }
+                }
+                // Without stripping every byte passes as it came; usage is still read.
+                let (mut tap, sink) = sse_tap(split_at(bytes, &[7, 50]), false, keep_answer);
+                assert_eq!(drain(&mut tap, |_| {}), bytes);
+                drop(tap);
+                check_usage(&sink, &format!("{f:?} unstripped"));
+            }
+        }
+    }
+
+    #[test]
+    fn an_over_long_event_passes_through_unread() {
+        let long = format!(
+            "data: {{\"usage\":{{\"prompt_tokens\":9}},\"pad\":\"{}\"}}\n\n",
+            "x".repeat(300)
+        );
+        let (rest, want_rest) = usage_stream(&[("\n", "\n")]);
+        let stream = format!("{long}{rest}");
+        let want = format!("{long}{want_rest}");
+        let bytes = stream.as_bytes();
+        for cut in (1..bytes.len()).step_by(7) {
+            let (mut tap, sink) = sse_tap(
+                split_at(bytes, &[cut, (cut + 3).min(bytes.len())]),
+                true,
+                false,
+            );
+            tap.max_event = 200;
+            let out = drain(&mut tap, |t| {
+                if let Kind::Sse { carry, .. } = &t.kind {
+                    assert!(carry.len() <= 200, "the tap buffered {} bytes", carry.len());
+                }
+            });
+            // The long event reaches the client as it was (not inspected, so not stripped);
+            // the events after it are handled as usual.
+            assert_eq!(String::from_utf8_lossy(&out), want, "cut at {cut}");
+            drop(tap);
+            check_usage(&sink, &format!("cut at {cut}"));
+        }
+    }
+
+    #[test]
+    fn a_stream_that_never_ends_an_event_is_not_buffered() {
+        // 8 MiB in 4 KiB chunks, no blank line: the tap holds at most 1 MiB plus one chunk,
+        // and scans each byte once.
+        let chunk = Bytes::from(format!("data: {}\n", "y".repeat(4089)));
+        let chunks = vec![chunk.clone(); 2048];
+        let (mut tap, _sink) = sse_tap(chunks, true, false);
+        let mut max = 0;
+        let out = drain(&mut tap, |t| {
+            if let Kind::Sse { carry, .. } = &t.kind {
+                max = max.max(carry.len());
+            }
+        });
+        assert_eq!(
+            out.len(),
+            chunk.len() * 2048,
+            "every byte still reaches the client"
+        );
+        assert!(max <= MAX_SSE_EVENT + chunk.len(), "buffered {max} bytes");
+        let Kind::Sse { splitter, .. } = &tap.kind else {
+            panic!("not an SSE tap");
+        };
+        assert_eq!(splitter.scanned(), out.len() as u64);
+    }
+
+    #[test]
+    fn a_dropped_guard_still_records_the_call() {
+        let sink = Arc::new(Collect::default());
+        let event = Event {
+            request_id: "r1".into(),
+            ..Event::default()
+        };
+        let guard = EventGuard::new(event, sink.clone(), Instant::now(), CLIENT_DISCONNECTED);
+        drop(guard);
+        let taken = EventGuard::new(Event::default(), sink.clone(), Instant::now(), "x").take();
+        assert_eq!(taken.error, None);
+        let events = sink.0.lock().unwrap();
+        assert_eq!(events.len(), 1, "a disarmed guard records nothing");
+        assert_eq!(events[0].request_id, "r1");
+        assert_eq!(events[0].error.as_deref(), Some(CLIENT_DISCONNECTED));
+    }
 
     #[test]
     fn inject_keeps_bytes() {
@@ -526,13 +870,6 @@ mod tests {
             None,
             "a malformed stream_options is passed on as the client wrote it"
         );
-    }
-
-    #[test]
-    fn event_ends() {
-        assert_eq!(find_event_end(b"data: x\n\ndata: y"), Some(9));
-        assert_eq!(find_event_end(b"data: x\r\n\r\n"), Some(11));
-        assert_eq!(find_event_end(b"data: x\n"), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::TryStreamExt;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, header};
 use http_body_util::{BodyExt, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -12,7 +12,8 @@ use hyper::body::{Frame, Incoming};
 use super::body::{BoxError, ProxyBody, full};
 use super::error::ProxyError;
 use super::headers::{strip_control_headers, strip_hop_by_hop};
-use super::observe::{self, inject_include_usage};
+use super::mirror;
+use super::observe::{self, EventGuard, inject_include_usage};
 use super::{AppState, Stats, Upstream};
 use crate::ab::{Arm, HEADER_ARM, HEADER_MODE, Mode};
 use crate::hook::{ChatRequest, HookOutcome};
@@ -129,8 +130,9 @@ struct ChatPlan {
     body: Bytes,
     /// The other arm's body, for a mirrored request.
     mirror: Option<Bytes>,
-    /// The event of the served call (completed when the response ends).
-    event: Event,
+    /// The event of the served call (completed when the response ends; recorded as
+    /// `client_disconnected` when the request is dropped before).
+    event: EventGuard,
     /// The event of the mirror copy.
     mirror_event: Option<Event>,
     /// The proxy added `include_usage`: strip the usage chunk from the client's stream.
@@ -139,6 +141,8 @@ struct ChatPlan {
     response_headers: Vec<(http::HeaderName, HeaderValue)>,
     /// Where the two answers of a mirrored request meet.
     pair: Option<Arc<observe::PairSlot>>,
+    /// The place reserved for the mirror copy.
+    mirror_slot: Option<mirror::Slot>,
 }
 
 /// The client's `x-request-id` when usable, else a fresh one.
@@ -155,21 +159,33 @@ fn is_true(v: Option<&serde_json::Value>) -> bool {
 }
 
 /// Assigns the arm, runs the hook where the arm or mode needs it, and decides what goes upstream.
+/// `api_key`: the digest of the client's key, taken before it was stripped.
 async fn plan_chat(
     state: &AppState,
     raw: Bytes,
     json: serde_json::Value,
     headers: &HeaderMap,
     route: &str,
+    api_key: Option<[u8; 32]>,
+    started: Instant,
 ) -> Result<ChatPlan, (ProxyError, Event)> {
     let tele = &state.telemetry;
-    let assignment = state.assigner.assign(headers, &json);
+    let mut assignment = state.assigner.assign_keyed(headers, &json, api_key);
+    // Over `max_mirror_inflight`, the request is served without its mirror copy.
+    let mut mirror_slot = None;
+    if assignment.mirror {
+        mirror_slot = state.mirrors.reserve();
+        if mirror_slot.is_none() {
+            assignment.mirror = false;
+            assignment.mode = Mode::Normal;
+        }
+    }
     let ts_ms = crate::telemetry::now_ms();
     let id = request_id(headers);
     let stream = is_true(json.get("stream"));
     let client_wants_usage = is_true(json.pointer("/stream_options/include_usage"));
     let has_stream_options = json.get("stream_options").is_some();
-    let mut event = Event {
+    let event = Event {
         v: EVENT_VERSION,
         time: crate::telemetry::rfc3339_ms(ts_ms),
         ts_ms,
@@ -186,6 +202,12 @@ async fn plan_chat(
         compression: Some("not_run".into()),
         ..Event::default()
     };
+    let mut event = EventGuard::new(
+        event,
+        state.telemetry.clone(),
+        started,
+        observe::CLIENT_DISCONNECTED,
+    );
     let run_hook =
         assignment.arm == Arm::Compressed || assignment.mode == Mode::Shadow || assignment.mirror;
     let log_messages = |body: &[u8]| -> Option<serde_json::Value> {
@@ -237,7 +259,7 @@ async fn plan_chat(
             if let Some(r) = outcome.reject.take() {
                 event.status = r.status;
                 event.error = Some("rejected".into());
-                return Err((ProxyError::Rejected(r), event));
+                return Err((ProxyError::Rejected(r), event.take()));
             }
             response_headers = std::mem::take(&mut outcome.response_headers);
             if assignment.mirror
@@ -319,6 +341,7 @@ async fn plan_chat(
         keep_answer: tele.log_content || mirrored,
         pair: mirrored.then(|| Arc::new(observe::PairSlot::default())),
         response_headers,
+        mirror_slot: mirror_slot.filter(|_| mirrored),
     })
 }
 
@@ -346,6 +369,8 @@ async fn forward(
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
 
+    // The `api_key` sticky key, taken before the client's key is stripped.
+    let api_key = crate::ab::api_key_digest(&headers);
     if let Some(keys) = &state.keys {
         if !keys.admits(&headers) {
             return Err(ProxyError::Unauthorized);
@@ -388,7 +413,7 @@ async fn forward(
                         .and_then(|m| m.as_str())
                         .map(str::to_owned);
                     let route = state.upstream_for(model.as_deref()).name.clone();
-                    match plan_chat(state, raw, json, &headers, &route).await {
+                    match plan_chat(state, raw, json, &headers, &route, api_key, started).await {
                         Ok(p) => {
                             headers.remove(header::CONTENT_LENGTH);
                             let body = OutBody::Buffered(p.body.clone());
@@ -426,11 +451,16 @@ async fn forward(
     prepare_upstream_headers(&mut headers, upstream, &body);
 
     if let Some(p) = &mut plan
-        && let (Some(mirror_body), Some(mirror_event), Some(pair)) =
-            (p.mirror.take(), p.mirror_event.take(), p.pair.clone())
+        && let (Some(mirror_body), Some(mirror_event), Some(pair), Some(slot)) = (
+            p.mirror.take(),
+            p.mirror_event.take(),
+            p.pair.clone(),
+            p.mirror_slot.take(),
+        )
     {
-        spawn_mirror(
+        mirror::spawn(
             state,
+            slot,
             parts.method.clone(),
             url.clone(),
             headers.clone(),
@@ -446,6 +476,9 @@ async fn forward(
         OutBody::Streamed(b) => b,
     };
     let sent = Instant::now();
+    if let Some(p) = &mut plan {
+        p.event.sent = Some(sent);
+    }
     let result = send(
         &state.client,
         state.config.upstream.first_byte_timeout_ms,
@@ -460,7 +493,7 @@ async fn forward(
         Ok(r) => r,
         Err(e) => {
             if let Some(p) = plan {
-                let mut event = p.event;
+                let mut event = p.event.take();
                 event.latency_ms.upstream = sent.elapsed().as_secs_f64() * 1e3;
                 finish_failed(state, event, started, &e);
             }
@@ -482,7 +515,7 @@ async fn forward(
     let stream: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>> = match plan {
         Some(p) => {
             extra_response_headers = p.response_headers;
-            let mut event = p.event;
+            let mut event = p.event.take();
             event.status = status.as_u16();
             let pending = observe::Pending {
                 event,
@@ -493,6 +526,7 @@ async fn forward(
                 keep_answer: p.keep_answer,
                 log_answer: state.telemetry.log_content,
                 pair: p.pair,
+                drop_error: observe::CLIENT_DISCONNECTED,
             };
             if p.strip_usage {
                 // the body changes length when the usage chunk is removed
@@ -522,7 +556,7 @@ async fn forward(
 }
 
 /// Sends one upstream request, waiting at most `first_byte_timeout_ms` for its headers.
-async fn send(
+pub(super) async fn send(
     client: &reqwest::Client,
     first_byte_ms: u64,
     method: Method,
@@ -549,80 +583,6 @@ async fn send(
         Ok(Err(e)) => Err(classify_send_error(e, limit)),
         Ok(Ok(r)) => Ok(r),
     }
-}
-
-/// Sends the other arm's request in the background and reads its answer to the end.
-#[allow(clippy::too_many_arguments)]
-fn spawn_mirror(
-    state: &AppState,
-    method: Method,
-    url: String,
-    headers: HeaderMap,
-    body: Bytes,
-    event: Event,
-    started: Instant,
-    pair: Arc<observe::PairSlot>,
-) {
-    let client = state.client.clone();
-    let telemetry = state.telemetry.clone();
-    let first_byte_ms = state.config.upstream.first_byte_timeout_ms;
-    let limit = state.config.max_body_bytes;
-    tokio::spawn(async move {
-        let sent = Instant::now();
-        let result = send(
-            &client,
-            first_byte_ms,
-            method,
-            &url,
-            headers,
-            reqwest::Body::from(body),
-            limit,
-        )
-        .await;
-        let response = match result {
-            Ok(r) => r,
-            Err(e) => {
-                let mut event = event;
-                event.latency_ms.total = started.elapsed().as_secs_f64() * 1e3;
-                event.latency_ms.upstream = sent.elapsed().as_secs_f64() * 1e3;
-                event.error = Some(e.code().to_string());
-                // the pair never meets: the served answer's agreement stays unknown
-                observe::EventSink::finish(&*telemetry, event);
-                return;
-            }
-        };
-        let headers_at = Instant::now();
-        let mut event = event;
-        event.status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let pending = observe::Pending {
-            event,
-            sink: telemetry.clone(),
-            started,
-            sent,
-            headers_at,
-            keep_answer: true,
-            log_answer: telemetry.log_content,
-            pair: Some(pair),
-        };
-        let content_length = response.content_length();
-        let mut tap = observe::Tap::new(
-            Box::pin(response.bytes_stream()),
-            content_type.as_deref(),
-            false,
-            content_length,
-            pending,
-        );
-        while let Some(chunk) = tap.next().await {
-            if chunk.is_err() {
-                break;
-            }
-        }
-    });
 }
 
 /// Reads the whole body, failing with 413 past `limit` bytes.

@@ -3,6 +3,11 @@
 //! Request handlers only push into a bounded channel; when it is full the event is dropped and
 //! counted (`lingua_events_dropped_total`) rather than slowing a request down. The writer flushes
 //! whenever the channel runs empty, so a quiet proxy's log is always complete on disk.
+//!
+//! The log survives its file being moved or deleted by someone else (an operator, logrotate
+//! without `copytruncate`): before each batch the writer compares the open file's device and
+//! inode with what the path names now, and reopens the path when they differ. What was written
+//! before stays in the moved file; the proxy's own rotated files are left intact.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -44,15 +49,32 @@ struct Writer {
     keep_files: usize,
     out: BufWriter<File>,
     size: u64,
+    /// Device and inode of the open file.
+    id: FileId,
 }
 
-fn open(path: &Path) -> std::io::Result<(BufWriter<File>, u64)> {
+/// Which file an open handle or a path is (device and inode); `None` where the platform has no
+/// such notion (the check is then skipped).
+type FileId = Option<(u64, u64)>;
+
+#[cfg(unix)]
+fn file_id(meta: &std::fs::Metadata) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_meta: &std::fs::Metadata) -> FileId {
+    None
+}
+
+fn open(path: &Path) -> std::io::Result<(BufWriter<File>, u64, FileId)> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
     let file = OpenOptions::new().create(true).append(true).open(path)?;
-    let size = file.metadata()?.len();
-    Ok((BufWriter::new(file), size))
+    let meta = file.metadata()?;
+    Ok((BufWriter::new(file), meta.len(), file_id(&meta)))
 }
 
 /// `events.jsonl` → `events.jsonl.1`.
@@ -63,6 +85,30 @@ pub fn rotated_path(path: &Path, n: usize) -> PathBuf {
 }
 
 impl Writer {
+    /// Reopens the path when the open file is no longer the one it names (moved or deleted).
+    fn follow_path(&mut self) -> std::io::Result<()> {
+        if self.id.is_none() {
+            return Ok(());
+        }
+        let now = match std::fs::metadata(&self.path) {
+            Ok(meta) => file_id(&meta),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        if now == self.id {
+            return Ok(());
+        }
+        // Whatever is buffered belongs to the old file (still open, wherever it is now).
+        self.out.flush()?;
+        let (out, size, id) = open(&self.path)?;
+        tracing::warn!(path = %self.path.display(), "the event log file was moved or deleted; reopened it");
+        metrics::counter!("lingua_events_reopened_total").increment(1);
+        self.out = out;
+        self.size = size;
+        self.id = id;
+        Ok(())
+    }
+
     fn write(&mut self, event: &Event) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
         line.push(b'\n');
@@ -89,14 +135,18 @@ impl Writer {
             }
             std::fs::rename(&self.path, rotated_path(&self.path, 1))?;
         }
-        let (out, size) = open(&self.path)?;
+        let (out, size, id) = open(&self.path)?;
         self.out = out;
         self.size = size;
+        self.id = id;
         Ok(())
     }
 
     fn run(mut self, rx: Receiver<Event>, pending: Arc<AtomicU64>) {
         while let Ok(first) = rx.recv() {
+            if let Err(e) = self.follow_path() {
+                tracing::error!(path = %self.path.display(), error = %e, "cannot reopen the event log");
+            }
             let mut next = Some(first);
             let mut batch = 0;
             while let Some(event) = next {
@@ -124,7 +174,7 @@ impl EventLog {
         keep_files: usize,
         capacity: usize,
     ) -> Result<Self, EventLogError> {
-        let (out, size) = open(path).map_err(|source| EventLogError {
+        let (out, size, id) = open(path).map_err(|source| EventLogError {
             path: path.to_owned(),
             source,
         })?;
@@ -134,6 +184,7 @@ impl EventLog {
             keep_files,
             out,
             size,
+            id,
         };
         let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
         let pending = Arc::new(AtomicU64::new(0));
@@ -226,6 +277,92 @@ mod tests {
         assert!(log.wait_flushed(std::time::Duration::from_secs(10)));
         assert_eq!(log.pending(), 0);
         assert_eq!(read_ids(&path).len(), 200);
+    }
+
+    fn append_ids(log: &EventLog, ids: std::ops::Range<usize>) {
+        for i in ids {
+            log.append(Event {
+                request_id: format!("r{i:03}"),
+                ..Event::default()
+            });
+        }
+        assert!(log.wait_flushed(std::time::Duration::from_secs(10)));
+    }
+
+    fn ids(range: std::ops::Range<usize>) -> Vec<String> {
+        range.map(|i| format!("r{i:03}")).collect()
+    }
+
+    #[test]
+    fn reopens_a_deleted_file() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("events.jsonl");
+        let log = EventLog::open(&path, 1 << 20, 2, 1024).unwrap_or_else(|e| panic!("{e}"));
+        append_ids(&log, 0..10);
+        std::fs::remove_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        append_ids(&log, 10..25);
+        assert_eq!(read_ids(&path), ids(10..25));
+    }
+
+    #[test]
+    fn reopens_a_moved_file_and_leaves_it_intact() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("events.jsonl");
+        let moved = dir.path().join("archived.jsonl");
+        // small files: the proxy's own rotation runs too, before and after the move
+        let log = EventLog::open(&path, 2000, 3, 1024).unwrap_or_else(|e| panic!("{e}"));
+        append_ids(&log, 0..3);
+        std::fs::rename(&path, &moved).unwrap_or_else(|e| panic!("{e}"));
+        append_ids(&log, 3..14);
+        assert_eq!(
+            read_ids(&moved),
+            ids(0..3),
+            "the moved file is not written to"
+        );
+        let mut all = Vec::new();
+        for p in [
+            rotated_path(&path, 3),
+            rotated_path(&path, 2),
+            rotated_path(&path, 1),
+            path.clone(),
+        ] {
+            all.extend(read_ids(&p));
+        }
+        assert_eq!(
+            all,
+            ids(3..14),
+            "rotated files keep every line after the move"
+        );
+        // moved while the writer is busy: every event lands in one of the two files
+        let busy = dir.path().join("busy.jsonl");
+        let log = EventLog::open(&busy, 1 << 20, 0, 4096).unwrap_or_else(|e| panic!("{e}"));
+        let mover = {
+            let (busy, gone) = (busy.clone(), dir.path().join("busy.old"));
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                std::fs::rename(&busy, &gone).unwrap_or_else(|e| panic!("{e}"));
+            })
+        };
+        for i in 0..2000 {
+            log.append(Event {
+                request_id: format!("r{i:04}"),
+                ..Event::default()
+            });
+            if i % 100 == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        mover.join().unwrap_or_else(|_| panic!("mover panicked"));
+        assert!(log.wait_flushed(std::time::Duration::from_secs(10)));
+        log.append(Event {
+            request_id: "last".into(),
+            ..Event::default()
+        });
+        assert!(log.wait_flushed(std::time::Duration::from_secs(10)));
+        let mut seen = read_ids(&dir.path().join("busy.old"));
+        seen.extend(read_ids(&busy));
+        assert_eq!(seen.len(), 2001, "no event is lost across the move");
+        assert_eq!(read_ids(&busy).last().map(String::as_str), Some("last"));
     }
 
     #[test]

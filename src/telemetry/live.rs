@@ -29,7 +29,8 @@ pub struct StatsSnapshot {
     pub totals: Totals,
     /// Always has both `compressed` and `raw`.
     pub arms: BTreeMap<String, ArmStats>,
-    /// Prompt tokens before/after compression per role (compressed arm and shadow mode).
+    /// Prompt tokens before/after compression per role (compressed arm and shadow mode): the
+    /// configured roles, every other role name under `other`.
     pub roles: BTreeMap<String, RoleTokens>,
     /// Width of a [`Bucket`] in seconds.
     pub bucket_s: u64,
@@ -265,7 +266,12 @@ impl LiveStats {
                 st.totals.usd_saved_estimate += usd_saved;
             }
             for (role, r) in &t.roles {
-                let acc = st.roles.entry(role.clone()).or_default();
+                // Bounded keys: a client inventing role names cannot grow this map.
+                let label = super::labels::role_label(role);
+                let acc = match st.roles.get_mut(label) {
+                    Some(acc) => acc,
+                    None => st.roles.entry(label.to_owned()).or_default(),
+                };
                 acc.before += r.before;
                 acc.after += r.after;
             }
@@ -386,5 +392,48 @@ impl LiveStats {
                 })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::event::Tokens;
+
+    #[test]
+    fn invented_role_names_do_not_grow_the_stats() {
+        let live = LiveStats::new(
+            AbSummary::default(),
+            PriceTable::with_overrides(&BTreeMap::new()),
+        );
+        for i in 0..2000 {
+            let roles = [("user".to_string(), 3), (format!("invented-{i}"), 2)]
+                .into_iter()
+                .map(|(r, n)| {
+                    (
+                        r,
+                        RoleTokens {
+                            before: n,
+                            after: 1,
+                        },
+                    )
+                })
+                .collect();
+            live.record(&Event {
+                arm: Some(Arm::Compressed),
+                served: true,
+                status: 200,
+                tokens: Some(Tokens {
+                    roles,
+                    ..Tokens::default()
+                }),
+                ..Event::default()
+            });
+        }
+        let roles = live.snapshot().roles;
+        let keys: Vec<&str> = roles.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["other", "user"]);
+        assert_eq!(roles["other"].before, 4000);
+        assert_eq!(roles["user"].before, 6000);
     }
 }

@@ -151,6 +151,14 @@ fn describe() {
         "Estimated US dollars saved by compression since start (tokens saved x input price)"
     );
     describe_counter!(
+        "lingua_mirror_skipped_total",
+        "Mirror copies not sent because [ab] max_mirror_inflight were in flight"
+    );
+    describe_counter!(
+        "lingua_events_reopened_total",
+        "Times the event log was reopened because its file was moved or deleted"
+    );
+    describe_counter!(
         "lingua_events_dropped_total",
         "Event-log lines dropped (queue full or write error)"
     );
@@ -196,10 +204,11 @@ pub fn record(e: &Event, route: &str, price: Option<&Price>, cache_hit_ratio: Op
                 .record(e.latency_ms.compression / 1e3);
         }
         for (role, r) in &t.roles {
-            counter!("lingua_prompt_tokens_before_total", "role" => role.clone())
-                .increment(r.before);
-            counter!("lingua_prompt_tokens_after_total", "role" => role.clone()).increment(r.after);
-            counter!("lingua_prompt_tokens_saved_total", "role" => role.clone())
+            // Only configured roles become labels (others: `other`), so series stay bounded.
+            let role = super::labels::role_label(role);
+            counter!("lingua_prompt_tokens_before_total", "role" => role).increment(r.before);
+            counter!("lingua_prompt_tokens_after_total", "role" => role).increment(r.after);
+            counter!("lingua_prompt_tokens_saved_total", "role" => role)
                 .increment(r.before.saturating_sub(r.after));
         }
         if let Some(p) = price {

@@ -5,6 +5,7 @@ pub mod config;
 pub mod dashboard;
 pub mod event;
 pub mod eventlog;
+pub mod labels;
 pub mod prices;
 pub mod report;
 
