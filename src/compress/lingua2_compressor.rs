@@ -1,5 +1,6 @@
 //! The LLMLingua-2-style [`Compressor`]: the faithful selection of [`super::lingua2`] over any
-//! [`Scorer`] (the embedded heuristic one or the neural LLMLingua-2 classifier).
+//! [`Scorer`] (the embedded heuristic one or the neural LLMLingua-2 classifier), and [`build`],
+//! which gives the policy the meaning-keeping [`MeaningCompressor`] over the configured scorer.
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use super::config::{
     CompressionConfig, DEFAULT_MODEL, ModelUnavailable, PrecisionSetting, ScorerKind,
 };
 use super::lingua2::{Lingua2Options, compress_prompt};
+use super::select::MeaningCompressor;
 use crate::scorer::Scorer;
 use crate::scorer::heuristic::HeuristicScorer;
 use crate::scorer::llmlingua2::{InferencePool, PoolConfig, Precision};
@@ -76,6 +78,7 @@ impl Compressor for Lingua2Compressor {
             text: joined,
             origin_tokens: out.origin_tokens,
             compressed_tokens: out.compressed_tokens,
+            budget_exceeded_by_units: false,
         })
     }
 }
@@ -168,14 +171,15 @@ impl std::fmt::Debug for Built {
     }
 }
 
-/// Builds the scorer and compressor a configuration asks for. When the LLMLingua-2 model
+/// Builds the scorer and the policy's compressor (the meaning-keeping selection over that
+/// scorer) a configuration asks for. When the LLMLingua-2 model
 /// cannot be loaded, `on_model_unavailable` decides: fall back to the heuristic scorer (logged
 /// as an error), run without compression, or fail.
 pub fn build(config: &CompressionConfig) -> Result<Built, CompressError> {
     let heuristic = |fallback_reason: Option<String>| {
         let scorer: Arc<dyn Scorer> = Arc::new(HeuristicScorer::new());
         Built {
-            compressor: Some(Arc::new(Lingua2Compressor::new(scorer.clone()))),
+            compressor: Some(Arc::new(MeaningCompressor::new(scorer.clone()))),
             scorer: Some(scorer),
             active: ActiveScorer::Heuristic { fallback_reason },
             pool: None,
@@ -203,7 +207,7 @@ pub fn build(config: &CompressionConfig) -> Result<Built, CompressError> {
                         precision = precision.as_str(), "LLMLingua-2 scorer loaded");
                     let scorer = loaded.scorer.clone();
                     Ok(Built {
-                        compressor: Some(Arc::new(Lingua2Compressor::new(scorer.clone()))),
+                        compressor: Some(Arc::new(MeaningCompressor::new(scorer.clone()))),
                         active: ActiveScorer::Llmlingua2 {
                             model,
                             dir: loaded.files.dir.display().to_string(),

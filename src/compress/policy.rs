@@ -56,6 +56,9 @@ pub struct MessageReport {
     pub skipped: Option<SkipReason>,
     pub cache_hits: usize,
     pub cache_misses: usize,
+    /// Honouring the semantic units (numbers with their units, negations with what they
+    /// govern, must-keep words) kept more than the role's budget.
+    pub budget_exceeded_by_units: bool,
 }
 
 /// Totals of one role.
@@ -109,6 +112,8 @@ pub struct Report {
     pub cache: CacheStatus,
     pub cache_hits: usize,
     pub cache_misses: usize,
+    /// Some message kept more than its budget to keep its units whole.
+    pub budget_exceeded_by_units: bool,
     pub elapsed: Duration,
 }
 
@@ -129,6 +134,8 @@ pub struct MessageResult {
     pub skipped: Option<SkipReason>,
     pub cache_hits: usize,
     pub cache_misses: usize,
+    /// See [`MessageReport::budget_exceeded_by_units`].
+    pub budget_exceeded_by_units: bool,
 }
 
 /// The compression policy over a [`Compressor`].
@@ -253,6 +260,7 @@ impl Policy {
                 skipped: result.skipped,
                 cache_hits: result.cache_hits,
                 cache_misses: result.cache_misses,
+                budget_exceeded_by_units: result.budget_exceeded_by_units,
             });
         }
         let body = (!edits.is_empty()).then(|| rewrite(raw, json, &edits));
@@ -262,11 +270,12 @@ impl Policy {
             tokenizer: tokenizer.name(),
             tokens_before: messages.iter().map(|m| m.tokens_before).sum(),
             tokens_after: messages.iter().map(|m| m.tokens_after).sum(),
-            messages,
             roles,
             cache: CacheStatus::from_counts(hits, misses),
             cache_hits: hits,
             cache_misses: misses,
+            budget_exceeded_by_units: messages.iter().any(|m| m.budget_exceeded_by_units),
+            messages,
             elapsed: start.elapsed(),
         };
         Ok(Outcome { body, report })
@@ -314,6 +323,7 @@ impl Policy {
                 skipped: Some(reason),
                 cache_hits: 0,
                 cache_misses: 0,
+                budget_exceeded_by_units: false,
             }
         };
         let finish = |mut r: MessageResult, originals: &[&str]| {
@@ -336,12 +346,15 @@ impl Policy {
             Some(r) => r,
             None => return Ok(finish(unchanged(SkipReason::WithinTarget), texts)),
         };
+        let keep = self.config.keep_rules(role);
         let budget_for = |rate: f64| Budget {
             rate,
             target_tokens: None,
             force_tokens: self.force_tokens.clone(),
             force_reserve_digit: self.config.force_reserve_digit,
+            keep: keep.clone(),
         };
+        let mut exceeded = false;
         let counters = Counters {
             hits: AtomicUsize::new(0),
             misses: AtomicUsize::new(0),
@@ -359,12 +372,10 @@ impl Policy {
                     } => {
                         check_deadline(opts)?;
                         let r = tag_rate.unwrap_or(rate);
-                        out.push_str(&self.compress_region(
-                            marked,
-                            protected,
-                            &budget_for(r),
-                            &counters,
-                        )?);
+                        let (text, over) =
+                            self.compress_region(marked, protected, &budget_for(r), &counters)?;
+                        exceeded |= over;
+                        out.push_str(&text);
                     }
                 }
             }
@@ -377,6 +388,7 @@ impl Policy {
             let mut r = finish(unchanged(SkipReason::Unprofitable), texts);
             r.cache_hits = hits;
             r.cache_misses = misses;
+            r.budget_exceeded_by_units = exceeded;
             return Ok(r);
         }
         Ok(MessageResult {
@@ -390,6 +402,7 @@ impl Policy {
             skipped: None,
             cache_hits: hits,
             cache_misses: misses,
+            budget_exceeded_by_units: exceeded,
         })
     }
 
@@ -426,14 +439,15 @@ impl Policy {
         Some(rate.clamp(MIN_RATE, 1.0)).filter(|r| *r < 1.0)
     }
 
-    /// Compresses one region: keeps its outer whitespace, restores protected spans.
+    /// Compresses one region: keeps its outer whitespace, restores protected spans. The flag
+    /// says whether the compressor kept more than the budget to keep units whole.
     fn compress_region(
         &self,
         marked: &str,
         protected: &[String],
         budget: &Budget,
         counters: &Counters,
-    ) -> Result<String, CompressError> {
+    ) -> Result<(String, bool), CompressError> {
         let restore = |s: &str| -> Option<String> {
             let mut parts = s.split(SPAN_MARKER);
             let mut out = String::with_capacity(s.len());
@@ -453,7 +467,9 @@ impl Policy {
             .split(SPAN_MARKER)
             .any(|p| p.chars().any(char::is_alphanumeric));
         if budget.rate >= 1.0 || !has_words {
-            return restore(marked).ok_or_else(|| CompressError::Internal("span markers".into()));
+            return restore(marked)
+                .map(|s| (s, false))
+                .ok_or_else(|| CompressError::Internal("span markers".into()));
         }
         let key = CacheKey::new(self.compressor.id(), budget, core);
         let out: Arc<CompressOutput> = match self.cache.get(&key) {
@@ -470,7 +486,10 @@ impl Policy {
         };
         let compressed = format!("{lead}{}{trail}", out.text.trim());
         // A compressor that lost or invented a span marker cannot be trusted with this region.
-        Ok(restore(&compressed).unwrap_or_else(|| restore(marked).unwrap_or_default()))
+        Ok(match restore(&compressed) {
+            Some(s) => (s, out.budget_exceeded_by_units),
+            None => (restore(marked).unwrap_or_default(), false),
+        })
     }
 
     /// The rate for a role, validated (CLI and tests).
