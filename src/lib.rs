@@ -8,6 +8,7 @@ pub mod ab;
 pub mod cli;
 pub mod compress;
 pub mod config;
+pub mod eval;
 pub mod hook;
 pub mod mock;
 pub mod pipeline;

@@ -1,4 +1,4 @@
-//! The `lingua-proxy` command line: `serve` (and, as they land, `compress` and `report`).
+//! The `lingua-proxy` command line: `serve`, `compress`, `report` and `eval`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +29,8 @@ enum Command {
     Compress(CompressArgs),
     /// Report the A/B saving (per arm and model, with confidence intervals) from event logs.
     Report(lingua_proxy::cli::report::ReportArgs),
+    /// Offline quality benchmarks (`eval facts`: fact retention per scorer and budget).
+    Eval(lingua_proxy::cli::eval::EvalArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -59,6 +61,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("lingua-proxy report: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Eval(args) => match lingua_proxy::cli::eval::run_command(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lingua-proxy eval: {e:#}");
                 ExitCode::from(2)
             }
         },

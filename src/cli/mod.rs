@@ -1,4 +1,5 @@
 //! Command-line subcommands other than `serve`.
 
 pub mod compress;
+pub mod eval;
 pub mod report;
