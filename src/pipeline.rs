@@ -201,7 +201,7 @@ impl CompressionHook {
                 off.allow_request_overrides = false;
                 let scorer: Arc<dyn crate::scorer::Scorer> =
                     Arc::new(crate::scorer::heuristic::HeuristicScorer::new());
-                let compressor = Arc::new(crate::compress::Lingua2Compressor::new(scorer));
+                let compressor = Arc::new(crate::compress::MeaningCompressor::new(scorer));
                 Self::new(Arc::new(Policy::new(off, compressor)?))
             }
         };

@@ -100,11 +100,12 @@ fn byte_identical_every_time() {
 
 #[test]
 fn policy_with_heuristic_keeps_code_and_shrinks_the_system_prompt() {
-    let cfg = CompressionConfig {
+    let mut cfg = CompressionConfig {
         min_savings: 0.05,
         scorer: lingua_proxy::compress::ScorerKind::Heuristic,
         ..CompressionConfig::default()
     };
+    cfg.roles.system.rate = 0.5;
     let policy = Policy::new(cfg.clone(), build_compressor(&cfg).unwrap()).unwrap();
     let code =
         "```bash\ncurl -s https://status.acme.example/api | jq '.regions[] | {name, ok}'\n```";

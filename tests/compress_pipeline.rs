@@ -67,6 +67,7 @@ impl Compressor for Broken {
                     text: text[..text.len() / 2].to_string(),
                     origin_tokens: 0,
                     compressed_tokens: 0,
+                    budget_exceeded_by_units: false,
                 })
             }
             Mode::Panic => panic!("scorer panicked"),

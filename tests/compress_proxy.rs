@@ -229,6 +229,7 @@ impl Compressor for Broken {
                 std::thread::sleep(d);
                 Ok(CompressOutput {
                     text: text.chars().take(10).collect(),
+                    budget_exceeded_by_units: false,
                     origin_tokens: 0,
                     compressed_tokens: 0,
                 })

@@ -77,3 +77,69 @@ async fn proxy_compresses_with_a_local_llmlingua2_checkpoint() {
     let reqs = h.mock.state.requests();
     assert_eq!(reqs[reqs.len() - 1].body, reqs[reqs.len() - 2].body);
 }
+
+const RULES: &str = "Riders must not ride the escalator with strollers. Day passes cost $9 a \
+month for students, and monthly plans are never refunded unless the line was closed for more \
+than 3 days. Lost cards are replaced within 48 hours at any station. Send an e-mail to the \
+billing-api team about incidents on cluster us-west-3 running v2.3.1, and expect answers in \
+250 ms or less. Trains run only on weekdays except public holidays, at most 15% late, and never \
+below -10 °C. The office at Harbour Square opens at 09:30 on 2026-03-14. ";
+
+/// The meaning-keeping rules hold on the LLMLingua-2 path too: with the tiny checkpoint (whose
+/// 300-token vocabulary turns most text into unknown tokens, the hardest case for mapping
+/// token probabilities onto words) the proxy invents no word and keeps every unit whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llmlingua2_path_keeps_words_whole_and_units_together() {
+    let model = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/models/xlm-roberta-large-tiny"
+    );
+    let mut config = CompressionConfig {
+        scorer: ScorerKind::Llmlingua2,
+        model: Some(model.into()),
+        ..CompressionConfig::default()
+    };
+    config.roles.system.rate = 0.3;
+    let hook = CompressionHook::from_config(&config).unwrap();
+    let h = start_with(|_| {}, Arc::new(hook)).await;
+    let system = RULES.repeat(2);
+    let body = serde_json::json!({
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": system},
+            {"role": "user", "content": "Can I get my money back?"}
+        ]
+    });
+    let resp = h
+        .client
+        .post(h.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let sent: serde_json::Value =
+        serde_json::from_slice(&h.mock.state.last_request().unwrap().body).unwrap();
+    let out = sent["messages"][0]["content"].as_str().unwrap();
+    assert!(out.len() < system.len(), "not compressed: {out}");
+    let input: Vec<&str> = system.split_whitespace().collect();
+    let mut it = input.iter();
+    for w in out.split_whitespace() {
+        assert!(it.any(|x| *x == w), "{w:?} invented in {out:?}");
+    }
+    for unit in [
+        "must not ride",
+        "$9 a month",
+        "never refunded",
+        "more than 3 days.",
+        "within 48 hours",
+        "250 ms",
+        "at most 15% late,",
+        "-10 °C.",
+        "us-west-3",
+        "v2.3.1,",
+        "at 09:30 on 2026-03-14.",
+    ] {
+        assert_eq!(out.matches(unit).count(), 2, "{unit:?} in {out:?}");
+    }
+}

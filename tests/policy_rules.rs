@@ -44,6 +44,7 @@ impl Compressor for EveryOther {
             origin_tokens: text.split(' ').count(),
             compressed_tokens: kept.len(),
             text: out,
+            budget_exceeded_by_units: false,
         })
     }
 }
@@ -151,8 +152,9 @@ fn role_rates_reach_the_compressor() {
     run(&p, &body);
     let calls = c.calls.lock().unwrap();
     assert_eq!(calls.len(), 2);
-    assert_eq!(calls[0].1.rate, 0.5);
-    assert_eq!(calls[1].1.rate, 0.4);
+    assert_eq!(calls[0].1.rate, 0.65);
+    assert_eq!(calls[1].1.rate, 0.9);
+    assert!(calls[0].1.keep.units && calls[0].1.keep.negations);
     assert!(calls[0].1.force_tokens.contains(&"\n".to_string()));
     assert!(calls[0].1.force_tokens.contains(&SPAN_MARKER.to_string()));
 }
@@ -262,7 +264,7 @@ fn tags_keep_and_rate_and_are_removed() {
     assert!(!got.contains("llmlingua"));
     let calls = c.calls.lock().unwrap();
     assert_eq!(calls.len(), 2);
-    assert_eq!(calls[0].1.rate, 0.5);
+    assert_eq!(calls[0].1.rate, 0.65);
     assert_eq!(calls[1].1.rate, 0.25);
     assert!(!calls.iter().any(|(t, _)| t.contains("verbatim")));
 }
@@ -343,6 +345,7 @@ impl Compressor for Trim {
             origin_tokens: 0,
             compressed_tokens: 0,
             text: out,
+            budget_exceeded_by_units: false,
         })
     }
 }

@@ -114,6 +114,8 @@ pub struct CompressResult {
     pub compressed_tokens: usize,
     pub elapsed_ms: f64,
     pub skipped: Option<String>,
+    /// `--role` only: the role's semantic units alone exceeded its budget (all were kept).
+    pub budget_exceeded_by_units: Option<bool>,
 }
 
 /// Runs the command on `text` (no I/O).
@@ -178,6 +180,7 @@ pub fn compress_text(args: &CompressArgs, text: &str) -> anyhow::Result<Compress
                 compressed_tokens: out.compressed_tokens,
                 elapsed_ms: start.elapsed().as_secs_f64() * 1000.0,
                 skipped: None,
+                budget_exceeded_by_units: None,
             })
         }
         Some(role) => {
@@ -208,6 +211,7 @@ pub fn compress_text(args: &CompressArgs, text: &str) -> anyhow::Result<Compress
                 .flatten()
                 .unwrap_or_else(|| text.to_string());
             Ok(CompressResult {
+                budget_exceeded_by_units: Some(r.budget_exceeded_by_units),
                 compressed_prompt,
                 origin_tokens: r.tokens_before,
                 compressed_tokens: r.tokens_after,
@@ -259,6 +263,9 @@ pub fn run(args: CompressArgs) -> anyhow::Result<()> {
             "elapsed_ms": r.elapsed_ms,
             "ratio": if r.compressed_tokens == 0 { 1.0 } else { r.origin_tokens as f64 / r.compressed_tokens as f64 },
         });
+        if let Some(b) = r.budget_exceeded_by_units {
+            v["budget_exceeded_by_units"] = json!(b);
+        }
         if let Some(s) = r.skipped {
             v["skipped"] = json!(s);
         }

@@ -36,6 +36,11 @@ impl CacheKey {
         for t in &budget.force_tokens {
             field(t.as_bytes());
         }
+        field(&[u8::from(budget.keep.units), u8::from(budget.keep.negations)]);
+        field(&(budget.keep.must_keep.len() as u64).to_le_bytes());
+        for t in &budget.keep.must_keep {
+            field(t.as_bytes());
+        }
         field(text.as_bytes());
         let digest = h.finalize();
         let mut out = [0u8; 32];
@@ -102,6 +107,12 @@ mod tests {
         let mut f = b.clone();
         f.force_tokens.push("x".into());
         assert_ne!(k, CacheKey::new("c", &f, "text"));
+        let mut u = b.clone();
+        u.keep.negations = false;
+        assert_ne!(k, CacheKey::new("c", &u, "text"));
+        let mut m = b.clone();
+        m.keep.must_keep.push("x".into());
+        assert_ne!(k, CacheKey::new("c", &m, "text"));
     }
 
     #[test]
@@ -115,6 +126,7 @@ mod tests {
                 text: "x".into(),
                 origin_tokens: 2,
                 compressed_tokens: 1,
+                budget_exceeded_by_units: false,
             }),
         );
         assert_eq!(c.get(&k).map(|v| v.text.clone()), Some("x".into()));

@@ -1,11 +1,14 @@
 //! The text-level seam: text + budget in, compressed text + stats out.
 //!
-//! [`Lingua2Compressor`](super::lingua2_compressor::Lingua2Compressor) runs the LLMLingua-2
-//! selection over any [`Scorer`](crate::scorer::Scorer); the perplexity-based LLMLingua and
-//! LongLLMLingua compressors can implement [`Compressor`] later.
+//! [`MeaningCompressor`](super::select::MeaningCompressor) runs the policy's meaning-keeping
+//! selection over any [`Scorer`](crate::scorer::Scorer);
+//! [`Lingua2Compressor`](super::lingua2_compressor::Lingua2Compressor) the LLMLingua-2 selection
+//! itself; the perplexity-based LLMLingua and LongLLMLingua compressors can implement
+//! [`Compressor`] later.
 
 use thiserror::Error;
 
+use super::units::KeepRules;
 use crate::model::Interrupted;
 use crate::scorer::{ScorerError, WorkCtx};
 
@@ -20,6 +23,8 @@ pub struct Budget {
     pub force_tokens: Vec<String>,
     /// Words containing a digit are always kept.
     pub force_reserve_digit: bool,
+    /// Semantic units and must-keep words (used by the meaning-keeping selection).
+    pub keep: KeepRules,
 }
 
 impl Budget {
@@ -29,6 +34,7 @@ impl Budget {
             target_tokens: None,
             force_tokens: Vec::new(),
             force_reserve_digit: false,
+            keep: KeepRules::default(),
         }
     }
 }
@@ -39,6 +45,8 @@ pub struct CompressOutput {
     pub text: String,
     pub origin_tokens: usize,
     pub compressed_tokens: usize,
+    /// The units the selection must keep alone exceeded the budget (all were kept).
+    pub budget_exceeded_by_units: bool,
 }
 
 #[derive(Debug, Error)]

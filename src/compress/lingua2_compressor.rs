@@ -1,11 +1,13 @@
 //! The LLMLingua-2-style [`Compressor`]: the faithful selection of [`super::lingua2`] over any
-//! [`Scorer`] (the embedded heuristic one or the neural LLMLingua-2 classifier).
+//! [`Scorer`] (the embedded heuristic one or the neural LLMLingua-2 classifier), and [`build`],
+//! which gives the policy the meaning-keeping [`MeaningCompressor`] over the configured scorer.
 
 use std::sync::Arc;
 
 use super::compressor::{Budget, CompressError, CompressOutput, Compressor};
 use super::config::{CompressionConfig, DEFAULT_MODEL, ModelUnavailable, ScorerKind};
 use super::lingua2::{Lingua2Options, compress_prompt};
+use super::select::MeaningCompressor;
 use crate::model::{ModelConfig, ModelQueue};
 use crate::scorer::heuristic::HeuristicScorer;
 use crate::scorer::{Scorer, WorkCtx};
@@ -80,6 +82,7 @@ impl Compressor for Lingua2Compressor {
             text: joined,
             origin_tokens: out.origin_tokens,
             compressed_tokens: out.compressed_tokens,
+            budget_exceeded_by_units: false,
         })
     }
 }
@@ -178,14 +181,15 @@ pub fn build(config: &CompressionConfig) -> Result<Built, CompressError> {
     build_with(config, &ModelConfig::default())
 }
 
-/// Builds the scorer and compressor a configuration asks for, the model as `model` says. When
-/// the LLMLingua-2 model cannot be loaded, `on_model_unavailable` decides: fall back to the
+/// Builds the scorer and the policy's compressor (the meaning-keeping selection over that
+/// scorer) a configuration asks for, the model as `model` says. When the LLMLingua-2 model
+/// cannot be loaded, `on_model_unavailable` decides: fall back to the
 /// heuristic scorer (logged as an error), run without compression, or fail.
 pub fn build_with(config: &CompressionConfig, model: &ModelConfig) -> Result<Built, CompressError> {
     let heuristic = |fallback_reason: Option<String>| {
         let scorer: Arc<dyn Scorer> = Arc::new(HeuristicScorer::new());
         Built {
-            compressor: Some(Arc::new(Lingua2Compressor::new(scorer.clone()))),
+            compressor: Some(Arc::new(MeaningCompressor::new(scorer.clone()))),
             scorer: Some(scorer),
             active: ActiveScorer::Heuristic { fallback_reason },
             model_queue: None,
@@ -208,7 +212,7 @@ pub fn build_with(config: &CompressionConfig, model: &ModelConfig) -> Result<Bui
                         precision = precision.as_str(), "LLMLingua-2 scorer loaded");
                     let scorer = loaded.scorer.clone();
                     Ok(Built {
-                        compressor: Some(Arc::new(Lingua2Compressor::new(scorer.clone()))),
+                        compressor: Some(Arc::new(MeaningCompressor::new(scorer.clone()))),
                         active: ActiveScorer::Llmlingua2 {
                             model,
                             dir: loaded.files.dir.display().to_string(),

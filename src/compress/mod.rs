@@ -7,8 +7,10 @@ pub mod conversation;
 pub mod lingua2;
 pub mod lingua2_compressor;
 pub mod policy;
+pub mod select;
 pub mod spans;
 pub mod tokens;
+pub mod units;
 
 pub use cache::{CacheKey, CompressionCache, MokaCache, NoCache};
 pub use compressor::{Budget, CompressError, CompressOutput, Compressor};
@@ -23,4 +25,6 @@ pub use lingua2_compressor::{
 pub use policy::{
     CacheStatus, MessageReport, Outcome, Policy, Report, RequestOptions, RoleReport, SkipReason,
 };
+pub use select::MeaningCompressor;
 pub use tokens::TokenizerKind;
+pub use units::KeepRules;

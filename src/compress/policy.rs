@@ -65,6 +65,9 @@ pub struct MessageReport {
     pub skipped: Option<SkipReason>,
     pub cache_hits: usize,
     pub cache_misses: usize,
+    /// Honouring the semantic units (numbers with their units, negations with what they
+    /// govern, must-keep words) kept more than the role's budget.
+    pub budget_exceeded_by_units: bool,
 }
 
 /// Totals of one role.
@@ -118,6 +121,8 @@ pub struct Report {
     pub cache: CacheStatus,
     pub cache_hits: usize,
     pub cache_misses: usize,
+    /// Some message kept more than its budget to keep its units whole.
+    pub budget_exceeded_by_units: bool,
     pub elapsed: Duration,
     /// The whole request went out unchanged because of its size: more than
     /// `max_request_tokens` in total, or every message that would have been compressed is
@@ -142,6 +147,8 @@ pub struct MessageResult {
     pub skipped: Option<SkipReason>,
     pub cache_hits: usize,
     pub cache_misses: usize,
+    /// See [`MessageReport::budget_exceeded_by_units`].
+    pub budget_exceeded_by_units: bool,
 }
 
 /// The compression policy over a [`Compressor`].
@@ -248,6 +255,7 @@ impl Policy {
                     cache: CacheStatus::Miss,
                     cache_hits: 0,
                     cache_misses: 0,
+                    budget_exceeded_by_units: false,
                     elapsed: start.elapsed(),
                     too_large: true,
                 },
@@ -287,6 +295,7 @@ impl Policy {
                 skipped: result.skipped,
                 cache_hits: result.cache_hits,
                 cache_misses: result.cache_misses,
+                budget_exceeded_by_units: result.budget_exceeded_by_units,
             });
         }
         let body = (!edits.is_empty()).then(|| rewrite(raw, json, &edits));
@@ -301,11 +310,12 @@ impl Policy {
             tokenizer: tokenizer.name(),
             tokens_before: messages.iter().map(|m| m.tokens_before).sum(),
             tokens_after: messages.iter().map(|m| m.tokens_after).sum(),
-            messages,
             roles,
             cache: CacheStatus::from_counts(hits, misses),
             cache_hits: hits,
             cache_misses: misses,
+            budget_exceeded_by_units: messages.iter().any(|m| m.budget_exceeded_by_units),
+            messages,
             elapsed: start.elapsed(),
         };
         Ok(Outcome { body, report })
@@ -335,6 +345,7 @@ impl Policy {
             skipped: Some(positional.unwrap_or(SkipReason::TooLarge)),
             cache_hits: 0,
             cache_misses: 0,
+            budget_exceeded_by_units: false,
         };
         let mut lookup_only = false;
         let tokens_before = match count_within(tokenizer, texts, limit) {
@@ -377,6 +388,7 @@ impl Policy {
                 skipped: Some(reason),
                 cache_hits: 0,
                 cache_misses: 0,
+                budget_exceeded_by_units: false,
             }
         };
         let finish = |mut r: MessageResult, originals: &[&str]| {
@@ -399,12 +411,15 @@ impl Policy {
             Some(r) => r,
             None => return Ok(finish(unchanged(SkipReason::WithinTarget), texts)),
         };
+        let keep = self.config.keep_rules(role);
         let budget_for = |rate: f64| Budget {
             rate,
             target_tokens: None,
             force_tokens: self.force_tokens.clone(),
             force_reserve_digit: self.config.force_reserve_digit,
+            keep: keep.clone(),
         };
+        let mut exceeded = false;
         let counters = Counters {
             hits: AtomicUsize::new(0),
             misses: AtomicUsize::new(0),
@@ -430,7 +445,10 @@ impl Policy {
                             &counters,
                             &opts.work,
                         )? {
-                            Some(c) => out.push_str(&c),
+                            Some((text, over)) => {
+                                exceeded |= over;
+                                out.push_str(&text);
+                            }
                             None => return Ok(too_large(tokens_before)),
                         }
                     }
@@ -445,6 +463,7 @@ impl Policy {
             let mut r = finish(unchanged(SkipReason::Unprofitable), texts);
             r.cache_hits = hits;
             r.cache_misses = misses;
+            r.budget_exceeded_by_units = exceeded;
             return Ok(r);
         }
         Ok(MessageResult {
@@ -458,6 +477,7 @@ impl Policy {
             skipped: None,
             cache_hits: hits,
             cache_misses: misses,
+            budget_exceeded_by_units: exceeded,
         })
     }
 
@@ -494,7 +514,8 @@ impl Policy {
         Some(rate.clamp(MIN_RATE, 1.0)).filter(|r| *r < 1.0)
     }
 
-    /// Compresses one region: keeps its outer whitespace, restores protected spans.
+    /// Compresses one region: keeps its outer whitespace, restores protected spans. The flag
+    /// says whether the compressor kept more than the budget to keep units whole.
     fn compress_region(
         &self,
         marked: &str,
@@ -502,7 +523,7 @@ impl Policy {
         budget: &Budget,
         counters: &Counters,
         work: &WorkCtx,
-    ) -> Result<Option<String>, CompressError> {
+    ) -> Result<Option<(String, bool)>, CompressError> {
         let restore = |s: &str| -> Option<String> {
             let mut parts = s.split(SPAN_MARKER);
             let mut out = String::with_capacity(s.len());
@@ -523,7 +544,7 @@ impl Policy {
             .any(|p| p.chars().any(char::is_alphanumeric));
         if budget.rate >= 1.0 || !has_words {
             return restore(marked)
-                .map(Some)
+                .map(|s| Some((s, false)))
                 .ok_or_else(|| CompressError::Internal("span markers".into()));
         }
         let key = CacheKey::new(self.compressor.id(), budget, core);
@@ -542,9 +563,10 @@ impl Policy {
         };
         let compressed = format!("{lead}{}{trail}", out.text.trim());
         // A compressor that lost or invented a span marker cannot be trusted with this region.
-        Ok(Some(
-            restore(&compressed).unwrap_or_else(|| restore(marked).unwrap_or_default()),
-        ))
+        Ok(Some(match restore(&compressed) {
+            Some(s) => (s, out.budget_exceeded_by_units),
+            None => (restore(marked).unwrap_or_default(), false),
+        }))
     }
 
     /// The rate for a role, validated (CLI and tests).
