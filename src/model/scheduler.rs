@@ -94,7 +94,7 @@ impl From<Interrupted> for SchedError {
 }
 
 /// Counters of one scheduler.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SchedulerStats {
     /// Forward passes run.
     pub batches: u64,
