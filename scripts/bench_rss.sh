@@ -8,8 +8,9 @@
 #   no-limits - max_message_tokens = max_request_tokens = 0 and deadline_ms = DEADLINE_MS: the
 #               4 MB message really goes through the model scheduler (batches of at most
 #               max_batch_tokens) until its deadline cancels it.
-# The upstream is a closed port (the proxy answers 502 after compressing): only the proxy's
-# memory is measured, from /proc/<pid>/status (VmRSS at idle, VmHWM = peak).
+# The upstream is a tiny Python server answering every POST with a fixed completion: only the
+# proxy's memory is measured, from /proc/<pid>/status (VmRSS at idle, VmHWM = peak); the model
+# scheduler's counters come from /readyz.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release/lingua-proxy}
@@ -31,6 +32,25 @@ body = {"model": "gpt-4o-mini", "messages": [
 open(sys.argv[1], "w").write(json.dumps(body))
 PY
 
+UPORT=$((PORT + 1))
+python3 - "$UPORT" <<'PY' &
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        body = b'{"id":"x","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}'
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+PY
+upstream=$!
+trap 'kill $upstream 2> /dev/null; rm -rf "$tmp"' EXIT
+
 kb() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$2/status"; }
 
 run_case() {
@@ -39,7 +59,7 @@ run_case() {
 listen = "127.0.0.1:$PORT"
 max_body_bytes = 67108864
 [upstream]
-base_url = "http://127.0.0.1:9/v1"
+base_url = "http://127.0.0.1:$UPORT/v1"
 [log]
 level = "warn"
 [compression]
@@ -61,14 +81,15 @@ TOML
     "http://127.0.0.1:$PORT/v1/chat/completions")
   local skipped; skipped=$(awk -F': ' 'tolower($1) == "x-lingua-skipped" {print $2}' "$tmp/headers" | tr -d '\r')
   sleep 2
+  local sched; sched=$(curl -s "http://127.0.0.1:$PORT/readyz" | python3 -c 'import json,sys; s=json.load(sys.stdin).get("model_scheduler") or {}; print("batches=%s windows_run=%s max_batch_tokens=%s" % (s.get("batches"), s.get("windows_run"), s.get("max_batch_tokens_seen")))')
   local peak; peak=$(kb VmHWM "$pid")
   local after; after=$(kb VmRSS "$pid")
   local cpu1; cpu1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
   sleep 2
   local cpu2; cpu2=$(awk '{print $14 + $15}' "/proc/$pid/stat")
   kill "$pid"; wait "$pid" 2> /dev/null || true
-  printf '%-9s status,time=%-14s skipped=%-9s idle=%6d MiB  peak=%6d MiB  after=%6d MiB  cpu-ticks-2s-later=%d\n' \
-    "$name" "$(echo "$out" | tr ' ' ',')s" "${skipped:-none}" $((idle / 1024)) $((peak / 1024)) $((after / 1024)) $((cpu2 - cpu1))
+  printf '%-9s status,time=%-14s skipped=%-9s idle=%4d MiB peak=%4d MiB after=%4d MiB cpu-ticks-2s-later=%d %s\n' \
+    "$name" "$(echo "$out" | tr ' ' ',')s" "${skipped:-none}" $((idle / 1024)) $((peak / 1024)) $((after / 1024)) $((cpu2 - cpu1)) "$sched"
 }
 
 echo "$MB MB system message, model $(basename "$MODEL"), $(lscpu | awk -F: '/Model name/ {gsub(/^ +/, "", $2); print $2}')"

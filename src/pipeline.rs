@@ -397,6 +397,7 @@ impl ChatHook for CompressionHook {
             "compression": if cfg.enabled { "on" } else { "off" },
             "compressor": self.inner.policy.compressor().id(),
             "scorer": self.inner.active,
+            "model_scheduler": self.model_stats(),
         })
     }
 

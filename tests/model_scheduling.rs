@@ -362,3 +362,42 @@ async fn a_megabyte_message_without_size_limits_fails_open_and_frees_the_model()
     assert!(s2.max_batch_tokens_seen <= 4096);
     assert_next_request_is_compressed(&h).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_compression_fills_the_cache_for_the_next_identical_message() {
+    use lingua_proxy::compress::build_compressor;
+    use std::sync::atomic::Ordering;
+    let mut cfg = CompressionConfig {
+        scorer: ScorerKind::Heuristic,
+        max_message_tokens: 100,
+        background: true,
+        ..CompressionConfig::default()
+    };
+    cfg.roles.system.min_tokens = 50;
+    let c = build_compressor(&cfg).unwrap();
+    let hook = CompressionHook::new(Arc::new(Policy::new(cfg, c).unwrap()));
+    let big = body(&prose("alpha", 400));
+    let req = || ChatRequest {
+        raw: serde_json::to_vec(&big).unwrap().into(),
+        json: big.clone(),
+        headers: http::HeaderMap::new(),
+    };
+    let first = hook.on_chat_request(req()).await;
+    assert!(first.body.is_none(), "the first turn goes out raw");
+    assert_eq!(first.report.unwrap().reason, Some("too_large"));
+    let stats = hook.stats();
+    let waited = Instant::now();
+    while stats.background_done.load(Ordering::Relaxed) == 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(20),
+            "background never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = hook.on_chat_request(req()).await;
+    let report = second.report.unwrap();
+    assert_eq!(report.compression, "compressed");
+    assert_eq!(report.cache, Some("hit"));
+    assert!(second.body.unwrap().len() < serde_json::to_vec(&big).unwrap().len());
+    assert_eq!(stats.background_queued.load(Ordering::Relaxed), 1);
+}

@@ -457,6 +457,12 @@ impl Policy {
             new_texts.push(out);
         }
         let tokens_after: usize = new_texts.iter().map(|t| tokenizer.count(t)).sum();
+        // Served from the cache: count the original exactly (the bound above is a lower one).
+        let tokens_before = if lookup_only {
+            texts.iter().map(|t| tokenizer.count(t)).sum()
+        } else {
+            tokens_before
+        };
         let hits = counters.hits.load(Ordering::Relaxed);
         let misses = counters.misses.load(Ordering::Relaxed);
         if (tokens_after as f64) > (tokens_before as f64) * (1.0 - self.config.min_savings) {

@@ -17,7 +17,8 @@
 //! - [`Ticket::wait`] returns as soon as the result is complete, the deadline passes or the
 //!   context is cancelled (polled every [`CANCEL_POLL`]); it never waits for a late batch;
 //! - [`Scheduler::close`] refuses new work and fails every queued request; the model thread exits
-//!   after the batch it is running.
+//!   after the batch it is running. A forward pass that has started is never interrupted: it is
+//!   bounded by `max_batch_tokens`, and its results for cancelled requests are discarded.
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -94,7 +95,7 @@ impl From<Interrupted> for SchedError {
 }
 
 /// Counters of one scheduler.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SchedulerStats {
     /// Forward passes run.
     pub batches: u64,
@@ -191,7 +192,8 @@ impl<B: Backend> Shared<B> {
     }
 }
 
-/// See the module docs. Dropping the scheduler closes it and joins the model thread.
+/// See the module docs. Dropping the scheduler closes it; the model thread exits after the batch
+/// it is running (it is not joined, so a shutting-down process never waits for a forward pass).
 pub struct Scheduler<B: Backend> {
     shared: Arc<Shared<B>>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -378,10 +380,8 @@ impl<B: Backend> ModelQueue for Scheduler<B> {
 impl<B: Backend> Drop for Scheduler<B> {
     fn drop(&mut self) {
         self.close();
-        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(h) = handle {
-            let _ = h.join();
-        }
+        // Detach: the thread sees `closed` and returns after its current batch.
+        drop(self.thread.lock().unwrap_or_else(|p| p.into_inner()).take());
     }
 }
 
