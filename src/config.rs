@@ -55,6 +55,8 @@ pub struct Config {
     pub max_body_bytes: u64,
     /// How long in-flight requests and streams may run after SIGINT/SIGTERM.
     pub shutdown_grace_ms: u64,
+    /// The client-facing edge: timeouts, connection cap, Origin/Host checks.
+    pub server: ServerConfig,
     pub upstream: UpstreamConfig,
     pub auth: AuthConfig,
     pub routes: Vec<RouteConfig>,
@@ -74,6 +76,7 @@ impl Default for Config {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 32 * 1024 * 1024,
             shutdown_grace_ms: 30_000,
+            server: ServerConfig::default(),
             upstream: UpstreamConfig::default(),
             auth: AuthConfig::default(),
             routes: Vec::new(),
@@ -115,15 +118,79 @@ impl Default for UpstreamConfig {
     }
 }
 
+/// The client-facing edge (README "Hardened edge").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Time a client has to send a request's headers. While an HTTP/1 connection waits for its
+    /// next request the same timer runs, so it also bounds keep-alive idleness.
+    pub header_read_timeout_ms: u64,
+    /// Time a client has to send a buffered request body (chat completions and JSON bodies the
+    /// proxy reads in full), and the longest silence inside a streamed (passthrough) body.
+    pub body_read_timeout_ms: u64,
+    /// A connection (HTTP/1 or HTTP/2) with no request in flight for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// HTTP/2 keep-alive ping interval (0 disables pings).
+    pub http2_keep_alive_interval_ms: u64,
+    /// How long an HTTP/2 ping may stay unanswered before the connection is closed.
+    pub http2_keep_alive_timeout_ms: u64,
+    /// Connections served at once; further connections wait (unaccepted) until one closes.
+    pub max_connections: usize,
+    /// Browser origins allowed to call the proxy (`*` allows any). Empty: only same-origin
+    /// pages (Origin host equals Host). Requests without `Origin` (SDKs, curl) always pass.
+    pub allowed_origins: Vec<String>,
+    /// When listening on a loopback address without `[auth]`, refuse requests whose Host is not
+    /// a loopback name (DNS rebinding).
+    pub loopback_host_check: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: 30_000,
+            body_read_timeout_ms: 60_000,
+            idle_timeout_ms: 120_000,
+            http2_keep_alive_interval_ms: 20_000,
+            http2_keep_alive_timeout_ms: 20_000,
+            max_connections: 1024,
+            allowed_origins: Vec::new(),
+            loopback_host_check: true,
+        }
+    }
+}
+
 /// Optional proxy credentials clients must present.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Environment variable holding a comma-separated list of accepted proxy keys.
     pub keys_env: Option<String>,
     /// File with one accepted proxy key per line (`#` starts a comment).
     pub keys_file: Option<PathBuf>,
+    /// Local endpoints (`/healthz`, `/readyz`, `/metrics`, `/stats`, `/dashboard`) answered
+    /// without a proxy key. Proxied paths always need one.
+    pub public_paths: Vec<String>,
 }
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            keys_env: None,
+            keys_file: None,
+            public_paths: vec!["/healthz".into()],
+        }
+    }
+}
+
+impl AuthConfig {
+    /// True when proxy keys are configured.
+    pub fn enabled(&self) -> bool {
+        self.keys_env.is_some() || self.keys_file.is_some()
+    }
+}
+
+/// The local endpoints `[auth] public_paths` may name.
+pub const LOCAL_PATHS: [&str; 5] = ["/healthz", "/readyz", "/metrics", "/stats", "/dashboard"];
 
 /// Chooses another upstream by the request's `model` field; the first match wins.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -239,6 +306,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_server()?;
         validate_env_name("upstream.api_key_env", self.upstream.api_key_env.as_deref())?;
         validate_env_name("auth.keys_env", self.auth.keys_env.as_deref())?;
         for (i, route) in self.routes.iter().enumerate() {
@@ -255,7 +323,7 @@ impl Config {
                 ));
             }
         }
-        if self.auth.keys_env.is_some() || self.auth.keys_file.is_some() {
+        if self.auth.enabled() {
             // With proxy auth the client's key is a proxy key, never an upstream key, so
             // every upstream needs its own.
             if self.upstream.api_key_env.is_none() {
@@ -322,6 +390,58 @@ impl Config {
                 "a tracing filter such as `info`",
             )
         })?;
+        Ok(())
+    }
+
+    fn validate_server(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        for (key, value) in [
+            ("server.header_read_timeout_ms", s.header_read_timeout_ms),
+            ("server.body_read_timeout_ms", s.body_read_timeout_ms),
+            ("server.idle_timeout_ms", s.idle_timeout_ms),
+            (
+                "server.http2_keep_alive_timeout_ms",
+                s.http2_keep_alive_timeout_ms,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(
+                    key,
+                    "must be positive",
+                    "milliseconds > 0",
+                ));
+            }
+        }
+        if s.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "server.max_connections",
+                "must be positive",
+                "a number of connections > 0",
+            ));
+        }
+        for (i, origin) in s.allowed_origins.iter().enumerate() {
+            let ok = origin == "*"
+                || origin
+                    .parse::<http::Uri>()
+                    .ok()
+                    .is_some_and(|u| u.scheme().is_some() && u.host().is_some() && u.path() == "/");
+            if !ok || origin.ends_with('/') {
+                return Err(ConfigError::invalid(
+                    format!("server.allowed_origins[{i}]"),
+                    format!("`{origin}` is not an origin"),
+                    "scheme://host[:port] without a path, or \"*\"",
+                ));
+            }
+        }
+        for (i, path) in self.auth.public_paths.iter().enumerate() {
+            if !LOCAL_PATHS.contains(&path.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("auth.public_paths[{i}]"),
+                    format!("`{path}` is not a local endpoint"),
+                    "some of /healthz, /readyz, /metrics, /stats, /dashboard",
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -480,6 +600,19 @@ mod tests {
             ),
             ("[auth]\nkeys_env = \"KEYS\"\n", "upstream.api_key_env"),
             ("[log]\nformat = \"xml\"\n", "log.format"),
+            (
+                "[server]\nheader_read_timeout_ms = 0\n",
+                "server.header_read_timeout_ms",
+            ),
+            ("[server]\nmax_connections = 0\n", "server.max_connections"),
+            (
+                "[server]\nallowed_origins = [\"https://a.example/x\"]\n",
+                "server.allowed_origins[0]",
+            ),
+            (
+                "[auth]\npublic_paths = [\"/v1/models\"]\n",
+                "auth.public_paths[0]",
+            ),
         ] {
             let f = write(toml);
             let e = Config::load_with_env(Some(f.path()), &Overrides::default(), no_env())

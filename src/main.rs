@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use lingua_proxy::cli::compress::CompressArgs;
@@ -104,7 +105,8 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let code = runtime.block_on(async move {
         let handle = match lingua_proxy::server::start(config, hook).await {
             Ok(h) => h,
             Err(e) => {
@@ -116,11 +118,31 @@ fn serve(args: ServeArgs) -> ExitCode {
         tokio::spawn(async move {
             shutdown_signal().await;
             tracing::info!("signal received");
+            arm_exit_watchdog(grace);
             let _ = trigger.send(true);
         });
         handle.join().await;
         ExitCode::SUCCESS
-    })
+    });
+    // Dropping a runtime waits for its blocking tasks (a scorer mid-batch): do not. The server
+    // has closed every connection and flushed the event log by now.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    code
+}
+
+/// Exits the process if shutdown has not finished within the grace period plus 0.95 s (the
+/// server's own steps take at most grace + 0.9 s), whatever a scorer thread is doing.
+fn arm_exit_watchdog(grace: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("exit-watchdog".into())
+        .spawn(move || {
+            std::thread::sleep(grace + Duration::from_millis(950));
+            tracing::error!("shutdown did not finish within the grace period; exiting now");
+            std::process::exit(1);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the shutdown watchdog");
+    }
 }
 
 /// The compression hook from `[compression]`, with per-route tokenizers.

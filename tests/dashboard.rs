@@ -516,3 +516,49 @@ async fn dashboard_shows_live_ab_traffic_through_the_proxy() {
         after.count(RAW)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_works_behind_proxy_keys() {
+    // SAFETY: variable names unique to this test binary.
+    unsafe {
+        std::env::set_var("LP_DASH_PROXY_KEYS", "pk-dash");
+        std::env::set_var("LP_DASH_UPSTREAM_KEY", "sk-dash");
+    }
+    let h = start_with(
+        |c| {
+            c.auth.keys_env = Some("LP_DASH_PROXY_KEYS".into());
+            c.upstream.api_key_env = Some("LP_DASH_UPSTREAM_KEY".into());
+        },
+        Arc::new(lingua_proxy::hook::Passthrough),
+    )
+    .await;
+    let resp = h.client.get(h.url("/dashboard")).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(
+        resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic ")
+    );
+    let addr = h.proxy.addr;
+    // The browser answers the Basic challenge with the URL's credentials (as a user would at
+    // the prompt); the page sends the fragment's key to /stats.
+    let ok = render(
+        &format!("http://lp:pk-dash@{addr}/dashboard#key=pk-dash"),
+        "auth",
+    )
+    .await;
+    assert_rendered(&ok);
+    // A wrong key in the fragment: /stats refuses it and the page says so.
+    let refused = render(
+        &format!("http://lp:pk-dash@{addr}/dashboard#key=wrong"),
+        "auth-wrong",
+    )
+    .await;
+    assert!(
+        !body_tag(&refused.dom).contains("data-rendered"),
+        "{}",
+        body_tag(&refused.dom)
+    );
+    assert!(refused.dom.contains("HTTP 401"), "{}", refused.dom);
+}

@@ -73,6 +73,32 @@ impl ProxyKeys {
         }
         bool::from(ok)
     }
+
+    /// True when the request carries `Authorization: Basic` whose password (any user name) is
+    /// one of the keys. Accepted on local endpoints only, so a browser can open the dashboard.
+    pub fn admits_basic(&self, headers: &HeaderMap) -> bool {
+        use base64::Engine;
+        let Some(v) = headers.get(header::AUTHORIZATION) else {
+            return false;
+        };
+        let b = v.as_bytes();
+        if b.len() <= 6 || !b[..6].eq_ignore_ascii_case(b"basic ") {
+            return false;
+        }
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(b[6..].trim_ascii())
+        else {
+            return false;
+        };
+        let Some(colon) = decoded.iter().position(|c| *c == b':') else {
+            return false;
+        };
+        let password = &decoded[colon + 1..];
+        let mut ok = subtle::Choice::from(0u8);
+        for k in &self.keys {
+            ok |= password.ct_eq(k.as_slice());
+        }
+        bool::from(ok)
+    }
 }
 
 #[cfg(test)]
@@ -109,6 +135,27 @@ mod tests {
             HeaderValue::from_static("Basic alpha"),
         );
         assert!(!k.admits(&h));
+    }
+
+    #[test]
+    fn basic_password_is_the_key() {
+        let k = keys();
+        let mut h = HeaderMap::new();
+        // "anyone:beta"
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic YW55b25lOmJldGE="),
+        );
+        assert!(k.admits_basic(&h));
+        assert!(!k.admits(&h), "Basic is for local endpoints only");
+        // "beta:wrong"
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic YmV0YTp3cm9uZw=="),
+        );
+        assert!(!k.admits_basic(&h));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic !!"));
+        assert!(!k.admits_basic(&h));
     }
 
     #[test]

@@ -21,6 +21,14 @@ pub enum ProxyError {
     UpstreamTimeout(String),
     #[error("invalid request: {0}")]
     BadRequest(String),
+    #[error("invalid request path: {0}")]
+    InvalidPath(&'static str),
+    #[error("the request carries both Content-Length and Transfer-Encoding (RFC 9112 section 6.3)")]
+    AmbiguousLength,
+    #[error("the request body did not arrive within {0} ms")]
+    RequestTimeout(u64),
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
     #[error("not found: {0}")]
     NotFound(String),
     #[error("internal proxy error: {0}")]
@@ -34,7 +42,12 @@ impl ProxyError {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BadRequestBody(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequestBody(_)
+            | Self::BadRequest(_)
+            | Self::InvalidPath(_)
+            | Self::AmbiguousLength => StatusCode::BAD_REQUEST,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -52,6 +65,10 @@ impl ProxyError {
             | Self::BodyTooLarge { .. }
             | Self::BadRequestBody(_)
             | Self::BadRequest(_)
+            | Self::InvalidPath(_)
+            | Self::AmbiguousLength
+            | Self::RequestTimeout(_)
+            | Self::Forbidden(_)
             | Self::NotFound(_) => "invalid_request_error",
             Self::UpstreamUnreachable(_)
             | Self::UpstreamTimeout(_)
@@ -67,6 +84,10 @@ impl ProxyError {
             Self::BodyTooLarge { .. } => "request_too_large",
             Self::BadRequestBody(_) => "invalid_body",
             Self::BadRequest(_) => "invalid_request",
+            Self::InvalidPath(_) => "invalid_path",
+            Self::AmbiguousLength => "ambiguous_length",
+            Self::RequestTimeout(_) => "request_timeout",
+            Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
             Self::UpstreamUnreachable(_) => "upstream_unreachable",
             Self::UpstreamTimeout(_) => "upstream_timeout",

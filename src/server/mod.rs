@@ -5,8 +5,11 @@
 
 pub mod auth;
 pub mod body;
+mod conn;
+mod edge;
 pub mod error;
 pub mod headers;
+mod local;
 mod mirror;
 mod observe;
 mod proxy;
@@ -17,10 +20,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::HeaderValue;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use serde::Serialize;
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -62,6 +61,8 @@ pub struct Stats {
     pub upstream_timeouts: AtomicU64,
     pub rejected_auth: AtomicU64,
     pub rejected_too_large: AtomicU64,
+    /// Refused before routing: bad path, Origin, Host, or Content-Length with Transfer-Encoding.
+    pub rejected_edge: AtomicU64,
 }
 
 impl Stats {
@@ -113,6 +114,8 @@ pub struct AppState {
     pub(crate) assigner: Assigner,
     pub(crate) mirrors: mirror::Mirrors,
     pub telemetry: Arc<Telemetry>,
+    /// Listening on loopback without proxy keys: only loopback Host names are answered.
+    pub(crate) loopback_host_check: bool,
 }
 
 /// Where finished events go: live statistics, Prometheus metrics and the event log.
@@ -228,7 +231,11 @@ impl AppState {
             .build()
             .map_err(|e| StartError::Client(e.to_string()))?;
         let telemetry = Arc::new(Telemetry::new(&config)?);
+        let loopback_host_check = config.server.loopback_host_check
+            && keys.is_none()
+            && config.listen_addr().is_ok_and(|a| a.ip().is_loopback());
         Ok(Self {
+            loopback_host_check,
             assigner: Assigner::new(config.ab.clone()),
             mirrors: mirror::Mirrors::new(config.ab.max_mirror_inflight),
             telemetry,
@@ -342,7 +349,7 @@ pub fn start_on(listener: TcpListener, state: Arc<AppState>) -> Result<ServerHan
         source,
     })?;
     let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(accept_loop(listener, state.clone(), rx));
+    let task = tokio::spawn(conn::accept_loop(listener, state.clone(), rx));
     tracing::info!(%addr, upstream = %state.default_upstream.base_url, "lingua-proxy listening");
     Ok(ServerHandle {
         addr,
@@ -350,67 +357,4 @@ pub fn start_on(listener: TcpListener, state: Arc<AppState>) -> Result<ServerHan
         shutdown: tx,
         task,
     })
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    state: Arc<AppState>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.changed() => break,
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                let service = service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, std::convert::Infallible>(proxy::handle(state, req).await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
-            }
-        }
-    }
-    drop(listener);
-    let grace = Duration::from_millis(state.config.shutdown_grace_ms);
-    let deadline = std::time::Instant::now() + grace;
-    tracing::info!(
-        grace_ms = grace.as_millis() as u64,
-        "shutting down: draining in-flight requests"
-    );
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("grace period elapsed with requests still in flight; closing them");
-    }
-    // Mirror copies get what is left of the grace period; the rest are cancelled, and every
-    // one of them has handed its event over when this returns.
-    state.mirrors.drain(deadline).await;
-    // Streams that just ended have handed their events over: put them on disk before returning.
-    if let Some(log) = state.telemetry.event_log().cloned() {
-        let flushed = tokio::task::spawn_blocking(move || log.wait_flushed(Duration::from_secs(5)))
-            .await
-            .unwrap_or(false);
-        if !flushed {
-            tracing::warn!("the event log did not drain within 5 s of shutdown");
-        }
-    }
 }

@@ -1,4 +1,5 @@
-//! Request handling: local endpoints, authentication, the chat-completion hook and forwarding.
+//! Request handling: the edge checks ([`edge`](super::edge)) and local endpoints
+//! ([`local`](super::local)) first, then authentication, the chat-completion hook and forwarding.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,9 +10,11 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, header};
 use http_body_util::{BodyExt, Limited, StreamBody};
 use hyper::body::{Frame, Incoming};
 
-use super::body::{BoxError, ProxyBody, full};
+use super::body::{BoxError, ProxyBody, TimeoutBody};
+use super::edge;
 use super::error::ProxyError;
 use super::headers::{strip_control_headers, strip_hop_by_hop};
+use super::local::Local;
 use super::mirror;
 use super::observe::{self, EventGuard, inject_include_usage};
 use super::{AppState, Stats, Upstream};
@@ -25,41 +28,17 @@ pub(crate) async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let tele = &state.telemetry;
-    match (&method, path.as_str()) {
-        (&Method::GET, "/healthz") => return json_ok(serde_json::json!({"status": "ok"})),
-        (&Method::GET, "/readyz") => {
-            let mut body = serde_json::json!({"status": "ready"});
-            if let (Some(obj), serde_json::Value::Object(extra)) =
-                (body.as_object_mut(), state.hook.describe())
-            {
-                obj.extend(extra);
-            }
-            return json_ok(body);
+    if let Err(e) = edge_checks(&state, &req) {
+        Stats::bump(&state.stats.rejected_edge);
+        tracing::warn!(%method, %path, error = %e, "request refused at the edge");
+        return e.into_response();
+    }
+    if let Some(local) = Local::route(&state, &method, &path) {
+        if !local.admits(&state, req.headers()) {
+            Stats::bump(&state.stats.rejected_auth);
+            return local.unauthorized();
         }
-        (&Method::GET, "/metrics") if tele.serve_metrics => {
-            crate::telemetry::metrics::set_queue_depth(state.hook.queue_depth());
-            return match tele.render_metrics() {
-                Some(text) => with_type(text, "text/plain; version=0.0.4; charset=utf-8"),
-                None => ProxyError::NotFound(
-                    "metrics are unavailable: another metrics recorder is installed".into(),
-                )
-                .into_response(),
-            };
-        }
-        (&Method::GET, "/stats") if tele.serve_dashboard => {
-            return match serde_json::to_value(tele.live.snapshot()) {
-                Ok(v) => json_ok(v),
-                Err(e) => ProxyError::Internal(e.to_string()).into_response(),
-            };
-        }
-        (&Method::GET, "/dashboard") if tele.serve_dashboard => {
-            return with_type(
-                crate::telemetry::dashboard::DASHBOARD_HTML,
-                "text/html; charset=utf-8",
-            );
-        }
-        _ => {}
+        return local.serve(&state);
     }
     Stats::bump(&state.stats.requests);
     let mut intercepted = false;
@@ -90,20 +69,17 @@ pub(crate) async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp
     response
 }
 
-fn with_type(body: impl Into<Bytes>, content_type: &'static str) -> Response<ProxyBody> {
-    let mut resp = Response::new(full(body.into()));
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    resp
-}
-
-fn json_ok(value: serde_json::Value) -> Response<ProxyBody> {
-    let mut resp = Response::new(full(value.to_string()));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
+/// The checks of [`edge`] in order: framing, path, Host, Origin.
+fn edge_checks(state: &AppState, req: &Request<Incoming>) -> Result<(), ProxyError> {
+    if req.extensions().get::<edge::AmbiguousLength>().is_some() {
+        return Err(ProxyError::AmbiguousLength);
+    }
+    edge::check_path(req.uri().path())?;
+    let host = edge::request_host(req.uri(), req.headers());
+    if state.loopback_host_check {
+        edge::check_loopback_host(host)?;
+    }
+    edge::check_origin(req.headers(), host, &state.config.server.allowed_origins)
 }
 
 /// The path below the upstream base URL: `/v1/chat/completions` → `/chat/completions`.
@@ -380,6 +356,7 @@ async fn forward(
     }
 
     let limit = state.config.max_body_bytes;
+    let body_timeout = Duration::from_millis(state.config.server.body_read_timeout_ms);
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -402,7 +379,7 @@ async fn forward(
     let mut model: Option<String> = None;
     let mut plan: Option<ChatPlan> = None;
     let body = if is_chat || wants_model_peek {
-        let raw = collect_limited(incoming, limit).await?;
+        let raw = collect_limited(incoming, limit, body_timeout).await?;
         if is_chat {
             Stats::bump(&state.stats.intercepted);
             match serde_json::from_slice::<serde_json::Value>(&raw) {
@@ -438,7 +415,7 @@ async fn forward(
             OutBody::Buffered(raw)
         }
     } else {
-        let limited = Limited::new(incoming, limit as usize);
+        let limited = Limited::new(TimeoutBody::new(incoming, body_timeout), limit as usize);
         OutBody::Streamed(reqwest::Body::wrap(limited))
     };
     strip_control_headers(&mut headers);
@@ -449,6 +426,14 @@ async fn forward(
         None => format!("{}{}", upstream.base_url, rest),
     };
     prepare_upstream_headers(&mut headers, upstream, &body);
+    if plan.is_some() {
+        // The proxy reads intercepted answers (usage, mirror agreement, stream usage
+        // stripping): ask for them uncompressed. Passthrough keeps the client's header.
+        headers.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
+        );
+    }
 
     if let Some(p) = &mut plan
         && let (Some(mirror_body), Some(mirror_event), Some(pair), Some(slot)) = (
@@ -585,9 +570,18 @@ pub(super) async fn send(
     }
 }
 
-/// Reads the whole body, failing with 413 past `limit` bytes.
-async fn collect_limited(incoming: Incoming, limit: u64) -> Result<Bytes, ProxyError> {
-    match Limited::new(incoming, limit as usize).collect().await {
+/// Reads the whole body within `timeout`, failing with 413 past `limit` bytes and with 408
+/// when the client is too slow (a partial body is never forwarded).
+async fn collect_limited(
+    incoming: Incoming,
+    limit: u64,
+    timeout: Duration,
+) -> Result<Bytes, ProxyError> {
+    let collect = Limited::new(incoming, limit as usize).collect();
+    let Ok(collected) = tokio::time::timeout(timeout, collect).await else {
+        return Err(ProxyError::RequestTimeout(timeout.as_millis() as u64));
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(ProxyError::BodyTooLarge { limit })
@@ -624,6 +618,9 @@ fn classify_send_error(e: reqwest::Error, limit: u64) -> ProxyError {
     while let Some(err) = source {
         if err.is::<http_body_util::LengthLimitError>() {
             return ProxyError::BodyTooLarge { limit };
+        }
+        if let Some(t) = err.downcast_ref::<super::body::BodyIdleTimeout>() {
+            return ProxyError::RequestTimeout(t.0);
         }
         source = err.source();
     }
