@@ -8,6 +8,8 @@ pub mod ab;
 pub mod cli;
 pub mod compress;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hook;
 pub mod mock;
 pub mod pipeline;

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod body;
 pub mod error;
+pub(crate) mod fuzz;
 pub mod headers;
 mod observe;
 mod proxy;
