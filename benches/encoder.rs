@@ -186,15 +186,20 @@ fn main() {
         );
     }
 
-    // The whole LLMLingua-2 path as the proxy runs it: tokenizer glue, the inference pool and the
+    // The whole LLMLingua-2 path as the proxy runs it: tokenizer glue, the model scheduler and the
     // selection (`compress_prompt(text, rate=0.5)`), timed like the reference's end to end.
     let mut ours_e2e = Vec::new();
     for precision in [Precision::F32, Precision::Q8] {
+        let model_cfg = lingua_proxy::model::ModelConfig {
+            precision: Some(match precision {
+                Precision::F32 => lingua_proxy::model::PrecisionSetting::F32,
+                Precision::Q8 => lingua_proxy::model::PrecisionSetting::Q8,
+            }),
+            ..Default::default()
+        };
         let loaded = match lingua_proxy::scorer::llmlingua2::scorer::load(
             &dir.display().to_string(),
-            "cpu",
-            precision,
-            lingua_proxy::scorer::llmlingua2::PoolConfig::default(),
+            &model_cfg,
         ) {
             Ok(l) => l,
             Err(e) => {

@@ -15,6 +15,7 @@ use thiserror::Error;
 
 use crate::ab::AbConfig;
 use crate::compress::{CompressionConfig, TokenizerKind};
+use crate::model::ModelConfig;
 use crate::telemetry::{Price, TelemetryConfig};
 
 /// Prefix of the environment variables that override configuration keys.
@@ -59,6 +60,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub log: LogConfig,
     pub compression: CompressionConfig,
+    /// Where the model runs and how its scheduler is sized.
+    pub model: ModelConfig,
     pub ab: AbConfig,
     pub telemetry: TelemetryConfig,
     /// Extra or replaced prices, US dollars per million tokens, by model name prefix.
@@ -76,6 +79,7 @@ impl Default for Config {
             routes: Vec::new(),
             log: LogConfig::default(),
             compression: CompressionConfig::default(),
+            model: ModelConfig::default(),
             ab: AbConfig::default(),
             telemetry: TelemetryConfig::default(),
             prices: BTreeMap::new(),
@@ -267,6 +271,13 @@ impl Config {
             .map_err(|e| ConfigError::Invalid {
                 key: format!("compression.{}", e.key),
                 message: e.reason.clone(),
+                expected: "a value as documented in proxy.toml",
+            })?;
+        self.model
+            .validate()
+            .map_err(|(key, reason)| ConfigError::Invalid {
+                key: format!("model.{key}"),
+                message: reason,
                 expected: "a value as documented in proxy.toml",
             })?;
         self.ab.validate().map_err(|e| {

@@ -73,6 +73,11 @@ pub trait ChatHook: Send + Sync + 'static {
     fn queue_depth(&self) -> usize {
         0
     }
+
+    /// The proxy is shutting down: cancel every queued and running compression (queued model
+    /// windows are dropped, waiting compression threads return at once) and refuse new work;
+    /// requests then go out uncompressed. Idempotent, never blocks.
+    fn shutdown(&self) {}
 }
 
 /// The identity hook: forwards every request unchanged.

@@ -12,6 +12,7 @@ pub mod config;
 pub mod fuzzing;
 pub mod hook;
 pub mod mock;
+pub mod model;
 pub mod pipeline;
 pub mod scorer;
 pub mod server;

@@ -121,7 +121,8 @@ fn build_hook(config: &Config) -> anyhow::Result<Arc<dyn ChatHook>> {
         .iter()
         .filter_map(|r| r.tokenizer.map(|t| (r.model_prefix.clone(), t)))
         .collect();
-    let hook = CompressionHook::from_config(&config.compression)?.with_route_tokenizers(routes);
+    let hook = CompressionHook::from_configs(&config.compression, &config.model)?
+        .with_route_tokenizers(routes);
     Ok(Arc::new(hook))
 }
 

@@ -1,9 +1,20 @@
 //! The [`ChatHook`] that compresses intercepted chat-completion requests.
 //!
-//! Compression runs on the blocking thread pool behind two bounds: at most `workers` requests
-//! are compressed at once and at most `queue` more may wait; anything beyond skips compression
-//! at once. Every failure (scorer error, panic, deadline) forwards the original request, logs one
-//! line and increments a counter (fail-open).
+//! What bounds what:
+//! - `[compression] workers` requests run the policy at once (span detection, tokenisation and
+//!   selection on the blocking thread pool) and at most `queue` more may wait for a worker;
+//!   beyond that a request skips compression at once (`overloaded`);
+//! - the neural scorer's inference is scheduled per model ([`crate::model::Scheduler`]): memory
+//!   is bounded by `[model] max_batch_tokens`, waiting work by `max_queued_tokens` (beyond it the
+//!   request is refused at once and counted as `overloaded`, never as an error);
+//! - `max_message_tokens` / `max_request_tokens` keep giant texts away from the scorer
+//!   (`too_large`).
+//!
+//! Every request gets a [`WorkCtx`] with its deadline; it is cancelled when the deadline passes
+//! or the hook's future is dropped (the client went away), which drops the request's queued
+//! model windows and makes the compression thread return at once. Every failure (scorer error,
+//! panic, deadline) forwards the original request, logs one line and increments a counter
+//! (fail-open).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -18,10 +29,10 @@ use tokio::sync::Semaphore;
 use crate::compress::policy::parse_rate;
 use crate::compress::{
     ActiveScorer, CompressError, CompressionConfig, OnError, Outcome, Policy, RequestOptions,
-    TokenizerKind,
+    SkipReason, TokenizerKind,
 };
 use crate::hook::{ChatHook, ChatRequest, HookOutcome, HookReport};
-use crate::scorer::llmlingua2::pool::InferencePool;
+use crate::model::{Interrupted, ModelConfig, ModelQueue, Priority, WorkCtx};
 use crate::telemetry::{RoleTokens, Tokens};
 
 /// `x-lingua-compress: off|on`.
@@ -32,7 +43,8 @@ pub const HEADER_TOKENS_BEFORE: &str = "x-lingua-tokens-before";
 pub const HEADER_TOKENS_AFTER: &str = "x-lingua-tokens-after";
 pub const HEADER_COMPRESSION_MS: &str = "x-lingua-compression-ms";
 pub const HEADER_CACHE: &str = "x-lingua-cache";
-/// Why compression did not run: `off`, `disabled`, `overloaded`, `error`, `panic`, `deadline`.
+/// Why compression did not run: `off`, `disabled`, `overloaded`, `too_large`, `error`, `panic`,
+/// `deadline`, `cancelled`, `shutting_down`.
 pub const HEADER_SKIPPED: &str = "x-lingua-skipped";
 
 /// Counters of the pipeline (also reported through the `metrics` facade).
@@ -54,6 +66,16 @@ pub struct PipelineStats {
     pub fail_open_panic: AtomicU64,
     /// Fail-open: `deadline_ms` passed.
     pub fail_open_deadline: AtomicU64,
+    /// The client went away (or the proxy is shutting down) while the request was compressed.
+    pub cancelled: AtomicU64,
+    /// Forwarded unchanged because of `max_request_tokens` / `max_message_tokens`.
+    pub skipped_too_large: AtomicU64,
+    /// Messages not scored because of `max_message_tokens`.
+    pub too_large_messages: AtomicU64,
+    /// Background compressions queued, finished (stored in the cache), and not queued (full).
+    pub background_queued: AtomicU64,
+    pub background_done: AtomicU64,
+    pub background_dropped: AtomicU64,
 }
 
 impl PipelineStats {
@@ -84,7 +106,18 @@ struct Inner {
     /// Workers plus queue slots: the admission semaphore's capacity.
     admission_capacity: usize,
     workers_capacity: usize,
-    pool: Option<Arc<InferencePool>>,
+    model_queue: Option<Arc<dyn ModelQueue>>,
+    /// Parent of every request's context: cancelled by [`ChatHook::shutdown`].
+    root: WorkCtx,
+    /// Background compression queue (`[compression] background = true`).
+    background: Option<std::sync::mpsc::SyncSender<BackgroundJob>>,
+}
+
+/// A request to compress again off the request path.
+struct BackgroundJob {
+    raw: Bytes,
+    json: serde_json::Value,
+    opts: RequestOptions,
 }
 
 impl std::fmt::Debug for CompressionHook {
@@ -114,16 +147,31 @@ impl CompressionHook {
         } else {
             cfg.workers
         };
+        let root = WorkCtx::none();
+        let stats = Arc::new(PipelineStats::default());
+        let background = if cfg.background {
+            start_background(
+                policy.clone(),
+                root.clone(),
+                stats.clone(),
+                cfg.background_queue,
+                Duration::from_millis(cfg.background_deadline_ms),
+            )
+        } else {
+            None
+        };
         let inner = Inner {
             admission_capacity: workers + cfg.queue,
             workers_capacity: workers,
-            pool: None,
+            model_queue: None,
+            root,
+            background,
             admission: Arc::new(Semaphore::new(workers + cfg.queue)),
             workers: Arc::new(Semaphore::new(workers)),
             deadline: Duration::from_millis(cfg.deadline_ms),
             tokenizer: None,
             route_tokenizers: Vec::new(),
-            stats: Arc::new(PipelineStats::default()),
+            stats,
             active: None,
             policy,
         };
@@ -136,9 +184,14 @@ impl CompressionHook {
     /// LLMLingua-2 model is unavailable, `on_model_unavailable` decides (see
     /// [`crate::compress::build`]); with `"passthrough"` the hook forwards every request unchanged.
     pub fn from_config(config: &CompressionConfig) -> anyhow::Result<Self> {
-        let built = crate::compress::build(config)?;
+        Self::from_configs(config, &ModelConfig::default())
+    }
+
+    /// [`Self::from_config`] with the `[model]` table.
+    pub fn from_configs(config: &CompressionConfig, model: &ModelConfig) -> anyhow::Result<Self> {
+        let built = crate::compress::build_with(config, model)?;
         let active = built.active.clone();
-        let pool = built.pool.clone();
+        let model_queue = built.model_queue.clone();
         let hook = match built.compressor {
             Some(compressor) => Self::new(Arc::new(Policy::new(config.clone(), compressor)?)),
             None => {
@@ -154,7 +207,7 @@ impl CompressionHook {
         };
         Ok(hook.rebuild(|i| {
             i.active = Some(active);
-            i.pool = pool;
+            i.model_queue = model_queue;
         }))
     }
 
@@ -188,7 +241,9 @@ impl CompressionHook {
             active: i.active.clone(),
             admission_capacity: i.admission_capacity,
             workers_capacity: i.workers_capacity,
-            pool: i.pool.clone(),
+            model_queue: i.model_queue.clone(),
+            root: i.root.clone(),
+            background: i.background.clone(),
         };
         f(&mut inner);
         Self {
@@ -200,8 +255,64 @@ impl CompressionHook {
         self.inner.stats.clone()
     }
 
+    /// The model scheduler's counters, when a neural scorer is loaded.
+    pub fn model_stats(&self) -> Option<crate::model::SchedulerStats> {
+        self.inner.model_queue.as_ref().map(|q| q.stats())
+    }
+
     pub fn policy(&self) -> &Arc<Policy> {
         &self.inner.policy
+    }
+}
+
+/// Starts the background compression thread: it takes jobs from a bounded queue, one at a time,
+/// and runs the policy with the lowest scheduler priority, its own deadline and no size limits;
+/// results land in the policy's cache.
+fn start_background(
+    policy: Arc<Policy>,
+    root: WorkCtx,
+    stats: Arc<PipelineStats>,
+    capacity: usize,
+    budget: Duration,
+) -> Option<std::sync::mpsc::SyncSender<BackgroundJob>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<BackgroundJob>(capacity.max(1));
+    let spawned = std::thread::Builder::new()
+        .name("lingua-background".into())
+        .spawn(move || {
+            while let Ok(mut job) = rx.recv() {
+                if root.is_cancelled() {
+                    break;
+                }
+                job.opts.work = root.child(Some(Instant::now() + budget), Priority::Background);
+                job.opts.ignore_size_limits = true;
+                let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    policy.apply(&job.raw, &job.json, &job.opts)
+                }));
+                match r {
+                    Ok(Ok(_)) => {
+                        stats.background_done.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("lingua_compression_background_total", "result" => "done")
+                            .increment(1);
+                    }
+                    Ok(Err(e)) => {
+                        tracing::info!(error = %e, "background compression gave up");
+                        metrics::counter!("lingua_compression_background_total", "result" => "failed")
+                            .increment(1);
+                    }
+                    Err(_) => {
+                        tracing::warn!("background compression panicked");
+                        metrics::counter!("lingua_compression_background_total", "result" => "failed")
+                            .increment(1);
+                    }
+                }
+            }
+        });
+    match spawned {
+        Ok(_) => Some(tx),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the background compression thread");
+            None
+        }
     }
 }
 
@@ -293,7 +404,19 @@ impl ChatHook for CompressionHook {
         let i = &self.inner;
         let admitted = i.admission_capacity - i.admission.available_permits();
         let running = i.workers_capacity - i.workers.available_permits();
-        admitted.saturating_sub(running) + i.pool.as_ref().map_or(0, |p| p.queue_depth())
+        let model = i
+            .model_queue
+            .as_ref()
+            .map_or(0, |q| q.stats().queued_windows as usize);
+        admitted.saturating_sub(running) + model
+    }
+
+    fn shutdown(&self) {
+        let i = &self.inner;
+        i.root.cancel();
+        if let Some(q) = &i.model_queue {
+            q.close();
+        }
     }
 }
 
@@ -311,6 +434,9 @@ impl Inner {
             stats.skipped_off.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("lingua_compression_skipped_total", "reason" => "off").increment(1);
             return skipped(if cfg.enabled { "off" } else { "disabled" }, false);
+        }
+        if self.root.is_cancelled() {
+            return skipped("shutting_down", false);
         }
         let Ok(admission) = self.admission.clone().try_acquire_owned() else {
             stats.skipped_overload.fetch_add(1, Ordering::Relaxed);
@@ -331,26 +457,67 @@ impl Inner {
             .find(|(prefix, _)| model.starts_with(prefix.as_str()))
             .map(|(_, t)| *t)
             .or(self.tokenizer);
+        // Cancelled when this future is dropped (the client went away) or finishes: either way
+        // nothing may keep running for this request.
+        let work = self.root.child(Some(deadline), Priority::Normal);
+        let _cancel = work.cancel_on_drop();
         let opts = RequestOptions {
             rate_override: c.rate,
             tokenizer,
-            deadline: Some(deadline),
+            work: work.clone(),
+            ignore_size_limits: false,
         };
+        let retry = self.background.is_some().then(|| BackgroundJob {
+            raw: req.raw.clone(),
+            json: req.json.clone(),
+            opts: opts.clone(),
+        });
         let result = self.compress(req.raw, req.json, opts, deadline).await;
         drop(admission);
         match result {
-            Ok(outcome) => self.success(outcome),
+            Ok(outcome) => {
+                let cold = outcome
+                    .report
+                    .messages
+                    .iter()
+                    .any(|m| m.skipped == Some(SkipReason::TooLarge));
+                if cold && let Some(job) = retry {
+                    self.queue_background(job);
+                }
+                self.success(outcome)
+            }
+            Err(Failure::Error(e)) if e.is_overloaded() => {
+                stats.skipped_overload.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("lingua_compression_skipped_total", "reason" => "overloaded")
+                    .increment(1);
+                tracing::warn!("model queue full; forwarding the original request");
+                skipped("overloaded", false)
+            }
             Err(f) => {
-                let reason = match &f {
-                    Failure::Error(CompressError::Deadline) | Failure::Deadline => {
+                let interrupted = match &f {
+                    Failure::Deadline => Some(Interrupted::Deadline),
+                    Failure::Error(e) => e.interrupted(),
+                    Failure::Panic => None,
+                };
+                if interrupted == Some(Interrupted::Deadline)
+                    && let Some(job) = retry
+                {
+                    self.queue_background(job);
+                }
+                let reason = match (&f, interrupted) {
+                    (_, Some(Interrupted::Deadline)) => {
                         stats.fail_open_deadline.fetch_add(1, Ordering::Relaxed);
                         "deadline"
                     }
-                    Failure::Error(_) => {
+                    (_, Some(Interrupted::Cancelled)) => {
+                        stats.cancelled.fetch_add(1, Ordering::Relaxed);
+                        "cancelled"
+                    }
+                    (Failure::Error(_) | Failure::Deadline, None) => {
                         stats.fail_open_error.fetch_add(1, Ordering::Relaxed);
                         "error"
                     }
-                    Failure::Panic => {
+                    (Failure::Panic, None) => {
                         stats.fail_open_panic.fetch_add(1, Ordering::Relaxed);
                         "panic"
                     }
@@ -382,6 +549,25 @@ impl Inner {
                     "compression failed; forwarding the original request"
                 );
                 skipped(reason, true)
+            }
+        }
+    }
+
+    /// Queues a request for background compression; a full queue drops it (counted).
+    fn queue_background(&self, job: BackgroundJob) {
+        let Some(tx) = &self.background else { return };
+        match tx.try_send(job) {
+            Ok(()) => {
+                self.stats.background_queued.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("lingua_compression_background_total", "result" => "queued")
+                    .increment(1);
+            }
+            Err(_) => {
+                self.stats
+                    .background_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("lingua_compression_background_total", "result" => "dropped")
+                    .increment(1);
             }
         }
     }
@@ -418,6 +604,32 @@ impl Inner {
 
     fn success(&self, outcome: Outcome) -> HookOutcome {
         let r = &outcome.report;
+        let too_large_messages = r
+            .messages
+            .iter()
+            .filter(|m| m.skipped == Some(SkipReason::TooLarge))
+            .count() as u64;
+        if too_large_messages > 0 {
+            self.stats
+                .too_large_messages
+                .fetch_add(too_large_messages, Ordering::Relaxed);
+            metrics::counter!("lingua_compression_too_large_messages_total")
+                .increment(too_large_messages);
+        }
+        if r.too_large {
+            self.stats.skipped_too_large.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("lingua_compression_skipped_total", "reason" => "too_large")
+                .increment(1);
+            tracing::info!(
+                tokens_at_least = r.tokens_before,
+                "request too large to compress; forwarding it unchanged"
+            );
+            let mut out = skipped("too_large", false);
+            if let Some(rep) = out.report.as_mut() {
+                rep.tokens = Some(tokens_of(r));
+            }
+            return out;
+        }
         let changed = outcome.body.is_some();
         if changed {
             self.stats.compressed.fetch_add(1, Ordering::Relaxed);

@@ -55,6 +55,65 @@ fn shipped_proxy_toml_is_valid() {
     assert_eq!(config.ab, defaults.ab);
     assert_eq!(config.telemetry, defaults.telemetry);
     assert_eq!(config.prices, defaults.prices);
+    assert_eq!(config.model, defaults.model);
+    assert_eq!(config.compression.max_message_tokens, 32768);
+    assert_eq!(config.compression.max_request_tokens, 131072);
+    assert!(!config.compression.background);
+    // device and precision moved to [model]; the shipped file no longer sets the old keys.
+    assert_eq!(config.compression.device, None);
+    assert_eq!(config.compression.precision, None);
+}
+
+#[test]
+fn model_table_is_validated_by_key_and_old_compression_keys_still_work() {
+    use lingua_proxy::model::PrecisionSetting;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.toml");
+    let load = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        lingua_proxy::config::Config::load(Some(&path), &lingua_proxy::config::Overrides::default())
+    };
+    let err = load(
+        "[model]
+max_batch_tokens = 0
+",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("model.max_batch_tokens"), "{err}");
+    let err = load(
+        "[model]
+device = \"gpu\"
+",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("model.device"), "{err}");
+    let err = load(
+        "[compression]
+device = \"gpu\"
+",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("compression.device"), "{err}");
+    let ok = load(
+        "[compression]
+precision = \"q8\"
+[model]
+threads = 2
+max_batch_tokens = 1024
+",
+    )
+    .unwrap();
+    assert_eq!(ok.model.threads, 2);
+    assert_eq!(ok.model.max_batch_tokens, 1024);
+    let effective = ok
+        .model
+        .clone()
+        .with_legacy(ok.compression.device.as_deref(), ok.compression.precision);
+    assert_eq!(effective.precision(), PrecisionSetting::Q8);
+    assert_eq!(effective.device(), "cpu");
 }
 
 #[test]

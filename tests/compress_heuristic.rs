@@ -26,7 +26,13 @@ fn heuristic() -> Lingua2Compressor {
 #[test]
 fn compresses_to_about_the_rate_and_keeps_key_facts() {
     let c = heuristic();
-    let out = c.compress(TEXT, &Budget::rate(0.5)).unwrap();
+    let out = c
+        .compress(
+            TEXT,
+            &Budget::rate(0.5),
+            &lingua_proxy::scorer::WorkCtx::none(),
+        )
+        .unwrap();
     let ratio = out.compressed_tokens as f64 / out.origin_tokens as f64;
     assert!((0.3..0.75).contains(&ratio), "ratio {ratio}: {}", out.text);
     for keep in ["500", "50", "15", "never", "not", "Maria", "Lopez", "\n"] {
@@ -35,8 +41,20 @@ fn compresses_to_about_the_rate_and_keeps_key_facts() {
     // two newlines in, two newlines out: line structure survives
     assert_eq!(out.text.matches('\n').count(), 2, "{}", out.text);
     // rate 0.9 keeps more than rate 0.3
-    let hi = c.compress(TEXT, &Budget::rate(0.9)).unwrap();
-    let lo = c.compress(TEXT, &Budget::rate(0.3)).unwrap();
+    let hi = c
+        .compress(
+            TEXT,
+            &Budget::rate(0.9),
+            &lingua_proxy::scorer::WorkCtx::none(),
+        )
+        .unwrap();
+    let lo = c
+        .compress(
+            TEXT,
+            &Budget::rate(0.3),
+            &lingua_proxy::scorer::WorkCtx::none(),
+        )
+        .unwrap();
     assert!(hi.compressed_tokens > out.compressed_tokens);
     assert!(lo.compressed_tokens < out.compressed_tokens);
 }
@@ -46,7 +64,9 @@ fn target_tokens_budget() {
     let c = heuristic();
     let mut b = Budget::rate(0.5);
     b.target_tokens = Some(40);
-    let out = c.compress(TEXT, &b).unwrap();
+    let out = c
+        .compress(TEXT, &b, &lingua_proxy::scorer::WorkCtx::none())
+        .unwrap();
     assert!(
         out.compressed_tokens <= 60,
         "{} tokens: {}",
@@ -57,9 +77,24 @@ fn target_tokens_budget() {
 
 #[test]
 fn byte_identical_every_time() {
-    let a = heuristic().compress(TEXT, &Budget::rate(0.4)).unwrap();
+    let a = heuristic()
+        .compress(
+            TEXT,
+            &Budget::rate(0.4),
+            &lingua_proxy::scorer::WorkCtx::none(),
+        )
+        .unwrap();
     for _ in 0..3 {
-        assert_eq!(heuristic().compress(TEXT, &Budget::rate(0.4)).unwrap(), a);
+        assert_eq!(
+            heuristic()
+                .compress(
+                    TEXT,
+                    &Budget::rate(0.4),
+                    &lingua_proxy::scorer::WorkCtx::none()
+                )
+                .unwrap(),
+            a
+        );
     }
 }
 

@@ -53,7 +53,12 @@ impl Compressor for Broken {
     fn id(&self) -> &str {
         "broken"
     }
-    fn compress(&self, text: &str, _: &Budget) -> Result<CompressOutput, CompressError> {
+    fn compress(
+        &self,
+        text: &str,
+        _: &Budget,
+        _: &lingua_proxy::scorer::WorkCtx,
+    ) -> Result<CompressOutput, CompressError> {
         match &self.0 {
             Mode::Fail => Err(ScorerError::Model("boom".into()).into()),
             Mode::Sleep(d) => {

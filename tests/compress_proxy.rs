@@ -218,7 +218,12 @@ impl Compressor for Broken {
     fn id(&self) -> &str {
         "broken"
     }
-    fn compress(&self, text: &str, _: &Budget) -> Result<CompressOutput, CompressError> {
+    fn compress(
+        &self,
+        text: &str,
+        _: &Budget,
+        _: &lingua_proxy::scorer::WorkCtx,
+    ) -> Result<CompressOutput, CompressError> {
         match self.sleep {
             Some(d) => {
                 std::thread::sleep(d);

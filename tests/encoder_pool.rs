@@ -1,13 +1,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! The inference pool: bounded queue, overload, cancellation, batching across requests.
+//! The token classifier behind the model scheduler: batches packed across requests give the same
+//! probabilities as direct forward passes, the token budget splits batches, and cancelled work
+//! never runs. (The scheduler's ordering and admission rules are unit-tested with a fake backend
+//! in `src/model/scheduler.rs`.)
 
 use std::sync::Arc;
 
-use lingua_proxy::scorer::ScorerError;
+use lingua_proxy::model::{SchedError, SchedulerConfig, WorkCtx};
+use lingua_proxy::scorer::llmlingua2::pool::start;
 use lingua_proxy::scorer::llmlingua2::random::RandomSpec;
-use lingua_proxy::scorer::llmlingua2::{
-    Arch, InferencePool, ModelFiles, PoolConfig, Precision, TokenClassifier,
-};
+use lingua_proxy::scorer::llmlingua2::{Arch, ModelFiles, Precision, TokenClassifier};
 
 fn model() -> (tempfile::TempDir, Arc<TokenClassifier>) {
     let tmp = tempfile::tempdir().unwrap();
@@ -24,33 +26,31 @@ fn model() -> (tempfile::TempDir, Arc<TokenClassifier>) {
     (tmp, Arc::new(m))
 }
 
+fn cfg(max_batch_tokens: usize, max_queued_tokens: usize) -> SchedulerConfig {
+    SchedulerConfig {
+        max_batch_tokens,
+        max_queued_tokens,
+        thread_name: "test-model".into(),
+    }
+}
+
 #[test]
-fn overload_cancellation_and_batching() {
+fn packed_batches_match_direct_forward_passes_and_cancelled_work_never_runs() {
     let (_tmp, m) = model();
-    let pool = InferencePool::new(
-        m.clone(),
-        PoolConfig {
-            workers: 1,
-            queue_capacity: 3,
-            max_batch_tokens: 1000,
-        },
-    )
-    .unwrap();
-    pool.pause();
+    let s = start(m.clone(), cfg(1000, 1000)).unwrap();
+    s.pause();
     let a = vec![vec![3, 10, 11, 12, 3], vec![3, 40, 3]];
     let b = vec![vec![3, 20, 21, 3]];
-    let ha = pool.try_submit(a.clone()).unwrap();
-    let cancelled = pool.try_submit(vec![vec![3, 9, 3]]).unwrap();
-    let hb = pool.try_submit(b.clone()).unwrap();
-    assert_eq!(pool.queue_depth(), 3);
-    assert!(matches!(
-        pool.try_submit(vec![vec![3, 3]]),
-        Err(ScorerError::Overloaded)
-    ));
-    // Invalid input is refused at the door, never queued.
-    assert!(pool.try_submit(vec![vec![]]).is_err());
-    drop(cancelled);
-    pool.resume();
+    let ctx = WorkCtx::none();
+    let ha = s.submit(&ctx, a.clone()).unwrap();
+    let gone = WorkCtx::none();
+    let hc = s.submit(&gone, vec![vec![3, 9, 3]]).unwrap();
+    let hb = s.submit(&ctx, b.clone()).unwrap();
+    assert_eq!(s.stats().queued_windows, 4);
+    gone.cancel();
+    assert_eq!(hc.wait().unwrap_err(), SchedError::Cancelled);
+    assert_eq!(s.stats().queued_windows, 3);
+    s.resume();
     let ra = ha.wait().unwrap();
     let rb = hb.wait().unwrap();
     assert_eq!(ra.len(), 2);
@@ -61,48 +61,37 @@ fn overload_cancellation_and_batching() {
             .iter()
             .chain(&m.keep_probs(&b).unwrap()),
     ) {
+        assert_eq!(got.len(), want.len());
         for (x, y) in got.iter().zip(want) {
             assert!((x - y).abs() < 1e-5);
         }
     }
-    assert_eq!(pool.skipped(), 1);
-    // Both live requests fit the token budget, so they ran as one forward pass.
-    assert_eq!(pool.batches(), 1);
-    assert_eq!(pool.queue_depth(), 0);
+    let st = s.stats();
+    // Both live requests fit the token budget: one forward pass; the cancelled window never ran.
+    assert_eq!(st.batches, 1);
+    assert_eq!(st.windows_run, 3);
+    assert_eq!(st.windows_dropped, 1);
+    assert_eq!(st.queued_windows, 0);
 }
 
 #[test]
-fn token_budget_splits_batches() {
+fn token_budget_splits_batches_and_admission_counts_tokens() {
     let (_tmp, m) = model();
-    let pool = InferencePool::new(
-        m,
-        PoolConfig {
-            workers: 1,
-            queue_capacity: 8,
-            max_batch_tokens: 100,
-        },
-    )
-    .unwrap();
-    pool.pause();
+    let s = start(m, cfg(100, 250)).unwrap();
+    s.pause();
+    let ctx = WorkCtx::none();
     let hs: Vec<_> = (0..4)
-        .map(|_| pool.try_submit(vec![vec![5; 60]]).unwrap())
+        .map(|_| s.submit(&ctx, vec![vec![5; 60]]).unwrap())
         .collect();
-    pool.resume();
+    // 240 tokens queued: 60 more would pass 250.
+    assert_eq!(
+        s.submit(&ctx, vec![vec![5; 60]]).unwrap_err(),
+        SchedError::Overloaded
+    );
+    s.resume();
     for h in hs {
         assert_eq!(h.wait().unwrap()[0].len(), 60);
     }
-    assert_eq!(pool.batches(), 4);
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn async_callers_do_not_block_the_runtime() {
-    let (_tmp, m) = model();
-    let pool = InferencePool::new(m, PoolConfig::default()).unwrap();
-    let h = pool.try_submit(vec![vec![3, 7, 8, 3]]).unwrap();
-    // A timer on the same single-threaded runtime keeps ticking while we wait.
-    let tick =
-        tokio::spawn(async { tokio::time::sleep(std::time::Duration::from_millis(1)).await });
-    let r = h.recv().await.unwrap();
-    tick.await.unwrap();
-    assert_eq!(r[0].len(), 4);
+    assert_eq!(s.stats().batches, 4);
+    assert!(s.stats().max_batch_tokens_seen <= 100);
 }

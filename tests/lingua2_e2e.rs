@@ -32,10 +32,14 @@ fn encoder_scorer(model: &str, toks: &Tokenizers) -> impl Scorer {
     let files = ModelFiles::from_dir(&dir).unwrap();
     let clf = Arc::new(TokenClassifier::load(&files, "cpu", Precision::F32).unwrap());
     let id = clf.digest().to_string();
-    InputScorer::new(toks.get(model).clone(), id, move |inp: &[ModelInput]| {
-        let ids: Vec<Vec<u32>> = inp.iter().map(|i| i.input_ids.clone()).collect();
-        clf.keep_probs(&ids)
-    })
+    InputScorer::new(
+        toks.get(model).clone(),
+        id,
+        move |inp: &[ModelInput], _: &lingua_proxy::scorer::WorkCtx| {
+            let ids: Vec<Vec<u32>> = inp.iter().map(|i| i.input_ids.clone()).collect();
+            clf.keep_probs(&ids)
+        },
+    )
 }
 
 #[test]
@@ -78,7 +82,9 @@ fn encoder_probabilities_match_the_reference_and_selection_matches_up_to_ties() 
             .iter()
             .map(|c| c["text"].as_str().unwrap().to_string())
             .collect();
-        let ours = scorer.score_chunks(&texts).unwrap();
+        let ours = scorer
+            .score_chunks(&texts, &lingua_proxy::scorer::WorkCtx::none())
+            .unwrap();
         for (c, o) in chunks.iter().zip(&ours) {
             let theirs = scored(c);
             assert_eq!(o.tokens, theirs.tokens, "{}", case["name"]);

@@ -140,21 +140,26 @@ fn random_options(r: &mut Rng) -> Lingua2Options {
 fn random_inputs_never_panic_and_outputs_are_consistent() {
     let toks = Tokenizers::load();
     for model in ["minilm", "xlmr"] {
-        let scorer = InputScorer::new(toks.get(model).clone(), "fake", |inp: &[ModelInput]| {
-            Ok::<_, ScorerError>(
-                inp.iter()
-                    .map(|i| {
-                        i.input_ids
-                            .iter()
-                            .enumerate()
-                            .map(|(k, id)| {
-                                ((id.wrapping_mul(2_654_435_761) ^ k as u32) % 1000) as f32 / 1000.0
-                            })
-                            .collect()
-                    })
-                    .collect(),
-            )
-        });
+        let scorer = InputScorer::new(
+            toks.get(model).clone(),
+            "fake",
+            |inp: &[ModelInput], _: &lingua_proxy::scorer::WorkCtx| {
+                Ok::<_, ScorerError>(
+                    inp.iter()
+                        .map(|i| {
+                            i.input_ids
+                                .iter()
+                                .enumerate()
+                                .map(|(k, id)| {
+                                    ((id.wrapping_mul(2_654_435_761) ^ k as u32) % 1000) as f32
+                                        / 1000.0
+                                })
+                                .collect()
+                        })
+                        .collect(),
+                )
+            },
+        );
         let mut r = Rng(0x9e37_79b9_7f4a_7c15 ^ model.len() as u64);
         for iter in 0..150 {
             let n_ctx = 1 + r.below(4);

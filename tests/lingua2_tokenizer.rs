@@ -146,18 +146,30 @@ fn input_scorer_drops_masked_positions_and_checks_lengths() {
     let s = InputScorer::new(
         toks.get("minilm").clone(),
         "fake",
-        |inp: &[ModelInput]| {
+        |inp: &[ModelInput], _: &lingua_proxy::scorer::WorkCtx| {
             Ok(inp
                 .iter()
                 .map(|i| (0..i.input_ids.len()).map(|k| k as f32 / 100.0).collect())
                 .collect::<Vec<Vec<f32>>>())
         },
     );
-    let out = s.score_chunks(&["[PAD] a b".to_string()]).unwrap();
+    let out = s
+        .score_chunks(
+            &["[PAD] a b".to_string()],
+            &lingua_proxy::scorer::WorkCtx::none(),
+        )
+        .unwrap();
     assert_eq!(out[0].tokens, ["[CLS]", "a", "b", "[SEP]"]);
     assert_eq!(out[0].probs, [0.0, 0.02, 0.03, 0.04]);
-    let bad = InputScorer::new(toks.get("minilm").clone(), "bad", |_: &[ModelInput]| {
-        Ok::<_, ScorerError>(vec![vec![0.5_f32]])
-    });
-    assert!(bad.score_chunks(&["a b".to_string()]).is_err());
+    let bad = InputScorer::new(
+        toks.get("minilm").clone(),
+        "bad",
+        |_: &[ModelInput], _: &lingua_proxy::scorer::WorkCtx| {
+            Ok::<_, ScorerError>(vec![vec![0.5_f32]])
+        },
+    );
+    assert!(
+        bad.score_chunks(&["a b".to_string()], &lingua_proxy::scorer::WorkCtx::none())
+            .is_err()
+    );
 }

@@ -21,7 +21,12 @@ impl Compressor for EveryOther {
     fn id(&self) -> &str {
         "every-other/test"
     }
-    fn compress(&self, text: &str, budget: &Budget) -> Result<CompressOutput, CompressError> {
+    fn compress(
+        &self,
+        text: &str,
+        budget: &Budget,
+        _: &lingua_proxy::scorer::WorkCtx,
+    ) -> Result<CompressOutput, CompressError> {
         self.calls
             .lock()
             .unwrap()
@@ -327,7 +332,12 @@ impl Compressor for Trim {
     fn id(&self) -> &str {
         "trim"
     }
-    fn compress(&self, text: &str, _: &Budget) -> Result<CompressOutput, CompressError> {
+    fn compress(
+        &self,
+        text: &str,
+        _: &Budget,
+        _: &lingua_proxy::scorer::WorkCtx,
+    ) -> Result<CompressOutput, CompressError> {
         let out = text.rsplit_once(' ').map_or(text, |(a, _)| a).to_string();
         Ok(CompressOutput {
             origin_tokens: 0,

@@ -133,7 +133,7 @@ pub fn compress_text(args: &CompressArgs, text: &str) -> anyhow::Result<Compress
         anyhow::bail!("--target-tokens must be at least 1");
     }
     if let Some(p) = args.precision {
-        config.precision = p;
+        config.precision = Some(p);
     }
     // The command line asks for a scorer explicitly: a model that cannot be loaded is an error
     // here, not a silent fallback.

@@ -6,7 +6,8 @@
 
 use thiserror::Error;
 
-use crate::scorer::ScorerError;
+use crate::model::Interrupted;
+use crate::scorer::{ScorerError, WorkCtx};
 
 /// How much of a text to keep.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,8 +49,35 @@ pub enum CompressError {
     Budget(String),
     #[error("compression deadline exceeded")]
     Deadline,
+    #[error("compression cancelled")]
+    Cancelled,
     #[error("compression failed: {0}")]
     Internal(String),
+}
+
+impl From<Interrupted> for CompressError {
+    fn from(i: Interrupted) -> Self {
+        match i {
+            Interrupted::Deadline => Self::Deadline,
+            Interrupted::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+impl CompressError {
+    /// Whether the work stopped because of its deadline or cancellation (wherever it noticed).
+    pub fn interrupted(&self) -> Option<Interrupted> {
+        match self {
+            Self::Deadline | Self::Scorer(ScorerError::Deadline) => Some(Interrupted::Deadline),
+            Self::Cancelled | Self::Scorer(ScorerError::Cancelled) => Some(Interrupted::Cancelled),
+            _ => None,
+        }
+    }
+
+    /// Whether the scorer refused the work because its queue is full.
+    pub fn is_overloaded(&self) -> bool {
+        matches!(self, Self::Scorer(ScorerError::Overloaded))
+    }
 }
 
 /// Compresses one text under a budget. Implementations must be deterministic: the same text,
@@ -58,5 +86,12 @@ pub trait Compressor: Send + Sync {
     /// Identifies everything that changes the output (algorithm, scorer id, settings); part of
     /// every cache key.
     fn id(&self) -> &str;
-    fn compress(&self, text: &str, budget: &Budget) -> Result<CompressOutput, CompressError>;
+    /// `ctx` carries the request's deadline and cancellation: implementations pass it to their
+    /// scorer and stop with [`CompressError::Deadline`]/[`CompressError::Cancelled`] when told.
+    fn compress(
+        &self,
+        text: &str,
+        budget: &Budget,
+        ctx: &WorkCtx,
+    ) -> Result<CompressOutput, CompressError>;
 }

@@ -47,16 +47,7 @@ pub enum ModelUnavailable {
     Fail,
 }
 
-/// Precision of the LLMLingua-2 encoder's linear layers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum PrecisionSetting {
-    /// Full f32: parity with the reference.
-    #[default]
-    F32,
-    /// int8 weights and dynamically quantized activations (AVX-512 VNNI when available).
-    Q8,
-}
+pub use crate::model::config::PrecisionSetting;
 
 /// What to do when compression fails or misses its deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -172,10 +163,12 @@ pub struct CompressionConfig {
     pub model: Option<String>,
     /// What to do when the LLMLingua-2 model cannot be loaded.
     pub on_model_unavailable: ModelUnavailable,
-    /// `"f32"` (parity with the reference) or `"q8"` (faster, >= 98% agreement).
-    pub precision: PrecisionSetting,
-    /// `"cpu"`, or `"cuda:N"` in a build with the `cuda` feature.
-    pub device: String,
+    /// Deprecated: `[model] precision`. Read when `[model]` leaves it unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precision: Option<PrecisionSetting>,
+    /// Deprecated: `[model] device`. Read when `[model]` leaves it unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     /// Per-role budgets.
     pub roles: RolesConfig,
     /// Never compress the final user message.
@@ -205,6 +198,19 @@ pub struct CompressionConfig {
     pub workers: usize,
     /// Requests allowed to wait for a worker; beyond that requests skip compression.
     pub queue: usize,
+    /// A message with more target-tokenizer tokens than this is not scored (skipped as
+    /// `too_large`); 0 disables the limit.
+    pub max_message_tokens: u64,
+    /// A request whose messages hold more tokens than this in total is forwarded unchanged
+    /// (`x-lingua-skipped: too_large`); 0 disables the limit.
+    pub max_request_tokens: u64,
+    /// Compress too-large and deadline-missed messages off the request path (lowest priority)
+    /// and store the result in the cache, so the next identical message is a hit.
+    pub background: bool,
+    /// Requests waiting for background compression; more are not queued.
+    pub background_queue: usize,
+    /// Time budget of one background compression.
+    pub background_deadline_ms: u64,
 }
 
 impl Default for CompressionConfig {
@@ -214,8 +220,8 @@ impl Default for CompressionConfig {
             scorer: ScorerKind::Llmlingua2,
             model: Some(DEFAULT_MODEL.to_string()),
             on_model_unavailable: ModelUnavailable::Heuristic,
-            precision: PrecisionSetting::F32,
-            device: "cpu".to_string(),
+            precision: None,
+            device: None,
             roles: RolesConfig::default(),
             protect_last_user: true,
             protect_recent: 0,
@@ -230,6 +236,11 @@ impl Default for CompressionConfig {
             default_tokenizer: TokenizerKind::O200kBase,
             workers: 0,
             queue: 64,
+            max_message_tokens: 32768,
+            max_request_tokens: 131072,
+            background: false,
+            background_queue: 16,
+            background_deadline_ms: 30_000,
         }
     }
 }
@@ -307,16 +318,11 @@ impl CompressionConfig {
                 "scorer = \"llmlingua2\" needs a model (a local directory or a Hugging Face id)",
             ));
         }
-        let device_ok = self.device == "cpu"
-            || self
-                .device
-                .strip_prefix("cuda:")
-                .is_some_and(|n| n.parse::<usize>().is_ok());
-        if !device_ok {
-            return Err(err(
-                "device",
-                format!("{:?} is not \"cpu\" or \"cuda:N\"", self.device),
-            ));
+        if let Some(device) = &self.device {
+            crate::model::config::check_device(device).map_err(|r| err("device", r))?;
+        }
+        if self.background && self.background_deadline_ms == 0 {
+            return Err(err("background_deadline_ms", "must be at least 1"));
         }
         Ok(())
     }

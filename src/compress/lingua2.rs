@@ -22,7 +22,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::scorer::{ScoredChunk, Scorer, ScorerError, WordStyle};
+use crate::scorer::{ScoredChunk, Scorer, ScorerError, WordStyle, WorkCtx};
 use numeric::{Prob, fmt1, percentile, percentile_q, python_mean};
 
 /// The reference's `max_seq_len`: chunks hold at most `MAX_SEQ_LEN - 2` tokens (+1, §2.4).
@@ -81,6 +81,8 @@ pub struct Lingua2Options {
     /// Reproduce NumPy 1.x arithmetic (float64 means, NumPy 1 percentile precision) — the era in
     /// which the reference repository's goldens were made. Default: NumPy 2.x (today's install).
     pub numpy1_percentile: bool,
+    /// Deadline and cancellation of the call (passed to the scorer; checked between stages).
+    pub work: WorkCtx,
 }
 
 impl Default for Lingua2Options {
@@ -101,6 +103,7 @@ impl Default for Lingua2Options {
             chunk_end_tokens: vec![".".to_string(), "\n".to_string()],
             return_word_label: false,
             numpy1_percentile: false,
+            work: WorkCtx::none(),
         }
     }
 }
@@ -552,8 +555,13 @@ impl Selection<'_> {
     }
 }
 
-fn score_all(scorer: &dyn Scorer, chunks: &[String]) -> Result<Vec<ScoredChunk>, ScorerError> {
-    let scored = scorer.score_chunks(chunks)?;
+fn score_all(
+    scorer: &dyn Scorer,
+    chunks: &[String],
+    ctx: &WorkCtx,
+) -> Result<Vec<ScoredChunk>, ScorerError> {
+    let scored = scorer.score_chunks(chunks, ctx)?;
+    ctx.check()?;
     if scored.len() != chunks.len() {
         return Err(ScorerError::Model(format!(
             "scorer returned {} chunks for {}",
@@ -646,6 +654,7 @@ fn compress_impl(
     let mut n_original = 0usize;
     let mut chunked: Vec<Vec<String>> = Vec::with_capacity(contexts.len());
     for c in contexts {
+        opts.work.check()?;
         n_original += cl100k_count(c);
         let substituted = map.substitute(c);
         chunked.push(chunk_context(scorer, &substituted, &chunk_end)?);
@@ -690,7 +699,7 @@ fn compress_impl(
         sel.passthrough(&chunked)
     } else {
         let flat: Vec<String> = chunked.iter().flatten().cloned().collect();
-        let scored = score_all(scorer, &flat)?;
+        let scored = score_all(scorer, &flat, &opts.work)?;
         let refs: Vec<&ScoredChunk> = scored.iter().collect();
         sel.compress(scorer, &chunked, &refs, reduce_rate)
     };
@@ -746,7 +755,7 @@ fn compress_with_context_filter(
 
     // `__get_context_prob`: one pass over all chunks of all contexts.
     let flat: Vec<String> = chunked.iter().flatten().cloned().collect();
-    let scored = score_all(scorer, &flat)?;
+    let scored = score_all(scorer, &flat, &opts.work)?;
     let mut context_scores: Vec<Prob> = Vec::with_capacity(contexts.len());
     let mut context_words: Vec<Vec<String>> = Vec::with_capacity(contexts.len());
     let mut idx = 0;

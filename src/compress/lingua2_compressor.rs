@@ -4,13 +4,11 @@
 use std::sync::Arc;
 
 use super::compressor::{Budget, CompressError, CompressOutput, Compressor};
-use super::config::{
-    CompressionConfig, DEFAULT_MODEL, ModelUnavailable, PrecisionSetting, ScorerKind,
-};
+use super::config::{CompressionConfig, DEFAULT_MODEL, ModelUnavailable, ScorerKind};
 use super::lingua2::{Lingua2Options, compress_prompt};
-use crate::scorer::Scorer;
+use crate::model::{ModelConfig, ModelQueue};
 use crate::scorer::heuristic::HeuristicScorer;
-use crate::scorer::llmlingua2::{InferencePool, PoolConfig, Precision};
+use crate::scorer::{Scorer, WorkCtx};
 
 /// Runs LLMLingua-2 token-level selection (one context, no context filter).
 pub struct Lingua2Compressor {
@@ -42,7 +40,12 @@ impl Compressor for Lingua2Compressor {
         &self.id
     }
 
-    fn compress(&self, text: &str, budget: &Budget) -> Result<CompressOutput, CompressError> {
+    fn compress(
+        &self,
+        text: &str,
+        budget: &Budget,
+        ctx: &WorkCtx,
+    ) -> Result<CompressOutput, CompressError> {
         if !(budget.rate.is_finite() && budget.rate > 0.0) {
             return Err(CompressError::Budget(format!("rate {}", budget.rate)));
         }
@@ -54,6 +57,7 @@ impl Compressor for Lingua2Compressor {
             use_context_level_filter: false,
             force_tokens: budget.force_tokens.clone(),
             force_reserve_digit: budget.force_reserve_digit,
+            work: ctx.clone(),
             ..Lingua2Options::default()
         };
         let pieces = split_pieces(text);
@@ -156,8 +160,8 @@ pub struct Built {
     pub compressor: Option<Arc<dyn Compressor>>,
     pub scorer: Option<Arc<dyn Scorer>>,
     pub active: ActiveScorer,
-    /// The neural scorer's inference pool (queue depth for metrics).
-    pub pool: Option<Arc<InferencePool>>,
+    /// The neural scorer's model scheduler (queue depth for metrics, shutdown).
+    pub model_queue: Option<Arc<dyn ModelQueue>>,
 }
 
 impl std::fmt::Debug for Built {
@@ -168,37 +172,38 @@ impl std::fmt::Debug for Built {
     }
 }
 
-/// Builds the scorer and compressor a configuration asks for. When the LLMLingua-2 model
-/// cannot be loaded, `on_model_unavailable` decides: fall back to the heuristic scorer (logged
-/// as an error), run without compression, or fail.
+/// [`build_with`] with the default `[model]` table (plus the deprecated `[compression]`
+/// `device`/`precision` keys).
 pub fn build(config: &CompressionConfig) -> Result<Built, CompressError> {
+    build_with(config, &ModelConfig::default())
+}
+
+/// Builds the scorer and compressor a configuration asks for, the model as `model` says. When
+/// the LLMLingua-2 model cannot be loaded, `on_model_unavailable` decides: fall back to the
+/// heuristic scorer (logged as an error), run without compression, or fail.
+pub fn build_with(config: &CompressionConfig, model: &ModelConfig) -> Result<Built, CompressError> {
     let heuristic = |fallback_reason: Option<String>| {
         let scorer: Arc<dyn Scorer> = Arc::new(HeuristicScorer::new());
         Built {
             compressor: Some(Arc::new(Lingua2Compressor::new(scorer.clone()))),
             scorer: Some(scorer),
             active: ActiveScorer::Heuristic { fallback_reason },
-            pool: None,
+            model_queue: None,
         }
     };
     match config.scorer {
         ScorerKind::Heuristic => Ok(heuristic(None)),
         ScorerKind::Llmlingua2 => {
+            let model_cfg = model
+                .clone()
+                .with_legacy(config.device.as_deref(), config.precision);
             let model = config
                 .model
                 .clone()
                 .unwrap_or_else(|| DEFAULT_MODEL.to_string());
-            let precision = match config.precision {
-                PrecisionSetting::F32 => Precision::F32,
-                PrecisionSetting::Q8 => Precision::Q8,
-            };
-            match crate::scorer::llmlingua2::scorer::load(
-                &model,
-                &config.device,
-                precision,
-                PoolConfig::default(),
-            ) {
+            match crate::scorer::llmlingua2::scorer::load(&model, &model_cfg) {
                 Ok(loaded) => {
+                    let precision = loaded.precision;
                     tracing::info!(model = %model, dir = %loaded.files.dir.display(),
                         precision = precision.as_str(), "LLMLingua-2 scorer loaded");
                     let scorer = loaded.scorer.clone();
@@ -211,7 +216,7 @@ pub fn build(config: &CompressionConfig) -> Result<Built, CompressError> {
                             id: scorer.id().to_string(),
                         },
                         scorer: Some(scorer),
-                        pool: Some(loaded.pool),
+                        model_queue: Some(loaded.scheduler),
                     })
                 }
                 Err(problem) => match config.on_model_unavailable {
@@ -233,7 +238,7 @@ pub fn build(config: &CompressionConfig) -> Result<Built, CompressError> {
                             active: ActiveScorer::None {
                                 reason: format!("model {model} unavailable: {problem}"),
                             },
-                            pool: None,
+                            model_queue: None,
                         })
                     }
                     ModelUnavailable::Fail => Err(CompressError::Scorer(

@@ -17,7 +17,9 @@ pub use config::{
     ScorerKind,
 };
 pub use conversation::{Conversation, Message, PathElem, Segment};
-pub use lingua2_compressor::{ActiveScorer, Built, Lingua2Compressor, build, build_compressor};
+pub use lingua2_compressor::{
+    ActiveScorer, Built, Lingua2Compressor, build, build_compressor, build_with,
+};
 pub use policy::{
     CacheStatus, MessageReport, Outcome, Policy, Report, RequestOptions, RoleReport, SkipReason,
 };

@@ -14,6 +14,7 @@ use super::config::{CompressionConfig, ConfigError, RoleConfig, check_rate};
 use super::conversation::{Conversation, PathElem, rewrite};
 use super::spans::{Region, SPAN_MARKER, SpanDetector, has_tags, strip_tags};
 use super::tokens::TokenizerKind;
+use crate::scorer::WorkCtx;
 
 /// Smallest rate the policy ever asks for (a `target_tokens` below the protected text).
 const MIN_RATE: f64 = 0.01;
@@ -25,8 +26,13 @@ pub struct RequestOptions {
     pub rate_override: Option<f64>,
     /// The route's tokenizer; `None` picks it from the request's `model`.
     pub tokenizer: Option<TokenizerKind>,
-    /// Give up with [`CompressError::Deadline`] once this instant has passed.
-    pub deadline: Option<Instant>,
+    /// Deadline and cancellation: the policy gives up with [`CompressError::Deadline`] or
+    /// [`CompressError::Cancelled`] as soon as it says so (checked between messages and regions,
+    /// and passed down to the compressor and its scorer).
+    pub work: WorkCtx,
+    /// Compress texts whatever their size (background compression: the result goes to the
+    /// cache, where the next identical message finds it).
+    pub ignore_size_limits: bool,
 }
 
 /// Why a message was forwarded unchanged.
@@ -43,6 +49,9 @@ pub enum SkipReason {
     Unprofitable,
     /// The text contains characters the selection reserves (U+E000, U+2581, `[NEWk]`).
     ReservedCharacters,
+    /// More tokens than `max_message_tokens` (or the request more than `max_request_tokens`):
+    /// not scored. `tokens_before` is then a lower bound (counting stops past the limit).
+    TooLarge,
 }
 
 /// What happened to one message.
@@ -110,6 +119,10 @@ pub struct Report {
     pub cache_hits: usize,
     pub cache_misses: usize,
     pub elapsed: Duration,
+    /// The whole request went out unchanged because of its size: more than
+    /// `max_request_tokens` in total, or every message that would have been compressed is
+    /// larger than `max_message_tokens`.
+    pub too_large: bool,
 }
 
 /// The policy's result: the body to forward (`None`: the original bytes) and the report.
@@ -151,6 +164,8 @@ impl std::fmt::Debug for Policy {
 struct Counters {
     hits: AtomicUsize,
     misses: AtomicUsize,
+    /// Only serve regions from the cache (a too-large message with `background` on).
+    lookup_only: bool,
 }
 
 impl Policy {
@@ -219,13 +234,32 @@ impl Policy {
         let start = Instant::now();
         let tokenizer = self.tokenizer_for(json, opts);
         let conv = Conversation::from_chat_completions(json).unwrap_or_default();
+        if !opts.ignore_size_limits
+            && let Some(lower) = self.request_too_large(&conv, tokenizer, &opts.work)?
+        {
+            return Ok(Outcome {
+                body: None,
+                report: Report {
+                    tokenizer: tokenizer.name(),
+                    tokens_before: lower,
+                    tokens_after: lower,
+                    messages: Vec::new(),
+                    roles: BTreeMap::new(),
+                    cache: CacheStatus::Miss,
+                    cache_hits: 0,
+                    cache_misses: 0,
+                    elapsed: start.elapsed(),
+                    too_large: true,
+                },
+            });
+        }
         let n = conv.messages.len();
         let last_user = conv.messages.iter().rposition(|m| m.role == "user");
         let mut edits: Vec<(Vec<PathElem>, String)> = Vec::new();
         let mut messages = Vec::with_capacity(n);
         let mut roles: BTreeMap<String, RoleReport> = BTreeMap::new();
         for m in &conv.messages {
-            check_deadline(opts)?;
+            opts.work.check()?;
             let positional = if self.config.protect_last_user && Some(m.index) == last_user {
                 Some(SkipReason::ProtectedLastUser)
             } else if m.index + self.config.protect_recent >= n {
@@ -258,7 +292,12 @@ impl Policy {
         let body = (!edits.is_empty()).then(|| rewrite(raw, json, &edits));
         let hits = messages.iter().map(|m| m.cache_hits).sum();
         let misses = messages.iter().map(|m| m.cache_misses).sum();
+        let too_large = edits.is_empty()
+            && messages
+                .iter()
+                .any(|m| m.skipped == Some(SkipReason::TooLarge));
         let report = Report {
+            too_large,
             tokenizer: tokenizer.name(),
             tokens_before: messages.iter().map(|m| m.tokens_before).sum(),
             tokens_after: messages.iter().map(|m| m.tokens_after).sum(),
@@ -283,8 +322,32 @@ impl Policy {
         opts: &RequestOptions,
         positional: Option<SkipReason>,
     ) -> Result<MessageResult, CompressError> {
-        let tokens_before: usize = texts.iter().map(|t| tokenizer.count(t)).sum();
         let role_cfg = self.config.roles.get(role);
+        let limit = if opts.ignore_size_limits {
+            0
+        } else {
+            self.config.max_message_tokens
+        };
+        let too_large = |lower: usize| MessageResult {
+            texts: vec![None; texts.len()],
+            tokens_before: lower,
+            tokens_after: lower,
+            skipped: Some(positional.unwrap_or(SkipReason::TooLarge)),
+            cache_hits: 0,
+            cache_misses: 0,
+        };
+        let mut lookup_only = false;
+        let tokens_before = match count_within(tokenizer, texts, limit) {
+            Ok(n) => n,
+            // Background compression may have stored this message's regions: serve them from
+            // the cache, never score.
+            Err(lower) if self.config.background && positional.is_none() => {
+                lookup_only = true;
+                lower
+            }
+            // Not scored, not even counted to the end.
+            Err(lower) => return Ok(too_large(lower)),
+        };
         let reason = if texts.iter().all(|t| t.trim().is_empty()) {
             Some(SkipReason::NoText)
         } else if let Some(p) = positional {
@@ -345,6 +408,7 @@ impl Policy {
         let counters = Counters {
             hits: AtomicUsize::new(0),
             misses: AtomicUsize::new(0),
+            lookup_only,
         };
         let mut new_texts = Vec::with_capacity(texts.len());
         for (text, regions) in texts.iter().zip(&regions) {
@@ -357,14 +421,18 @@ impl Policy {
                         protected,
                         rate: tag_rate,
                     } => {
-                        check_deadline(opts)?;
+                        opts.work.check()?;
                         let r = tag_rate.unwrap_or(rate);
-                        out.push_str(&self.compress_region(
+                        match self.compress_region(
                             marked,
                             protected,
                             &budget_for(r),
                             &counters,
-                        )?);
+                            &opts.work,
+                        )? {
+                            Some(c) => out.push_str(&c),
+                            None => return Ok(too_large(tokens_before)),
+                        }
                     }
                 }
             }
@@ -433,7 +501,8 @@ impl Policy {
         protected: &[String],
         budget: &Budget,
         counters: &Counters,
-    ) -> Result<String, CompressError> {
+        work: &WorkCtx,
+    ) -> Result<Option<String>, CompressError> {
         let restore = |s: &str| -> Option<String> {
             let mut parts = s.split(SPAN_MARKER);
             let mut out = String::with_capacity(s.len());
@@ -453,7 +522,9 @@ impl Policy {
             .split(SPAN_MARKER)
             .any(|p| p.chars().any(char::is_alphanumeric));
         if budget.rate >= 1.0 || !has_words {
-            return restore(marked).ok_or_else(|| CompressError::Internal("span markers".into()));
+            return restore(marked)
+                .map(Some)
+                .ok_or_else(|| CompressError::Internal("span markers".into()));
         }
         let key = CacheKey::new(self.compressor.id(), budget, core);
         let out: Arc<CompressOutput> = match self.cache.get(&key) {
@@ -461,16 +532,19 @@ impl Policy {
                 counters.hits.fetch_add(1, Ordering::Relaxed);
                 hit
             }
+            None if counters.lookup_only => return Ok(None),
             None => {
                 counters.misses.fetch_add(1, Ordering::Relaxed);
-                let fresh = Arc::new(self.compressor.compress(core, budget)?);
+                let fresh = Arc::new(self.compressor.compress(core, budget, work)?);
                 self.cache.insert(key, fresh.clone());
                 fresh
             }
         };
         let compressed = format!("{lead}{}{trail}", out.text.trim());
         // A compressor that lost or invented a span marker cannot be trusted with this region.
-        Ok(restore(&compressed).unwrap_or_else(|| restore(marked).unwrap_or_default()))
+        Ok(Some(
+            restore(&compressed).unwrap_or_else(|| restore(marked).unwrap_or_default()),
+        ))
     }
 
     /// The rate for a role, validated (CLI and tests).
@@ -479,11 +553,45 @@ impl Policy {
     }
 }
 
-fn check_deadline(opts: &RequestOptions) -> Result<(), CompressError> {
-    match opts.deadline {
-        Some(d) if Instant::now() >= d => Err(CompressError::Deadline),
-        _ => Ok(()),
+impl Policy {
+    /// `Some(lower bound)` when the request's texts hold more than `max_request_tokens`.
+    fn request_too_large(
+        &self,
+        conv: &Conversation,
+        tokenizer: TokenizerKind,
+        work: &WorkCtx,
+    ) -> Result<Option<usize>, CompressError> {
+        let limit = self.config.max_request_tokens;
+        let texts: Vec<&str> = conv
+            .messages
+            .iter()
+            .flat_map(|m| m.segments.iter().map(|s| s.text.as_str()))
+            .collect();
+        // A token is at least one byte: a request of at most `limit` bytes is within it.
+        if limit == 0 || texts.iter().map(|t| t.len() as u64).sum::<u64>() <= limit {
+            return Ok(None);
+        }
+        work.check()?;
+        Ok(count_within(tokenizer, &texts, limit).err())
     }
+}
+
+/// The texts' token count when it is at most `limit` (0: no limit), else `Err` with a lower
+/// bound above the limit. Counting stops soon after the limit is passed, so a 4 MB text costs
+/// about as much as `limit` tokens of it.
+fn count_within(tokenizer: TokenizerKind, texts: &[&str], limit: u64) -> Result<usize, usize> {
+    if limit == 0 || texts.iter().map(|t| t.len() as u64).sum::<u64>() <= limit {
+        return Ok(texts.iter().map(|t| tokenizer.count(t)).sum());
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut total = 0usize;
+    for t in texts {
+        match tokenizer.count_up_to(t, limit - total.min(limit)) {
+            Ok(n) => total += n,
+            Err(n) => return Err(total + n),
+        }
+    }
+    Ok(total)
 }
 
 static PLACEHOLDER_LIKE: std::sync::LazyLock<Option<regex::Regex>> =

@@ -233,20 +233,38 @@ fn fenced_code(text: &str) -> Vec<Range<usize>> {
     out
 }
 
+/// Cuts trailing punctuation and unbalanced closing brackets off a URL or path match. The
+/// bracket balance of the whole match is counted once and updated as characters are cut, so a
+/// match ending in a million `)` costs linear time.
 fn trim_url(text: &str, r: Range<usize>) -> Range<usize> {
     let s = &text[r.clone()];
+    // opens minus closes of s[..end], per bracket kind
+    let mut balance = [0i64; 3];
+    for c in s.chars() {
+        match c {
+            '(' => balance[0] += 1,
+            ')' => balance[0] -= 1,
+            '[' => balance[1] += 1,
+            ']' => balance[1] -= 1,
+            '{' => balance[2] += 1,
+            '}' => balance[2] -= 1,
+            _ => {}
+        }
+    }
     let mut end = s.len();
-    loop {
-        let t = &s[..end];
-        let Some(last) = t.chars().last() else { break };
-        let unbalanced_close = match last {
-            ')' => t.matches('(').count() < t.matches(')').count(),
-            ']' => t.matches('[').count() < t.matches(']').count(),
-            '}' => t.matches('{').count() < t.matches('}').count(),
-            _ => false,
+    while let Some(last) = s[..end].chars().next_back() {
+        let kind = match last {
+            ')' => Some(0),
+            ']' => Some(1),
+            '}' => Some(2),
+            _ => None,
         };
+        let unbalanced_close = kind.is_some_and(|k| balance[k] < 0);
         if matches!(last, '.' | ',' | ';' | ':' | '!' | '?' | '\'' | '"') || unbalanced_close {
             end -= last.len_utf8();
+            if let Some(k) = kind {
+                balance[k] += 1;
+            }
         } else {
             break;
         }
@@ -266,15 +284,39 @@ fn path_is_plausible(text: &str, r: Range<usize>) -> bool {
     !matches!(prev, Some(c) if c.is_alphanumeric())
 }
 
+/// Nesting deeper than serde_json's recursion limit never parses: such candidates are skipped.
+const JSON_MAX_HEIGHT: u8 = 128;
+/// Bytes handed to the JSON parser per byte of text, at most (plus a small constant).
+const JSON_PARSE_BUDGET_PER_BYTE: usize = 8;
+
 /// Objects and arrays that parse as JSON (not inside already-found spans).
-///
-/// Candidates are bracket pairs found in one pass (string-aware inside brackets); only the text
-/// between a matching pair is parsed, so the work is bounded by the text length times the
-/// nesting depth, even for long truncated JSON.
 fn json_values(text: &str, found: &[Range<usize>]) -> Vec<Range<usize>> {
+    json_values_counted(text, found).0
+}
+
+/// [`json_values`] and the number of bytes handed to the parser.
+///
+/// Candidates are bracket pairs found in one pass (string-aware inside brackets), each with its
+/// nesting height and whether it holds any substance (a letter, digit or quote): "[1]"-style
+/// citations and bare `[[]]` are never parsed. Candidates are tried outermost first; one that
+/// parses is protected and its inner pairs are skipped. Every byte lies inside at most
+/// [`JSON_MAX_HEIGHT`] candidates of height <= [`JSON_MAX_HEIGHT`], so the parse work is linear;
+/// a hard budget of [`JSON_PARSE_BUDGET_PER_BYTE`] bytes per text byte stops detection on
+/// adversarial input (the rest of the text is then treated as prose).
+pub(crate) fn json_values_counted(
+    text: &str,
+    found: &[Range<usize>],
+) -> (Vec<Range<usize>>, usize) {
+    struct Open {
+        at: usize,
+        kind: u8,
+        height: u8,
+        substance: bool,
+    }
     let bytes = text.as_bytes();
-    let mut close: Vec<Option<usize>> = vec![None; bytes.len()];
-    let mut stack: Vec<(usize, u8)> = Vec::new();
+    // (open, close, height, substance) of every matched pair, in order of the closer.
+    let mut pairs: Vec<(usize, usize, u8, bool)> = Vec::new();
+    let mut stack: Vec<Open> = Vec::new();
     let mut in_string = false;
     let mut escaped = false;
     for (i, &b) in bytes.iter().enumerate() {
@@ -289,43 +331,68 @@ fn json_values(text: &str, found: &[Range<usize>]) -> Vec<Range<usize>> {
             continue;
         }
         match b {
-            b'"' if !stack.is_empty() => in_string = true,
-            b'{' | b'[' => stack.push((i, b)),
+            b'"' if !stack.is_empty() => {
+                in_string = true;
+                if let Some(top) = stack.last_mut() {
+                    top.substance = true;
+                }
+            }
+            b'{' | b'[' => stack.push(Open {
+                at: i,
+                kind: b,
+                height: 0,
+                substance: false,
+            }),
             b'}' | b']' => {
                 let want = if b == b'}' { b'{' } else { b'[' };
                 match stack.last() {
-                    Some(&(open, o)) if o == want => {
-                        close[open] = Some(i);
-                        stack.pop();
+                    Some(top) if top.kind == want => {
+                        let Some(done) = stack.pop() else { break };
+                        let height = done.height.saturating_add(1);
+                        pairs.push((done.at, i, height, done.substance));
+                        if let Some(parent) = stack.last_mut() {
+                            parent.height = parent.height.max(height);
+                            parent.substance |= done.substance;
+                        }
                     }
                     // a stray closer: forget the unbalanced openers
                     _ => stack.clear(),
                 }
             }
+            _ if b.is_ascii_alphanumeric() || b >= 0x80 => {
+                if let Some(top) = stack.last_mut() {
+                    top.substance = true;
+                }
+            }
             _ => {}
         }
     }
+    pairs.sort_unstable_by_key(|p| p.0);
+    let found = merge(found.to_vec());
+    let in_found = |i: usize| {
+        let k = found.partition_point(|r| r.start <= i);
+        k > 0 && found[k - 1].contains(&i)
+    };
+    let budget = JSON_PARSE_BUDGET_PER_BYTE * bytes.len() + 4096;
+    let mut work = 0usize;
     let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if let Some(c) = close[i]
-            && !found.iter().any(|r| r.contains(&i))
-        {
-            let candidate = &text[i..=c];
-            // "[1]"-style citations are JSON too; require some substance.
-            if candidate
-                .chars()
-                .any(|ch| ch.is_alphanumeric() || ch == '"')
-                && serde_json::from_str::<IgnoredAny>(candidate).is_ok()
-            {
-                out.push(i..c + 1);
-                i = c + 1;
-                continue;
-            }
+    let mut next_free = 0usize;
+    for (open, close, height, substance) in pairs {
+        if open < next_free || !substance || height > JSON_MAX_HEIGHT || in_found(open) {
+            continue;
         }
-        i += 1;
+        let candidate = &text[open..=close];
+        work += candidate.len();
+        if work > budget {
+            tracing::debug!("JSON span detection stopped: parse budget spent");
+            break;
+        }
+        if serde_json::from_str::<IgnoredAny>(candidate).is_ok() {
+            out.push(open..close + 1);
+            next_free = close + 1;
+        }
     }
-    out
+    (out, work)
 }
 
 fn merge(mut spans: Vec<Range<usize>>) -> Vec<Range<usize>> {
@@ -418,6 +485,45 @@ mod tests {
                 protected: vec!["`x`".into()],
                 rate: None
             }]
+        );
+    }
+
+    /// 2 MB inputs that were quadratic: a URL ending in a million `)` (trim_url recounted the
+    /// brackets per trailing character: ~10^12 steps, it would not finish), and nested or flat
+    /// brackets, where the parse work is counted.
+    #[test]
+    fn adversarial_brackets_take_linear_work() {
+        const N: usize = 1 << 20;
+        let url = format!("see http://x.example/a{}", ")".repeat(2 * N));
+        assert_eq!(protected(&url), ["http://x.example/a"]);
+
+        let nested = format!("{}{}", "[".repeat(N), "]".repeat(N));
+        let nested_words = format!("{}\"k\"{}", "[".repeat(N), "]".repeat(N));
+        let flat = "[\"a\"] [1, [2]] ".repeat(2 * N / 16);
+        let objects = format!("{}{}", "{\"a\":[".repeat(N / 6), "]}".repeat(N / 6));
+        for text in [&nested, &nested_words, &flat, &objects] {
+            let (_, work) = json_values_counted(text, &[]);
+            assert!(
+                work <= JSON_PARSE_BUDGET_PER_BYTE * text.len(),
+                "{work} bytes parsed for {} bytes",
+                text.len()
+            );
+            // The whole detector runs on it too (regexes, fences, merge).
+            let d = SpanDetector::new(&[]).unwrap();
+            let _ = d.find(text);
+        }
+        // Flat JSON is still found, every value of it.
+        let (spans, work) = json_values_counted(&flat, &[]);
+        assert_eq!(spans.len(), 2 * (2 * N / 16));
+        assert!(work <= 2 * flat.len(), "{work}");
+        // Nested JSON deeper than the parser's limit is not JSON; shallower nesting is.
+        let (spans, _) = json_values_counted(&nested_words, &[]);
+        assert_eq!(spans.len(), 1);
+        let max = 2 * usize::from(JSON_MAX_HEIGHT) + 3;
+        assert!(
+            spans[0].len() <= max && spans[0].len() > max - 20,
+            "{:?}",
+            spans[0]
         );
     }
 }

@@ -77,6 +77,40 @@ impl TokenizerKind {
         }
         self.bpe().encode_ordinary(text).len()
     }
+
+    /// `Ok(count)` when `text` has at most `limit` tokens, else `Err(n)` with `n > limit`, an
+    /// estimate of the tokens counted so far. A token is at least one byte, so a text of at most
+    /// `limit` bytes is counted directly; a longer one is counted in pieces of about 16 KiB cut
+    /// at whitespace, stopping as soon as the sum passes the limit: the cost is bounded by the
+    /// limit, not by the text. Within the limit the exact count is returned.
+    pub fn count_up_to(self, text: &str, limit: usize) -> Result<usize, usize> {
+        const PIECE: usize = 16 * 1024;
+        if text.len() <= limit {
+            return Ok(self.count(text));
+        }
+        let mut total = 0usize;
+        let mut at = 0usize;
+        while at < text.len() {
+            let mut end = (at + PIECE).min(text.len());
+            while !text.is_char_boundary(end) {
+                end += 1;
+            }
+            if let Some((ws, _)) = text[end..]
+                .char_indices()
+                .take(256)
+                .find(|(_, c)| c.is_whitespace())
+            {
+                end += ws;
+            }
+            total += self.count(&text[at..end]);
+            if total > limit {
+                return Err(total);
+            }
+            at = end;
+        }
+        // Seams can shift the sum by a token or two: count the (bounded) text exactly.
+        Ok(self.count(text))
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::{ScoredChunk, Scorer, ScorerError, WordStyle};
+use super::{ScoredChunk, Scorer, ScorerError, WordStyle, WorkCtx};
 use crate::compress::tokens::TokenizerKind;
 
 /// Metaspace marker.
@@ -318,8 +318,16 @@ impl Scorer for HeuristicScorer {
         false
     }
 
-    fn score_chunks(&self, chunks: &[String]) -> Result<Vec<ScoredChunk>, ScorerError> {
-        let tokens: Vec<Vec<String>> = chunks.iter().map(|c| Self::tokenize_str(c)).collect();
+    fn score_chunks(
+        &self,
+        chunks: &[String],
+        ctx: &WorkCtx,
+    ) -> Result<Vec<ScoredChunk>, ScorerError> {
+        let mut tokens: Vec<Vec<String>> = Vec::with_capacity(chunks.len());
+        for (i, c) in chunks.iter().enumerate() {
+            ctx.check_every(i, 16)?;
+            tokens.push(Self::tokenize_str(c));
+        }
         let probs = Self::score_tokens(&tokens);
         Ok(tokens
             .into_iter()
@@ -388,8 +396,8 @@ mod tests {
         let s = HeuristicScorer::new();
         let chunks = vec!["Some text. Another sentence here.".to_string()];
         assert_eq!(
-            s.score_chunks(&chunks).unwrap(),
-            s.score_chunks(&chunks).unwrap()
+            s.score_chunks(&chunks, &WorkCtx::none()).unwrap(),
+            s.score_chunks(&chunks, &WorkCtx::none()).unwrap()
         );
     }
 }

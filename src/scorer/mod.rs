@@ -10,6 +10,9 @@ use thiserror::Error;
 
 pub mod heuristic;
 
+use crate::model::SchedError;
+pub use crate::model::{Interrupted, WorkCtx};
+
 /// How sub-word tokens mark word boundaries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WordStyle {
@@ -37,6 +40,31 @@ pub enum ScorerError {
     Overloaded,
     #[error("scorer is unavailable: {0}")]
     Unavailable(String),
+    #[error("scoring deadline exceeded")]
+    Deadline,
+    #[error("scoring cancelled")]
+    Cancelled,
+}
+
+impl From<Interrupted> for ScorerError {
+    fn from(i: Interrupted) -> Self {
+        match i {
+            Interrupted::Deadline => Self::Deadline,
+            Interrupted::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+impl From<SchedError> for ScorerError {
+    fn from(e: SchedError) -> Self {
+        match e {
+            SchedError::Overloaded => Self::Overloaded,
+            SchedError::Deadline => Self::Deadline,
+            SchedError::Cancelled => Self::Cancelled,
+            SchedError::Closed => Self::Unavailable("the model is shutting down".into()),
+            SchedError::Backend(m) => Self::Model(m),
+        }
+    }
 }
 
 /// A token-level keep-probability model plus the tokenizer glue the selection needs.
@@ -51,6 +79,11 @@ pub trait Scorer: Send + Sync {
     fn tokens_to_string(&self, tokens: &[String]) -> String;
     /// Whether `token` is one of the tokenizer's special tokens (dropped before word merging).
     fn is_special(&self, token: &str) -> bool;
-    /// Scores every chunk string (re-tokenised as the reference does).
-    fn score_chunks(&self, chunks: &[String]) -> Result<Vec<ScoredChunk>, ScorerError>;
+    /// Scores every chunk string (re-tokenised as the reference does). Gives up with
+    /// [`ScorerError::Deadline`]/[`ScorerError::Cancelled`] as soon as `ctx` says so.
+    fn score_chunks(
+        &self,
+        chunks: &[String],
+        ctx: &WorkCtx,
+    ) -> Result<Vec<ScoredChunk>, ScorerError>;
 }

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use crate::scorer::{ScoredChunk, Scorer, ScorerError, WordStyle};
+use crate::scorer::{ScoredChunk, Scorer, ScorerError, WordStyle, WorkCtx};
 
 /// Replays recorded model outputs, keyed by the exact chunk string.
 pub struct ReplayScorer<S> {
@@ -51,7 +51,11 @@ impl<S: Scorer> Scorer for ReplayScorer<S> {
     fn is_special(&self, token: &str) -> bool {
         self.base.is_special(token)
     }
-    fn score_chunks(&self, chunks: &[String]) -> Result<Vec<ScoredChunk>, ScorerError> {
+    fn score_chunks(
+        &self,
+        chunks: &[String],
+        _ctx: &WorkCtx,
+    ) -> Result<Vec<ScoredChunk>, ScorerError> {
         chunks
             .iter()
             .map(|c| {

@@ -128,7 +128,11 @@ impl Scorer for Toy {
     fn is_special(&self, token: &str) -> bool {
         matches!(token, "<unk>" | "<s>" | "</s>" | "[CLS]" | "[SEP]")
     }
-    fn score_chunks(&self, chunks: &[String]) -> Result<Vec<ScoredChunk>, ScorerError> {
+    fn score_chunks(
+        &self,
+        chunks: &[String],
+        _ctx: &crate::scorer::WorkCtx,
+    ) -> Result<Vec<ScoredChunk>, ScorerError> {
         self.seen.lock().unwrap().extend(chunks.iter().cloned());
         let (cls, sep) = match self.style {
             WordStyle::Metaspace => ("<unk>", "<unk>"),

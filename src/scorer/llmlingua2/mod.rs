@@ -13,4 +13,4 @@ pub mod tokenizer;
 pub use config::{Arch, EncoderConfig};
 pub use encoder::{Precision, TokenClassifier};
 pub use load::{LoadError, ModelFiles};
-pub use pool::{InferenceHandle, InferencePool, PoolConfig};
+pub use pool::{ClassifierBackend, ClassifierScheduler};

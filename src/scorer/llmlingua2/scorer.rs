@@ -1,19 +1,21 @@
 //! The LLMLingua-2 [`Scorer`]: the tokenizer glue in front of the candle encoder, which runs on
-//! the dedicated threads of an [`InferencePool`] behind a bounded queue.
+//! the model thread of its [`ClassifierScheduler`] (token-budget batches, deadlines, admission).
 
 use std::sync::Arc;
 
 use super::encoder::{Precision, TokenClassifier};
 use super::load::ModelFiles;
-use super::pool::{InferencePool, PoolConfig};
+use super::pool::{ClassifierScheduler, start};
 use super::tokenizer::{InputScorer, Lingua2Tokenizer, ModelInput};
-use crate::scorer::{Scorer, ScorerError};
+use crate::model::{ModelConfig, PrecisionSetting, SchedulerConfig};
+use crate::scorer::{Scorer, ScorerError, WorkCtx};
 
 /// A loaded LLMLingua-2 checkpoint, ready to score.
 pub struct LoadedModel {
     pub scorer: Arc<dyn Scorer>,
-    pub pool: Arc<InferencePool>,
+    pub scheduler: Arc<ClassifierScheduler>,
     pub files: ModelFiles,
+    pub precision: Precision,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -26,18 +28,22 @@ impl std::fmt::Debug for LoadedModel {
 }
 
 /// Resolves `model` (a local directory or a Hugging Face repo id), loads the tokenizer and the
-/// encoder for `device` at `precision`, and starts its inference pool. Errors name the file
-/// and the problem.
-pub fn load(
-    model: &str,
-    device: &str,
-    precision: Precision,
-    pool: PoolConfig,
-) -> Result<LoadedModel, String> {
+/// encoder as `[model]` says (device, precision, threads), and starts its scheduler. Errors
+/// name the file and the problem.
+pub fn load(model: &str, cfg: &ModelConfig) -> Result<LoadedModel, String> {
     let files = ModelFiles::resolve(model).map_err(|e| e.to_string())?;
     let tokenizer = Lingua2Tokenizer::from_dir(&files.dir)
         .map_err(|e| format!("{}: {e}", files.tokenizer_json.display()))?;
-    let classifier = TokenClassifier::load(&files, device, precision).map_err(|e| e.to_string())?;
+    let precision = match cfg.precision() {
+        PrecisionSetting::F32 => Precision::F32,
+        PrecisionSetting::Q8 => Precision::Q8,
+    };
+    let classifier = if cfg.threads == 0 {
+        TokenClassifier::load(&files, cfg.device(), precision)
+    } else {
+        TokenClassifier::load_with_threads(&files, cfg.device(), precision, cfg.threads)
+    }
+    .map_err(|e| e.to_string())?;
     // The tokenizer's ids (placeholders included) must all exist in the embedding table.
     let vocab = classifier.config().vocab_size;
     if tokenizer.len_with_added() > vocab {
@@ -49,16 +55,31 @@ pub fn load(
         ));
     }
     let id = format!("llmlingua2:{}", classifier.digest());
-    let pool = Arc::new(InferencePool::new(Arc::new(classifier), pool).map_err(|e| e.to_string())?);
-    let worker = pool.clone();
-    let infer = move |inputs: &[ModelInput]| -> Result<Vec<Vec<f32>>, ScorerError> {
-        let batch = inputs.iter().map(|i| i.input_ids.clone()).collect();
-        // Blocks this compression thread (never the async runtime) until the pool answers.
-        worker.try_submit(batch)?.wait()
+    let classifier = Arc::new(classifier);
+    let scheduler = Arc::new(
+        start(
+            classifier.clone(),
+            SchedulerConfig {
+                max_batch_tokens: cfg.max_batch_tokens,
+                max_queued_tokens: cfg.max_queued_tokens,
+                thread_name: "lingua-model".into(),
+            },
+        )
+        .map_err(|e| e.to_string())?,
+    );
+    let worker = scheduler.clone();
+    let infer = move |inputs: &[ModelInput], ctx: &WorkCtx| -> Result<Vec<Vec<f32>>, ScorerError> {
+        let batch: Vec<Vec<u32>> = inputs.iter().map(|i| i.input_ids.clone()).collect();
+        // Invalid input is refused here, never queued.
+        classifier.validate(&batch)?;
+        // Blocks this compression thread (never the async runtime) until the windows ran, the
+        // deadline passed or the request was cancelled.
+        Ok(worker.submit(ctx, batch)?.wait()?)
     };
     Ok(LoadedModel {
         scorer: Arc::new(InputScorer::new(tokenizer, id, infer)),
-        pool,
+        scheduler,
         files,
+        precision,
     })
 }

@@ -24,7 +24,7 @@ use tokenizers::decoders::DecoderWrapper;
 use tokenizers::models::ModelWrapper;
 use tokenizers::{AddedToken, Decoder, Tokenizer};
 
-use crate::scorer::{ScoredChunk, Scorer, ScorerError, WordStyle};
+use crate::scorer::{ScoredChunk, Scorer, ScorerError, WordStyle, WorkCtx};
 
 /// Number of force-token placeholders the reference registers (`max_force_token`).
 pub const N_PLACEHOLDERS: usize = 100;
@@ -333,7 +333,11 @@ impl Scorer for Lingua2Tokenizer {
     fn is_special(&self, token: &str) -> bool {
         Lingua2Tokenizer::is_special(self, token)
     }
-    fn score_chunks(&self, _chunks: &[String]) -> Result<Vec<ScoredChunk>, ScorerError> {
+    fn score_chunks(
+        &self,
+        _chunks: &[String],
+        _ctx: &WorkCtx,
+    ) -> Result<Vec<ScoredChunk>, ScorerError> {
         Err(ScorerError::Unavailable(
             "a bare tokenizer cannot score chunks".to_string(),
         ))
@@ -342,6 +346,8 @@ impl Scorer for Lingua2Tokenizer {
 
 /// A [`Scorer`] made of this tokenizer glue and any model function that maps
 /// [`ModelInput`]s to class-1 keep probabilities, one per input position (`input_ids.len()`).
+/// The function gets the caller's [`WorkCtx`] and must honour it (the proxy's function hands the
+/// inputs to the model's scheduler).
 /// Positions with attention mask 0 are dropped, as the reference's `masked_select` does.
 pub struct InputScorer<F> {
     tokenizer: Lingua2Tokenizer,
@@ -351,7 +357,7 @@ pub struct InputScorer<F> {
 
 impl<F> InputScorer<F>
 where
-    F: Fn(&[ModelInput]) -> Result<Vec<Vec<f32>>, ScorerError> + Send + Sync,
+    F: Fn(&[ModelInput], &WorkCtx) -> Result<Vec<Vec<f32>>, ScorerError> + Send + Sync,
 {
     /// `id` must identify everything that changes the probabilities (weights digest,
     /// precision…); it ends up in cache keys.
@@ -370,7 +376,7 @@ where
 
 impl<F> Scorer for InputScorer<F>
 where
-    F: Fn(&[ModelInput]) -> Result<Vec<Vec<f32>>, ScorerError> + Send + Sync,
+    F: Fn(&[ModelInput], &WorkCtx) -> Result<Vec<Vec<f32>>, ScorerError> + Send + Sync,
 {
     fn id(&self) -> &str {
         &self.id
@@ -387,12 +393,17 @@ where
     fn is_special(&self, token: &str) -> bool {
         self.tokenizer.is_special(token)
     }
-    fn score_chunks(&self, chunks: &[String]) -> Result<Vec<ScoredChunk>, ScorerError> {
-        let inputs = chunks
-            .iter()
-            .map(|c| self.tokenizer.model_input(c))
-            .collect::<Result<Vec<_>, _>>()?;
-        let probs = (self.infer)(&inputs)?;
+    fn score_chunks(
+        &self,
+        chunks: &[String],
+        ctx: &WorkCtx,
+    ) -> Result<Vec<ScoredChunk>, ScorerError> {
+        let mut inputs = Vec::with_capacity(chunks.len());
+        for (i, c) in chunks.iter().enumerate() {
+            ctx.check_every(i, 16)?;
+            inputs.push(self.tokenizer.model_input(c)?);
+        }
+        let probs = (self.infer)(&inputs, ctx)?;
         if probs.len() != inputs.len() {
             return Err(ScorerError::Model(format!(
                 "model returned {} sequences for {}",
