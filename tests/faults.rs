@@ -12,6 +12,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::faults::{
@@ -25,7 +26,7 @@ use lingua_proxy::config::{Config, RouteConfig};
 use lingua_proxy::mock::{MockConfig, MockUpstream};
 use lingua_proxy::pipeline::CompressionHook;
 use lingua_proxy::scorer::heuristic::HeuristicScorer;
-use lingua_proxy::scorer::{ScoredChunk, Scorer, ScorerError, WordStyle};
+use lingua_proxy::scorer::{Interrupted, ScoredChunk, Scorer, ScorerError, WordStyle, WorkCtx};
 use lingua_proxy::server::{ServerHandle, Stats};
 use lingua_proxy::telemetry::Event;
 use serde_json::{Value, json};
@@ -36,7 +37,12 @@ const PANIC_WORD: &str = "PANICWORD";
 const SLOW_WORD: &str = "SLOWWORD";
 const SLOW: Duration = Duration::from_secs(3);
 
+/// Slow scoring calls that stopped early, by why (deadline, cancelled), over the whole binary.
+static STOPPED_DEADLINE: AtomicUsize = AtomicUsize::new(0);
+static STOPPED_CANCELLED: AtomicUsize = AtomicUsize::new(0);
+
 /// The heuristic scorer, except that it panics or stalls when a chunk carries a trigger word.
+/// A stall watches its work context, as a real scorer's scheduler does.
 struct FaultScorer(HeuristicScorer);
 
 impl Scorer for FaultScorer {
@@ -55,14 +61,29 @@ impl Scorer for FaultScorer {
     fn is_special(&self, token: &str) -> bool {
         self.0.is_special(token)
     }
-    fn score_chunks(&self, chunks: &[String]) -> Result<Vec<ScoredChunk>, ScorerError> {
+    fn score_chunks(
+        &self,
+        chunks: &[String],
+        ctx: &WorkCtx,
+    ) -> Result<Vec<ScoredChunk>, ScorerError> {
         if chunks.iter().any(|c| c.contains(PANIC_WORD)) {
             panic!("the test scorer panics on request");
         }
         if chunks.iter().any(|c| c.contains(SLOW_WORD)) {
-            std::thread::sleep(SLOW);
+            let until = Instant::now() + SLOW;
+            while Instant::now() < until {
+                if let Err(why) = ctx.check() {
+                    match why {
+                        Interrupted::Deadline => &STOPPED_DEADLINE,
+                        Interrupted::Cancelled => &STOPPED_CANCELLED,
+                    }
+                    .fetch_add(1, Ordering::SeqCst);
+                    return Err(why.into());
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
-        self.0.score_chunks(chunks)
+        self.0.score_chunks(chunks, ctx)
     }
 }
 
@@ -488,13 +509,7 @@ async fn trickling_upstream_streams_through_unbuffered() {
     let e = fx.route_event().await;
     assert_eq!((e.status, e.error.as_deref()), (200, None));
     assert!(e.usage.is_some(), "the usage chunk was captured");
-    assert_eq!(
-        fx.mock
-            .state
-            .streams_completed
-            .load(std::sync::atomic::Ordering::SeqCst),
-        1
-    );
+    assert_eq!(fx.mock.state.streams_completed.load(Ordering::SeqCst), 1);
     fx.assert_next_compressed().await;
 }
 
@@ -521,13 +536,7 @@ async fn stalled_upstream_hits_the_idle_timeout() {
     assert_eq!(e.error.as_deref(), Some("upstream_body_error"));
     // The proxy let go of the upstream.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while fx
-        .mock
-        .state
-        .streams_dropped
-        .load(std::sync::atomic::Ordering::SeqCst)
-        == 0
-    {
+    while fx.mock.state.streams_dropped.load(Ordering::SeqCst) == 0 {
         assert!(
             Instant::now() < deadline,
             "the upstream stream was never dropped"
@@ -651,26 +660,14 @@ async fn client_disconnecting_mid_stream_releases_the_upstream() {
     assert!(!first.is_empty());
     drop(stream);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while fx
-        .mock
-        .state
-        .streams_dropped
-        .load(std::sync::atomic::Ordering::SeqCst)
-        == 0
-    {
+    while fx.mock.state.streams_dropped.load(Ordering::SeqCst) == 0 {
         assert!(
             Instant::now() < deadline,
             "the upstream stream was never dropped"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(
-        fx.mock
-            .state
-            .streams_completed
-            .load(std::sync::atomic::Ordering::SeqCst),
-        0
-    );
+    assert_eq!(fx.mock.state.streams_completed.load(Ordering::SeqCst), 0);
     let e = fx.route_event().await;
     assert_eq!(
         (e.status, e.error.as_deref()),
@@ -741,6 +738,12 @@ async fn scorer_slower_than_the_deadline_fails_open() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-lingua-skipped"], "deadline");
     assert_eq!(fx.mock.state.requests()[0].body, raw);
+    // The scorer was told to stop: no work of this request runs on after its deadline.
+    wait_for(
+        || STOPPED_DEADLINE.load(Ordering::SeqCst) >= 1,
+        "the scorer never saw the deadline",
+    )
+    .await;
     let e = fx.route_event().await;
     assert_eq!(e.compression.as_deref(), Some("fail_open"));
     assert_eq!(e.fail_open.as_deref(), Some("deadline"));
@@ -853,6 +856,87 @@ async fn huge_headers_get_431_and_never_reach_the_upstream() {
     assert_eq!(
         fx.mock.state.requests()[0].headers["x-client-trace"],
         value.as_str()
+    );
+    fx.assert_next_compressed().await;
+}
+
+async fn wait_for(cond: impl Fn() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_disconnecting_mid_compression_cancels_it() {
+    let fx = Fx::start_with("leaves", None, |_| {}, fault_hook(60_000)).await;
+    let mut body = fx.body(false);
+    let system = format!(
+        "{} {SLOW_WORD}",
+        body["messages"][0]["content"].as_str().unwrap()
+    );
+    body["messages"][0]["content"] = json!(system);
+    let before = STOPPED_CANCELLED.load(Ordering::SeqCst);
+    let err = fx
+        .client
+        .post(fx.url())
+        .timeout(Duration::from_millis(300))
+        .json(&body)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    // The compression learns that nobody waits for it and stops.
+    wait_for(
+        || STOPPED_CANCELLED.load(Ordering::SeqCst) > before,
+        "the scorer was never cancelled",
+    )
+    .await;
+    // Nothing went upstream for the departed client.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(fx.mock.state.request_count(), 0);
+    assert_eq!(fx.stat(|s| &s.intercepted), 1);
+    fx.assert_next_compressed().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_mb_message_is_forwarded_unscored() {
+    let fx = Fx::start("huge", None, |_| {}).await;
+    let mut body = fx.body(false);
+    let base = body["messages"][0]["content"].as_str().unwrap().to_owned();
+    let mut text = String::with_capacity(4 * 1024 * 1024 + base.len());
+    let mut i = 0;
+    while text.len() < 4 * 1024 * 1024 {
+        text.push_str(&format!("Section {i}. {base}\n"));
+        i += 1;
+    }
+    body["messages"][0]["content"] = json!(text);
+    let raw = serde_json::to_vec(&body).unwrap();
+    let resp = fx
+        .client
+        .post(fx.url())
+        .header("content-type", "application/json")
+        .body(raw.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-lingua-skipped"], "too_large");
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["object"], "chat.completion");
+    // Forwarded byte for byte.
+    assert_eq!(fx.mock.state.requests()[0].body, raw);
+    let e = fx.route_event().await;
+    assert_eq!(e.compression.as_deref(), Some("skipped"));
+    assert_eq!(e.fail_open.as_deref(), Some("too_large"));
+    assert!(
+        fx.metric(
+            "lingua_compression_skipped_total",
+            &[("reason", "too_large")]
+        )
+        .await
+            >= 1.0
     );
     fx.assert_next_compressed().await;
 }

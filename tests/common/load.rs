@@ -169,6 +169,8 @@ fn body(client: usize, n: u64, unique: bool) -> serde_json::Value {
 /// Runs the load against a started proxy.
 pub async fn run(binary: &Path, cfg: &LoadConfig) -> LoadReport {
     raise_fd_limit();
+    // reqwest is built without a default TLS provider.
+    lingua_proxy::server::install_crypto_provider();
     let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let proxy = start_proxy(binary, &mock.base_url(), dir.path()).await;
