@@ -9,6 +9,8 @@ pub mod cli;
 pub mod compress;
 pub mod config;
 pub mod eval;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hook;
 pub mod mock;
 pub mod model;

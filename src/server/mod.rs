@@ -8,6 +8,7 @@ pub mod body;
 mod conn;
 mod edge;
 pub mod error;
+pub(crate) mod fuzz;
 pub mod headers;
 mod local;
 mod mirror;

@@ -331,6 +331,20 @@ impl Tap {
         }
     }
 
+    /// Most bytes [`Self::held_bytes`] may ever report.
+    pub(crate) const MAX_BUFFERED: usize = MAX_JSON_BODY;
+
+    /// Bytes the tap holds (a JSON body read for usage, an SSE event not yet complete).
+    pub(crate) fn held_bytes(&self) -> usize {
+        match &self.kind {
+            Kind::Json { buf, .. } => buf.len(),
+            Kind::Sse { carry, ready, .. } => {
+                carry.len() + ready.iter().map(Bytes::len).sum::<usize>()
+            }
+            Kind::Other => 0,
+        }
+    }
+
     fn keep_answer(&self) -> bool {
         self.pending.as_ref().is_some_and(|p| p.keep_answer)
     }

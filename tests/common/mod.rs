@@ -1,6 +1,9 @@
 //! Shared test harness: a mock upstream and a proxy in front of it, both on loopback.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod faults;
+pub mod load;
+
 use std::sync::Arc;
 
 use lingua_proxy::config::Config;
