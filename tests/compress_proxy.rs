@@ -98,7 +98,11 @@ fn count(s: &str) -> usize {
 
 #[tokio::test]
 async fn upstream_receives_a_compressed_request_that_keeps_what_matters() {
-    let h = harness(heuristic_hook(config())).await;
+    // The tool default (0.9) keeps facts by compressing tool results gently; this test wants
+    // a visible cut, so it asks for the rate it was written for.
+    let mut cfg = config();
+    cfg.roles.tool.rate = 0.4;
+    let h = harness(heuristic_hook(cfg)).await;
     let original = body();
     let raw = serde_json::to_vec(&original).unwrap();
     let resp = post(&h, &raw, &[]).await;

@@ -303,6 +303,12 @@ fn align(scorer: &dyn Scorer, text: &str, tokens: &[String]) -> Vec<Option<usize
                 cur += p.len();
                 return Some(at);
             }
+            // lower-casing tokenizers (uncased BERT): the same characters, case aside
+            if let Some(len) = caseless_prefix(rest, p) {
+                let at = cur;
+                cur += len;
+                return Some(at);
+            }
             let mut window = SEARCH_AHEAD.min(rest.len());
             while !rest.is_char_boundary(window) {
                 window -= 1;
@@ -318,6 +324,20 @@ fn align(scorer: &dyn Scorer, text: &str, tokens: &[String]) -> Vec<Option<usize
             Some(at)
         })
         .collect()
+}
+
+/// The byte length of the prefix of `text` that equals `token` ignoring case, if any.
+fn caseless_prefix(text: &str, token: &str) -> Option<usize> {
+    let mut len = 0;
+    let mut chars = text.chars();
+    for t in token.chars() {
+        let c = chars.next()?;
+        if !c.to_lowercase().eq(t.to_lowercase()) {
+            return None;
+        }
+        len += c.len_utf8();
+    }
+    Some(len)
 }
 
 /// The word holding (or following) byte `at`.
@@ -501,6 +521,17 @@ mod tests {
             .map(|o| o.and_then(|a| word_at(&ws, a)))
             .collect();
         assert_eq!(w, [Some(0), Some(1), Some(2)]);
+        // a lower-casing tokenizer still lands every token on its word
+        let text = "Starter Plans COST";
+        let toks: Vec<String> = ["▁starter", "▁plan", "s", "▁cost"]
+            .map(String::from)
+            .to_vec();
+        let ws = words(text);
+        let w: Vec<Option<usize>> = align(&s, text, &toks)
+            .iter()
+            .map(|o| o.and_then(|a| word_at(&ws, a)))
+            .collect();
+        assert_eq!(w, [Some(0), Some(1), Some(1), Some(2)]);
     }
 
     #[test]
