@@ -47,7 +47,10 @@ target_tokens = 100
     assert_eq!(c.roles.assistant.target_tokens, Some(100));
     assert_eq!(
         c.roles.system.rate,
-        lingua_proxy::compress::CompressionConfig::default().roles.system.rate,
+        lingua_proxy::compress::CompressionConfig::default()
+            .roles
+            .system
+            .rate,
         "unset keys keep their defaults"
     );
     assert_eq!(c.force_tokens, ["\n", "?"]);

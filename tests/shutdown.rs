@@ -97,6 +97,7 @@ fn free_port() -> u16 {
 
 #[tokio::test]
 async fn sigterm_exits_within_grace_plus_one_second_with_the_event_log_complete() {
+    lingua_proxy::server::install_crypto_provider();
     let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let events = dir.path().join("events.jsonl");

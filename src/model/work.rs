@@ -99,15 +99,18 @@ impl WorkCtx {
         self.inner.cancelled()
     }
 
-    /// `Err` once cancelled or past the deadline (cancellation wins).
+    /// `Err` once past the deadline or cancelled (the deadline wins when both hold).
     pub fn check(&self) -> Result<(), Interrupted> {
+        // A passed deadline wins over the cancel flag: the pipeline cancels a request's
+        // context when its deadline fires, and the deadline is the reason worth reporting.
+        match self.inner.deadline {
+            Some(d) if Instant::now() >= d => return Err(Interrupted::Deadline),
+            _ => {}
+        }
         if self.inner.cancelled() {
             return Err(Interrupted::Cancelled);
         }
-        match self.inner.deadline {
-            Some(d) if Instant::now() >= d => Err(Interrupted::Deadline),
-            _ => Ok(()),
-        }
+        Ok(())
     }
 
     /// [`WorkCtx::check`] every `every`-th call of a loop (`i` is the loop counter): keeps the
@@ -166,6 +169,10 @@ mod tests {
         assert_eq!(child.priority(), Priority::Background);
         root.cancel();
         assert_eq!(child.check(), Err(Interrupted::Cancelled));
+
+        // Cancelled after its deadline passed: the deadline is the reason reported.
+        past.cancel();
+        assert_eq!(past.check(), Err(Interrupted::Deadline));
 
         let ctx = WorkCtx::none();
         drop(ctx.cancel_on_drop());
