@@ -139,13 +139,14 @@ fn conversation(total: usize) -> Value {
 fn bench(name: &str, policy: &Policy, body: &Value, min_time: Duration) {
     let raw = serde_json::to_vec(body).unwrap();
     let opts = RequestOptions::default();
-    let first = policy.apply(&raw, body, &opts).unwrap();
+    let conv = lingua_proxy::api::chat::conversation(body).unwrap();
+    let first = policy.apply(&raw, body, &conv, &opts).unwrap();
     let tokens = first.report.tokens_before;
     let mut times = Vec::new();
     let start = Instant::now();
     while start.elapsed() < min_time || times.len() < 5 {
         let t = Instant::now();
-        let out = policy.apply(&raw, body, &opts).unwrap();
+        let out = policy.apply(&raw, body, &conv, &opts).unwrap();
         times.push(t.elapsed());
         std::hint::black_box(out);
     }

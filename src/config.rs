@@ -60,6 +60,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub auth: AuthConfig,
     pub routes: Vec<RouteConfig>,
+    /// `POST /v1/compress` (the Headroom contract).
+    pub compress_endpoint: CompressEndpointConfig,
     pub log: LogConfig,
     pub compression: CompressionConfig,
     /// Where the model runs and how its scheduler is sized.
@@ -80,6 +82,7 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             auth: AuthConfig::default(),
             routes: Vec::new(),
+            compress_endpoint: CompressEndpointConfig::default(),
             log: LogConfig::default(),
             compression: CompressionConfig::default(),
             model: ModelConfig::default(),
@@ -96,8 +99,10 @@ pub struct UpstreamConfig {
     /// Base URL requests are forwarded to: `/v1/<rest>` goes to `<base_url>/<rest>`.
     pub base_url: String,
     /// Name of an environment variable holding the upstream API key. When set, its value
-    /// replaces the client's `Authorization` header; otherwise the client's header passes through.
+    /// replaces the client's credentials; otherwise the client's headers pass through.
     pub api_key_env: Option<String>,
+    /// How that key is sent: `authorization` (Bearer) or `x-api-key`.
+    pub key_header: KeyHeader,
     /// TCP + TLS connect timeout.
     pub connect_timeout_ms: u64,
     /// Time allowed until the upstream's response headers arrive.
@@ -111,6 +116,7 @@ impl Default for UpstreamConfig {
         Self {
             base_url: "https://api.openai.com/v1".into(),
             api_key_env: None,
+            key_header: KeyHeader::Authorization,
             connect_timeout_ms: 10_000,
             first_byte_timeout_ms: 600_000,
             idle_timeout_ms: 300_000,
@@ -192,14 +198,57 @@ impl AuthConfig {
 /// The local endpoints `[auth] public_paths` may name.
 pub const LOCAL_PATHS: [&str; 5] = ["/healthz", "/readyz", "/metrics", "/stats", "/dashboard"];
 
-/// Chooses another upstream by the request's `model` field; the first match wins.
+/// How an upstream's key is sent.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyHeader {
+    /// `Authorization: Bearer <key>` (OpenAI and compatible APIs).
+    #[default]
+    Authorization,
+    /// `x-api-key: <key>` (Anthropic).
+    XApiKey,
+}
+
+/// `[compress_endpoint]`: the Headroom-compatible `POST /v1/compress`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompressEndpointConfig {
+    /// Serve `POST /v1/compress` at all.
+    pub enabled: bool,
+    /// Answer callers that are not on loopback (they get 404 otherwise). With `[auth]`, the
+    /// proxy key is required either way.
+    pub allow_remote: bool,
+}
+
+impl Default for CompressEndpointConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allow_remote: false,
+        }
+    }
+}
+
+/// Chooses another upstream by the request's path and/or `model`; the first route whose every
+/// given condition matches wins (a route with neither matches nothing).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
+    /// The `route` label of metrics and events; defaults to the model or path prefix.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Requests whose `model` starts with this (empty: any model).
+    #[serde(default)]
     pub model_prefix: String,
+    /// Requests whose path starts with this, e.g. `/v1/messages` (empty: any path).
+    #[serde(default)]
+    pub path_prefix: String,
     pub base_url: String,
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// How the key of `api_key_env` is sent: `authorization` (Bearer) or `x-api-key`.
+    #[serde(default)]
+    pub key_header: KeyHeader,
     /// Tokenizer for counting this route's prompt tokens (`o200k_base`, `cl100k_base`);
     /// unset: chosen from the model name, else `compression.default_tokenizer`.
     #[serde(default)]
@@ -315,11 +364,18 @@ impl Config {
                 &format!("routes[{i}].api_key_env"),
                 route.api_key_env.as_deref(),
             )?;
-            if route.model_prefix.is_empty() {
+            if route.model_prefix.is_empty() && route.path_prefix.is_empty() {
                 return Err(ConfigError::invalid(
-                    format!("routes[{i}].model_prefix"),
-                    "is empty",
-                    "a non-empty model name prefix",
+                    format!("routes[{i}]"),
+                    "has neither model_prefix nor path_prefix",
+                    "a non-empty model name prefix, path prefix, or both",
+                ));
+            }
+            if !route.path_prefix.is_empty() && !route.path_prefix.starts_with('/') {
+                return Err(ConfigError::invalid(
+                    format!("routes[{i}].path_prefix"),
+                    format!("`{}` does not start with `/`", route.path_prefix),
+                    "a request path prefix such as `/v1/messages`",
                 ));
             }
         }

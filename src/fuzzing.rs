@@ -47,6 +47,7 @@ fn policy() -> &'static Policy {
             &mut cfg.roles.assistant,
             &mut cfg.roles.tool,
             &mut cfg.roles.function,
+            &mut cfg.roles.prompt,
         ] {
             role.enabled = true;
             role.min_tokens = 1;
@@ -103,25 +104,29 @@ pub fn transform(data: &[u8]) {
     };
     let policy = policy();
     let opts = RequestOptions::default();
-    let outcome = match policy.apply(&raw, &json, &opts) {
-        Ok(o) => o,
-        Err(e) => panic!("the policy failed on a parsable body: {e}"),
-    };
-    if let Some(body) = &outcome.body {
-        let out: Value = match serde_json::from_slice(body) {
-            Ok(v) => v,
-            Err(e) => panic!("the rewritten body is not JSON: {e}"),
+    // Every surface reads the same body its own way (a chat body is mostly empty to the others).
+    for api in crate::api::Api::ALL {
+        let conv = api.surface().conversation(&json).unwrap_or_default();
+        let outcome = match policy.apply(&raw, &json, &conv, &opts) {
+            Ok(o) => o,
+            Err(e) => panic!("the policy failed on a parsable body ({api}): {e}"),
         };
-        same_shape(&json, &out, &mut String::new());
+        if let Some(body) = &outcome.body {
+            let out: Value = match serde_json::from_slice(body) {
+                Ok(v) => v,
+                Err(e) => panic!("the rewritten body is not JSON ({api}): {e}"),
+            };
+            same_shape(&json, &out, &mut String::new());
+        }
+        let again = match policy.apply(&raw, &json, &conv, &opts) {
+            Ok(o) => o,
+            Err(e) => panic!("the policy failed on the second run ({api}): {e}"),
+        };
+        assert_eq!(
+            outcome.body, again.body,
+            "the same input gave another output ({api})"
+        );
     }
-    let again = match policy.apply(&raw, &json, &opts) {
-        Ok(o) => o,
-        Err(e) => panic!("the policy failed on the second run: {e}"),
-    };
-    assert_eq!(
-        outcome.body, again.body,
-        "the same input gave another output"
-    );
 }
 
 /// Asserts that `b` is `a` with at most string values changed (same keys in the same order,
@@ -169,8 +174,9 @@ mod tests {
         );
         let raw = chat_body(&data);
         let json: Value = serde_json::from_slice(&raw).unwrap();
+        let conv = crate::api::chat::conversation(&json).unwrap();
         let out = policy()
-            .apply(&raw, &json, &RequestOptions::default())
+            .apply(&raw, &json, &conv, &RequestOptions::default())
             .unwrap();
         assert!(out.body.is_some());
         transform(&data);

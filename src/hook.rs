@@ -1,18 +1,23 @@
 //! The seam between the HTTP server and request rewriting (compression).
 //!
-//! The server parses `POST /v1/chat/completions` bodies and hands them to a [`ChatHook`]; the hook
-//! returns the body to forward (or `None` to forward the original bytes untouched) plus response
-//! headers to add. The server never looks inside the result.
+//! The server parses the bodies of the requests an API surface intercepts (`crate::api`) and
+//! hands them to a [`RequestHook`] with their [`Api`]; the hook returns the body to forward (or
+//! `None` to forward the original bytes untouched) plus response headers to add. The server
+//! never looks inside the result. `/v1/compress` calls go to [`RequestHook::compress_call`].
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::api::Api;
+use crate::api::headroom::{CompressCall, CompressReply};
 use crate::telemetry::Tokens;
 
-/// An intercepted chat-completion request.
+/// An intercepted request.
 #[derive(Debug, Clone)]
-pub struct ChatRequest {
+pub struct Intercepted {
+    /// Which API it speaks.
+    pub api: Api,
     /// The exact bytes the client sent.
     pub raw: Bytes,
     /// The parsed body (unknown fields included, key order preserved).
@@ -59,10 +64,16 @@ pub struct Rejection {
     pub message: String,
 }
 
-/// Rewrites intercepted chat-completion requests. Implementations must never fail the request:
-/// on any internal problem they return `HookOutcome::default()` (forward the original).
-pub trait ChatHook: Send + Sync + 'static {
-    fn on_chat_request(&self, req: ChatRequest) -> BoxFuture<'static, HookOutcome>;
+/// Rewrites intercepted requests. Implementations must never fail the request: on any internal
+/// problem they return `HookOutcome::default()` (forward the original).
+pub trait RequestHook: Send + Sync + 'static {
+    fn on_request(&self, req: Intercepted) -> BoxFuture<'static, HookOutcome>;
+
+    /// Answers a `/v1/compress` call (the Headroom contract). The default compresses nothing:
+    /// the messages come back as they were, marked skipped.
+    fn compress_call(&self, call: CompressCall) -> BoxFuture<'static, CompressReply> {
+        Box::pin(async move { CompressReply::skipped(&call, "disabled") })
+    }
 
     /// Facts for `/readyz` (for instance which scorer is active), as a JSON object.
     fn describe(&self) -> serde_json::Value {
@@ -84,8 +95,8 @@ pub trait ChatHook: Send + Sync + 'static {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Passthrough;
 
-impl ChatHook for Passthrough {
-    fn on_chat_request(&self, _req: ChatRequest) -> BoxFuture<'static, HookOutcome> {
+impl RequestHook for Passthrough {
+    fn on_request(&self, _req: Intercepted) -> BoxFuture<'static, HookOutcome> {
         Box::pin(async { HookOutcome::default() })
     }
 }

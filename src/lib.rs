@@ -2,9 +2,10 @@
 //!
 //! Data flows one way: request → policy ([`compress`]) → scorer ([`scorer`]) → selection →
 //! rewritten request → upstream → streamed response ([`server`]). The server knows nothing about
-//! scoring; it only calls the [`hook::ChatHook`] seam.
+//! scoring; it only calls the [`hook::RequestHook`] seam.
 
 pub mod ab;
+pub mod api;
 pub mod cli;
 pub mod compress;
 pub mod config;

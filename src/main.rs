@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use lingua_proxy::cli::compress::CompressArgs;
 use lingua_proxy::config::{Config, LogFormat, Overrides};
-use lingua_proxy::hook::ChatHook;
+use lingua_proxy::hook::RequestHook;
 use lingua_proxy::pipeline::CompressionHook;
 
 #[derive(Debug, Parser)]
@@ -146,10 +146,12 @@ fn arm_exit_watchdog(grace: Duration) {
 }
 
 /// The compression hook from `[compression]`, with per-route tokenizers.
-fn build_hook(config: &Config) -> anyhow::Result<Arc<dyn ChatHook>> {
+fn build_hook(config: &Config) -> anyhow::Result<Arc<dyn RequestHook>> {
     let routes = config
         .routes
         .iter()
+        // A route's tokenizer applies by its model prefix (a path-only route has none).
+        .filter(|r| !r.model_prefix.is_empty())
         .filter_map(|r| r.tokenizer.map(|t| (r.model_prefix.clone(), t)))
         .collect();
     let hook = CompressionHook::from_configs(&config.compression, &config.model)?

@@ -1,4 +1,4 @@
-//! The [`ChatHook`] that compresses intercepted chat-completion requests.
+//! The [`RequestHook`] that compresses intercepted chat-completion requests.
 //!
 //! What bounds what:
 //! - `[compression] workers` requests run the policy at once (span detection, tokenisation and
@@ -26,12 +26,13 @@ use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::Semaphore;
 
+use crate::api::headroom::{CompressCall, CompressReply};
 use crate::compress::policy::parse_rate;
 use crate::compress::{
-    ActiveScorer, CompressError, CompressionConfig, OnError, Outcome, Policy, RequestOptions,
-    SkipReason, TokenizerKind,
+    ActiveScorer, CompressError, CompressionConfig, Conversation, OnError, Outcome, Policy,
+    RequestOptions, SkipReason, TokenizerKind,
 };
-use crate::hook::{ChatHook, ChatRequest, HookOutcome, HookReport};
+use crate::hook::{HookOutcome, HookReport, Intercepted, RequestHook};
 use crate::model::{Interrupted, ModelConfig, ModelQueue, Priority, WorkCtx};
 use crate::telemetry::{RoleTokens, Tokens};
 
@@ -107,7 +108,7 @@ struct Inner {
     admission_capacity: usize,
     workers_capacity: usize,
     model_queue: Option<Arc<dyn ModelQueue>>,
-    /// Parent of every request's context: cancelled by [`ChatHook::shutdown`].
+    /// Parent of every request's context: cancelled by [`RequestHook::shutdown`].
     root: WorkCtx,
     /// Background compression queue (`[compression] background = true`).
     background: Option<std::sync::mpsc::SyncSender<BackgroundJob>>,
@@ -117,6 +118,7 @@ struct Inner {
 struct BackgroundJob {
     raw: Bytes,
     json: serde_json::Value,
+    conv: Conversation,
     opts: RequestOptions,
 }
 
@@ -286,7 +288,7 @@ fn start_background(
                 job.opts.work = root.child(Some(Instant::now() + budget), Priority::Background);
                 job.opts.ignore_size_limits = true;
                 let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    policy.apply(&job.raw, &job.json, &job.opts)
+                    policy.apply(&job.raw, &job.json, &job.conv, &job.opts)
                 }));
                 match r {
                     Ok(Ok(_)) => {
@@ -385,10 +387,15 @@ fn tokens_of(r: &crate::compress::policy::Report) -> Tokens {
     }
 }
 
-impl ChatHook for CompressionHook {
-    fn on_chat_request(&self, req: ChatRequest) -> BoxFuture<'static, HookOutcome> {
+impl RequestHook for CompressionHook {
+    fn on_request(&self, req: Intercepted) -> BoxFuture<'static, HookOutcome> {
         let inner = self.inner.clone();
         Box::pin(async move { inner.run(req).await })
+    }
+
+    fn compress_call(&self, call: CompressCall) -> BoxFuture<'static, CompressReply> {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.compress_call(call).await })
     }
 
     fn describe(&self) -> serde_json::Value {
@@ -422,7 +429,7 @@ impl ChatHook for CompressionHook {
 }
 
 impl Inner {
-    async fn run(self: Arc<Self>, req: ChatRequest) -> HookOutcome {
+    async fn run(self: Arc<Self>, req: Intercepted) -> HookOutcome {
         let stats = &self.stats;
         stats.requests.fetch_add(1, Ordering::Relaxed);
         let cfg = self.policy.config();
@@ -447,17 +454,7 @@ impl Inner {
             return skipped("overloaded", false);
         };
         let deadline = Instant::now() + self.deadline;
-        let model = req
-            .json
-            .get("model")
-            .and_then(|m| m.as_str())
-            .unwrap_or_default();
-        let tokenizer = self
-            .route_tokenizers
-            .iter()
-            .find(|(prefix, _)| model.starts_with(prefix.as_str()))
-            .map(|(_, t)| *t)
-            .or(self.tokenizer);
+        let tokenizer = self.route_tokenizer(&req.json);
         // Cancelled when this future is dropped (the client went away) or finishes: either way
         // nothing may keep running for this request.
         let work = self.root.child(Some(deadline), Priority::Normal);
@@ -466,14 +463,20 @@ impl Inner {
             rate_override: c.rate,
             tokenizer,
             work: work.clone(),
-            ignore_size_limits: false,
+            ..RequestOptions::default()
         };
+        let conv = req
+            .api
+            .surface()
+            .conversation(&req.json)
+            .unwrap_or_default();
         let retry = self.background.is_some().then(|| BackgroundJob {
             raw: req.raw.clone(),
             json: req.json.clone(),
+            conv: conv.clone(),
             opts: opts.clone(),
         });
-        let result = self.compress(req.raw, req.json, opts, deadline).await;
+        let result = self.compress(req.raw, req.json, conv, opts, deadline).await;
         drop(admission);
         match result {
             Ok(outcome) => {
@@ -573,10 +576,127 @@ impl Inner {
         }
     }
 
+    /// The route's tokenizer for a request's `model` (first matching prefix), else the hook's.
+    fn route_tokenizer(&self, json: &serde_json::Value) -> Option<TokenizerKind> {
+        let model = json
+            .get("model")
+            .and_then(|m| m.as_str())
+            .unwrap_or_default();
+        self.route_tokenizers
+            .iter()
+            .find(|(prefix, _)| model.starts_with(prefix.as_str()))
+            .map(|(_, t)| *t)
+            .or(self.tokenizer)
+    }
+
+    /// A `/v1/compress` call: the same policy, admission and deadline as a proxied request,
+    /// with the call's `config` as per-request options.
+    async fn compress_call(self: Arc<Self>, call: CompressCall) -> CompressReply {
+        let cfg = self.policy.config();
+        let outcome = |result: &'static str| {
+            metrics::counter!("lingua_compress_endpoint_total", "result" => result).increment(1);
+        };
+        let Ok(json) = serde_json::from_slice::<serde_json::Value>(&call.body) else {
+            outcome("error");
+            return CompressReply::skipped(&call, "internal_error");
+        };
+        let conv = call.shape.surface().conversation(&json).unwrap_or_default();
+        let mut opts = RequestOptions {
+            tokenizer: self.route_tokenizer(&json),
+            protect_recent: call.protect_recent,
+            compress_user: Some(call.compress_user_messages),
+            frozen_messages: call.frozen_in(&conv),
+            ..RequestOptions::default()
+        };
+        let tokenizer = self.policy.tokenizer_for(&json, &opts);
+        let before: usize = conv
+            .messages
+            .iter()
+            .flat_map(|m| &m.segments)
+            .map(|s| tokenizer.count(&s.text))
+            .sum();
+        if call.bypass {
+            outcome("bypass");
+            return CompressReply::unchanged(&call, before as u64);
+        }
+        if !cfg.enabled {
+            outcome("disabled");
+            return CompressReply::skipped(&call, "disabled");
+        }
+        let budget_rate = match call.token_budget {
+            Some(b) if before as u64 <= b => {
+                outcome("unchanged");
+                return CompressReply::unchanged(&call, before as u64);
+            }
+            Some(b) => Some((b as f64 / before.max(1) as f64).clamp(0.01, 1.0)),
+            None => None,
+        };
+        opts.rate_override = match (call.target_ratio, budget_rate) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if self.root.is_cancelled() {
+            outcome("skipped");
+            return CompressReply::skipped(&call, "shutting_down");
+        }
+        let Ok(admission) = self.admission.clone().try_acquire_owned() else {
+            self.stats.skipped_overload.fetch_add(1, Ordering::Relaxed);
+            outcome("skipped");
+            return CompressReply::skipped(&call, "overloaded");
+        };
+        let deadline = Instant::now() + self.deadline;
+        let work = self.root.child(Some(deadline), Priority::Normal);
+        let _cancel = work.cancel_on_drop();
+        opts.work = work.clone();
+        let body = Bytes::from(call.body.clone());
+        let result = self.compress(body, json, conv, opts, deadline).await;
+        drop(admission);
+        let reason = match result {
+            Ok(o) if o.report.too_large => "too_large",
+            Ok(o) => {
+                let r = &o.report;
+                return match &o.body {
+                    Some(b) => {
+                        outcome("compressed");
+                        let n = r.messages.iter().filter(|m| m.skipped.is_none()).count();
+                        let transform = format!("lingua-proxy:{}", self.policy.compressor().id());
+                        CompressReply::compressed(
+                            &call,
+                            b,
+                            r.tokens_before as u64,
+                            r.tokens_after as u64,
+                            &transform,
+                            n,
+                        )
+                    }
+                    None => {
+                        outcome("unchanged");
+                        CompressReply::unchanged(&call, r.tokens_before as u64)
+                    }
+                };
+            }
+            Err(Failure::Error(e)) if e.is_overloaded() => "overloaded",
+            Err(Failure::Deadline) => "compression_timeout",
+            Err(Failure::Error(e)) => match e.interrupted() {
+                Some(Interrupted::Deadline) => "compression_timeout",
+                Some(Interrupted::Cancelled) => "cancelled",
+                None => "error",
+            },
+            Err(Failure::Panic) => "panic",
+        };
+        tracing::warn!(
+            reason,
+            "/v1/compress failed open; returning the original messages"
+        );
+        outcome("skipped");
+        CompressReply::skipped(&call, reason)
+    }
+
     async fn compress(
         &self,
         raw: Bytes,
         json: serde_json::Value,
+        conv: Conversation,
         opts: RequestOptions,
         deadline: Instant,
     ) -> Result<Outcome, Failure> {
@@ -589,7 +709,9 @@ impl Inner {
                 .map_err(|_| Failure::Error(CompressError::Internal("pool closed".into())))?;
             let task = tokio::task::spawn_blocking(move || {
                 let _permit = permit;
-                std::panic::catch_unwind(AssertUnwindSafe(|| policy.apply(&raw, &json, &opts)))
+                std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    policy.apply(&raw, &json, &conv, &opts)
+                }))
             });
             match task.await {
                 Ok(Ok(Ok(outcome))) => Ok(outcome),

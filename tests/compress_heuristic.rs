@@ -114,8 +114,9 @@ fn policy_with_heuristic_keeps_code_and_shrinks_the_system_prompt() {
         {"role": "system", "content": system},
         {"role": "user", "content": "Is eu-west down?"}]});
     let raw = serde_json::to_vec(&body).unwrap();
+    let conv = lingua_proxy::api::chat::conversation(&body).unwrap();
     let out = policy
-        .apply(&raw, &body, &RequestOptions::default())
+        .apply(&raw, &body, &conv, &RequestOptions::default())
         .unwrap();
     let sent: Value = serde_json::from_slice(&out.body.unwrap()).unwrap();
     let got = sent["messages"][0]["content"].as_str().unwrap();

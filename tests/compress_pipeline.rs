@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderValue};
 use lingua_proxy::compress::{
     Budget, CompressError, CompressOutput, CompressionConfig, Compressor, Policy, build_compressor,
 };
-use lingua_proxy::hook::{ChatHook, ChatRequest, HookOutcome};
+use lingua_proxy::hook::{HookOutcome, Intercepted, RequestHook};
 use lingua_proxy::pipeline::CompressionHook;
 use lingua_proxy::scorer::ScorerError;
 use serde_json::{Value, json};
@@ -21,7 +21,7 @@ fn prose(n: usize) -> String {
         .repeat(n)
 }
 
-fn request(headers: &[(&'static str, &'static str)]) -> ChatRequest {
+fn request(headers: &[(&'static str, &'static str)]) -> Intercepted {
     let json = json!({"model": "gpt-4o", "messages": [
         {"role": "system", "content": prose(10)},
         {"role": "user", "content": "hello"}]});
@@ -29,7 +29,8 @@ fn request(headers: &[(&'static str, &'static str)]) -> ChatRequest {
     for (k, v) in headers {
         h.insert(*k, HeaderValue::from_static(v));
     }
-    ChatRequest {
+    Intercepted {
+        api: lingua_proxy::api::Api::ChatCompletions,
         raw: Bytes::from(serde_json::to_vec(&json).unwrap()),
         json,
         headers: h,
@@ -88,7 +89,7 @@ fn heuristic_hook(mut cfg: CompressionConfig) -> CompressionHook {
 #[tokio::test]
 async fn compresses_and_reports() {
     let hook = heuristic_hook(CompressionConfig::default());
-    let a = hook.on_chat_request(request(&[])).await;
+    let a = hook.on_request(request(&[])).await;
     let body: Value = serde_json::from_slice(a.body.as_ref().unwrap()).unwrap();
     assert!(body["messages"][0]["content"].as_str().unwrap().len() < prose(10).len());
     let before: usize = header(&a, "x-lingua-tokens-before")
@@ -107,7 +108,7 @@ async fn compresses_and_reports() {
             .is_ok()
     );
     assert_eq!(header(&a, "x-lingua-cache"), Some("miss"));
-    let b = hook.on_chat_request(request(&[])).await;
+    let b = hook.on_request(request(&[])).await;
     assert_eq!(header(&b, "x-lingua-cache"), Some("hit"));
     assert_eq!(a.body, b.body);
     assert_eq!(hook.stats().compressed.load(Ordering::Relaxed), 2);
@@ -117,14 +118,12 @@ async fn compresses_and_reports() {
 async fn header_controls() {
     let hook = heuristic_hook(CompressionConfig::default());
     let off = hook
-        .on_chat_request(request(&[("x-lingua-compress", "off")]))
+        .on_request(request(&[("x-lingua-compress", "off")]))
         .await;
     assert!(off.body.is_none());
     assert_eq!(header(&off, "x-lingua-skipped"), Some("off"));
-    let low = hook
-        .on_chat_request(request(&[("x-lingua-rate", "0.2")]))
-        .await;
-    let def = hook.on_chat_request(request(&[])).await;
+    let low = hook.on_request(request(&[("x-lingua-rate", "0.2")])).await;
+    let def = hook.on_request(request(&[])).await;
     assert!(low.body.as_ref().unwrap().len() < def.body.as_ref().unwrap().len());
 
     let cfg = CompressionConfig {
@@ -133,7 +132,7 @@ async fn header_controls() {
     };
     let hook = heuristic_hook(cfg);
     let ignored = hook
-        .on_chat_request(request(&[("x-lingua-compress", "off")]))
+        .on_request(request(&[("x-lingua-compress", "off")]))
         .await;
     assert!(ignored.body.is_some());
 
@@ -142,9 +141,9 @@ async fn header_controls() {
         ..CompressionConfig::default()
     };
     let hook = heuristic_hook(cfg);
-    assert!(hook.on_chat_request(request(&[])).await.body.is_none());
+    assert!(hook.on_request(request(&[])).await.body.is_none());
     let on = hook
-        .on_chat_request(request(&[("x-lingua-compress", "on")]))
+        .on_request(request(&[("x-lingua-compress", "on")]))
         .await;
     assert!(on.body.is_some());
 }
@@ -152,13 +151,13 @@ async fn header_controls() {
 #[tokio::test]
 async fn fail_open_on_error_panic_and_deadline() {
     let hook = hook_with(CompressionConfig::default(), Arc::new(Broken(Mode::Fail)));
-    let o = hook.on_chat_request(request(&[])).await;
+    let o = hook.on_request(request(&[])).await;
     assert!(o.body.is_none());
     assert_eq!(header(&o, "x-lingua-skipped"), Some("error"));
     assert_eq!(hook.stats().fail_open_error.load(Ordering::Relaxed), 1);
 
     let hook = hook_with(CompressionConfig::default(), Arc::new(Broken(Mode::Panic)));
-    let o = hook.on_chat_request(request(&[])).await;
+    let o = hook.on_request(request(&[])).await;
     assert!(o.body.is_none());
     assert_eq!(header(&o, "x-lingua-skipped"), Some("panic"));
     assert_eq!(hook.stats().fail_open_panic.load(Ordering::Relaxed), 1);
@@ -172,7 +171,7 @@ async fn fail_open_on_error_panic_and_deadline() {
         Arc::new(Broken(Mode::Sleep(Duration::from_millis(400)))),
     );
     let t = std::time::Instant::now();
-    let o = hook.on_chat_request(request(&[])).await;
+    let o = hook.on_request(request(&[])).await;
     assert!(
         t.elapsed() < Duration::from_millis(350),
         "waited {:?}",
@@ -196,10 +195,10 @@ async fn overload_skips_instead_of_waiting() {
         Arc::new(Broken(Mode::Sleep(Duration::from_millis(300)))),
     );
     let h2 = hook.clone();
-    let slow = tokio::spawn(async move { h2.on_chat_request(request(&[])).await });
+    let slow = tokio::spawn(async move { h2.on_request(request(&[])).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
     let t = std::time::Instant::now();
-    let o = hook.on_chat_request(request(&[])).await;
+    let o = hook.on_request(request(&[])).await;
     assert!(t.elapsed() < Duration::from_millis(200));
     assert!(o.body.is_none());
     assert_eq!(header(&o, "x-lingua-skipped"), Some("overloaded"));

@@ -302,6 +302,7 @@ fn event(arm: Arm, ts_ms: u64, prompt_tokens: u64, overhead_ms: f64) -> Event {
             completion_tokens: 120,
             total_tokens: prompt_tokens + 120,
             cached_tokens: Some(0),
+            cache_creation_tokens: None,
         }),
         latency_ms: Latency {
             total: 800.0 + overhead_ms,

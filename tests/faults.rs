@@ -138,6 +138,7 @@ impl Fx {
             base_url: route_base.unwrap_or_else(|| mock.base_url()),
             api_key_env: None,
             tokenizer: None,
+            ..RouteConfig::default()
         });
         config.telemetry.events_path = Some(events.clone());
         config.telemetry.metrics = true;

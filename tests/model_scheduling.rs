@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lingua_proxy::compress::{CompressionConfig, Lingua2Compressor, Policy, ScorerKind};
-use lingua_proxy::hook::{ChatHook, ChatRequest};
+use lingua_proxy::hook::{Intercepted, RequestHook};
 use lingua_proxy::model::{Backend, Scheduler, SchedulerConfig, WorkCtx};
 use lingua_proxy::pipeline::CompressionHook;
 use lingua_proxy::scorer::heuristic::HeuristicScorer;
@@ -203,13 +203,14 @@ async fn a_request_past_its_deadline_stops_using_the_model_and_the_next_one_is_c
 async fn dropping_the_hook_future_cancels_the_work() {
     let (hook, log) = slow_hook(60_000);
     let big = body(&prose("alpha", 6000));
-    let req = ChatRequest {
+    let req = Intercepted {
+        api: lingua_proxy::api::Api::ChatCompletions,
         raw: serde_json::to_vec(&big).unwrap().into(),
         json: big,
         headers: http::HeaderMap::new(),
     };
     // The client goes away after 400 ms: the future is dropped.
-    let r = tokio::time::timeout(Duration::from_millis(400), hook.on_chat_request(req)).await;
+    let r = tokio::time::timeout(Duration::from_millis(400), hook.on_request(req)).await;
     assert!(r.is_err());
     tokio::time::sleep(Duration::from_millis(200)).await;
     let ran = batches_of(&log, "alpha");
@@ -227,14 +228,15 @@ async fn shutdown_cancels_queued_inference_and_later_requests_pass_through() {
     let (hook, log) = slow_hook(60_000);
     let hook = Arc::new(hook);
     let big = body(&prose("alpha", 6000));
-    let req = ChatRequest {
+    let req = Intercepted {
+        api: lingua_proxy::api::Api::ChatCompletions,
         raw: serde_json::to_vec(&big).unwrap().into(),
         json: big.clone(),
         headers: http::HeaderMap::new(),
     };
     let running = tokio::spawn({
         let hook = hook.clone();
-        async move { hook.on_chat_request(req).await }
+        async move { hook.on_request(req).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t = Instant::now();
@@ -249,12 +251,13 @@ async fn shutdown_cancels_queued_inference_and_later_requests_pass_through() {
     let ran = batches_of(&log, "alpha");
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(batches_of(&log, "alpha"), ran);
-    let req = ChatRequest {
+    let req = Intercepted {
+        api: lingua_proxy::api::Api::ChatCompletions,
         raw: serde_json::to_vec(&big).unwrap().into(),
         json: big,
         headers: http::HeaderMap::new(),
     };
-    let out = hook.on_chat_request(req).await;
+    let out = hook.on_request(req).await;
     assert_eq!(out.report.unwrap().reason, Some("shutting_down"));
 }
 
@@ -377,12 +380,13 @@ async fn background_compression_fills_the_cache_for_the_next_identical_message()
     let c = build_compressor(&cfg).unwrap();
     let hook = CompressionHook::new(Arc::new(Policy::new(cfg, c).unwrap()));
     let big = body(&prose("alpha", 400));
-    let req = || ChatRequest {
+    let req = || Intercepted {
+        api: lingua_proxy::api::Api::ChatCompletions,
         raw: serde_json::to_vec(&big).unwrap().into(),
         json: big.clone(),
         headers: http::HeaderMap::new(),
     };
-    let first = hook.on_chat_request(req()).await;
+    let first = hook.on_request(req()).await;
     assert!(first.body.is_none(), "the first turn goes out raw");
     assert_eq!(first.report.unwrap().reason, Some("too_large"));
     let stats = hook.stats();
@@ -394,7 +398,7 @@ async fn background_compression_fills_the_cache_for_the_next_identical_message()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let second = hook.on_chat_request(req()).await;
+    let second = hook.on_request(req()).await;
     let report = second.report.unwrap();
     assert_eq!(report.compression, "compressed");
     assert_eq!(report.cache, Some("hit"));

@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use lingua_proxy::api::chat;
 use lingua_proxy::compress::spans::SPAN_MARKER;
 use lingua_proxy::compress::{
     Budget, CacheStatus, CompressError, CompressOutput, CompressionConfig, Compressor, Policy,
@@ -70,7 +71,10 @@ fn policy(cfg: CompressionConfig) -> (Policy, Arc<EveryOther>) {
 
 fn run(p: &Policy, body: &Value) -> (Value, lingua_proxy::compress::Outcome) {
     let raw = serde_json::to_vec(body).unwrap();
-    let out = p.apply(&raw, body, &RequestOptions::default()).unwrap();
+    let conv = chat::conversation(body).unwrap_or_default();
+    let out = p
+        .apply(&raw, body, &conv, &RequestOptions::default())
+        .unwrap();
     let sent: Value = match &out.body {
         Some(b) => serde_json::from_slice(b).unwrap(),
         None => body.clone(),
@@ -168,7 +172,8 @@ fn request_rate_override() {
         rate_override: Some(0.3),
         ..Default::default()
     };
-    p.apply(&raw, &body, &opts).unwrap();
+    p.apply(&raw, &body, &chat::conversation(&body).unwrap(), &opts)
+        .unwrap();
     assert_eq!(c.calls.lock().unwrap()[0].1.rate, 0.3);
 }
 
@@ -437,6 +442,7 @@ fn two_turns_share_a_byte_identical_prefix() {
         .apply(
             &serde_json::to_vec(&turn1).unwrap(),
             &turn1,
+            &chat::conversation(&turn1).unwrap(),
             &RequestOptions::default(),
         )
         .unwrap();
@@ -444,6 +450,7 @@ fn two_turns_share_a_byte_identical_prefix() {
         .apply(
             &serde_json::to_vec(&turn2).unwrap(),
             &turn2,
+            &chat::conversation(&turn2).unwrap(),
             &RequestOptions::default(),
         )
         .unwrap();

@@ -29,6 +29,7 @@ async fn proxy_keys_gate_requests_and_upstream_gets_its_own_key() {
                 base_url: other_url,
                 api_key_env: Some("LP_TEST_ROUTE_KEY".into()),
                 tokenizer: None,
+                ..RouteConfig::default()
             }];
         },
         Arc::new(Passthrough),

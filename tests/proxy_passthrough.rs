@@ -214,6 +214,7 @@ async fn routes_choose_upstream_by_model() {
                 base_url: other_url,
                 api_key_env: None,
                 tokenizer: None,
+                ..RouteConfig::default()
             }];
         },
         Arc::new(Passthrough),

@@ -83,6 +83,7 @@ fn usage(mut e: Event, prompt: u64, cached: Option<u64>, completion: u64) -> Eve
         completion_tokens: completion,
         total_tokens: prompt + completion,
         cached_tokens: cached,
+        cache_creation_tokens: None,
     });
     e
 }

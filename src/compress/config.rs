@@ -109,6 +109,8 @@ pub struct RolesConfig {
     pub tool: RoleConfig,
     /// Legacy `function` role results.
     pub function: RoleConfig,
+    /// Legacy completions' `prompt` strings (off by default).
+    pub prompt: RoleConfig,
 }
 
 impl Default for RolesConfig {
@@ -126,6 +128,10 @@ impl Default for RolesConfig {
             },
             tool: RoleConfig::with_rate(0.9),
             function: RoleConfig::with_rate(0.9),
+            prompt: RoleConfig {
+                enabled: false,
+                ..RoleConfig::with_rate(0.7)
+            },
         }
     }
 }
@@ -140,6 +146,7 @@ impl RolesConfig {
             "assistant" => Some(&self.assistant),
             "tool" => Some(&self.tool),
             "function" => Some(&self.function),
+            "prompt" => Some(&self.prompt),
             _ => None,
         }
     }
@@ -152,6 +159,7 @@ impl RolesConfig {
             ("assistant", &self.assistant),
             ("tool", &self.tool),
             ("function", &self.function),
+            ("prompt", &self.prompt),
         ]
         .into_iter()
     }
@@ -182,6 +190,10 @@ pub struct CompressionConfig {
     pub protect_last_user: bool,
     /// Leave the last N messages alone.
     pub protect_recent: usize,
+    /// Leave every message at or before the request's last provider cache breakpoint alone
+    /// (Anthropic `cache_control`, Responses `prompt_cache_breakpoint`). Off by default:
+    /// compression is deterministic, so a compressed cached prefix is the same bytes each turn.
+    pub freeze_cached_prefix: bool,
     /// A message shrinking by less than this fraction is forwarded unchanged.
     pub min_savings: f64,
     /// User regexes whose matches are kept verbatim and never scored.
@@ -241,6 +253,7 @@ impl Default for CompressionConfig {
             roles: RolesConfig::default(),
             protect_last_user: true,
             protect_recent: 0,
+            freeze_cached_prefix: false,
             min_savings: 0.05,
             keep_patterns: Vec::new(),
             force_tokens: Vec::new(),

@@ -1,6 +1,6 @@
 //! A neutral model of a conversation: ordered messages, each with a role and text segments that
-//! point back into the request JSON. Chat Completions is parsed here; the Responses API and
-//! Anthropic Messages add their own parsers producing the same model.
+//! point back into the request JSON. Each API surface (`crate::api`) builds it from its own
+//! request format; the policy only ever sees this model.
 //!
 //! Rewriting splices new string literals into the ORIGINAL request bytes, so every byte outside
 //! the replaced text values (key order, number formatting, escapes, whitespace) stays identical.
@@ -36,60 +36,51 @@ pub struct Message {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Conversation {
     pub messages: Vec<Message>,
+    /// How many leading messages lie at or before the request's last provider cache
+    /// breakpoint (Anthropic `cache_control`, Responses `prompt_cache_breakpoint`); 0 when it
+    /// has none. `[compression] freeze_cached_prefix` leaves them alone.
+    pub cache_prefix: usize,
 }
 
 impl Conversation {
-    /// Builds the model of a Chat Completions request (`messages[].content` as a string or an
-    /// array of parts, of which only `{"type": "text"}` parts are text). `None` when the body
-    /// has no `messages` array.
-    pub fn from_chat_completions(json: &Value) -> Option<Conversation> {
-        let messages = json.get("messages")?.as_array()?;
-        let mut out = Vec::with_capacity(messages.len());
-        for (i, m) in messages.iter().enumerate() {
-            let role = m
-                .get("role")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let base = || vec![PathElem::Key("messages".into()), PathElem::Index(i)];
-            let mut segments = Vec::new();
-            match m.get("content") {
-                Some(Value::String(s)) => {
-                    let mut path = base();
-                    path.push(PathElem::Key("content".into()));
-                    segments.push(Segment {
-                        path,
-                        text: s.clone(),
-                    });
-                }
-                Some(Value::Array(parts)) => {
-                    for (j, part) in parts.iter().enumerate() {
-                        if part.get("type").and_then(Value::as_str) != Some("text") {
-                            continue;
-                        }
-                        if let Some(Value::String(s)) = part.get("text") {
-                            let mut path = base();
-                            path.extend([
-                                PathElem::Key("content".into()),
-                                PathElem::Index(j),
-                                PathElem::Key("text".into()),
-                            ]);
-                            segments.push(Segment {
-                                path,
-                                text: s.clone(),
-                            });
-                        }
-                    }
-                }
-                _ => {}
-            }
-            out.push(Message {
-                index: i,
-                role,
-                segments,
-            });
+    /// Appends a message with the next index; messages without text are not recorded.
+    pub fn push(&mut self, role: impl Into<String>, segments: Vec<Segment>) {
+        if segments.is_empty() {
+            return;
         }
-        Some(Conversation { messages: out })
+        self.messages.push(Message {
+            index: self.messages.len(),
+            role: role.into(),
+            segments,
+        });
+    }
+
+    /// Marks every message recorded so far as part of the provider's cached prefix (a cache
+    /// breakpoint follows them).
+    pub fn cache_breakpoint(&mut self) {
+        self.cache_prefix = self.messages.len();
+    }
+}
+
+impl Segment {
+    /// The string at `path`.
+    pub fn at(path: Vec<PathElem>, text: &str) -> Self {
+        Self {
+            path,
+            text: text.to_string(),
+        }
+    }
+}
+
+impl From<&str> for PathElem {
+    fn from(k: &str) -> Self {
+        Self::Key(k.to_string())
+    }
+}
+
+impl From<usize> for PathElem {
+    fn from(i: usize) -> Self {
+        Self::Index(i)
     }
 }
 
@@ -339,7 +330,7 @@ mod tests {
     #[test]
     fn model_of_a_chat_request() {
         let json: Value = serde_json::from_str(BODY).unwrap();
-        let c = Conversation::from_chat_completions(&json).unwrap();
+        let c = crate::api::chat::conversation(&json).unwrap();
         assert_eq!(c.messages.len(), 4);
         assert_eq!(c.messages[0].role, "system");
         assert_eq!(c.messages[0].segments[0].text, "Be \"brief\" é");
@@ -352,7 +343,7 @@ mod tests {
     #[test]
     fn splice_changes_only_the_edited_literals() {
         let json: Value = serde_json::from_str(BODY).unwrap();
-        let c = Conversation::from_chat_completions(&json).unwrap();
+        let c = crate::api::chat::conversation(&json).unwrap();
         let edits = vec![
             (
                 c.messages[0].segments[0].path.clone(),
@@ -371,7 +362,7 @@ mod tests {
     fn duplicate_keys_follow_serde_json() {
         let raw = r#"{"messages":[{"role":"user","content":"a","content":"b"}]}"#;
         let json: Value = serde_json::from_str(raw).unwrap();
-        let c = Conversation::from_chat_completions(&json).unwrap();
+        let c = crate::api::chat::conversation(&json).unwrap();
         assert_eq!(c.messages[0].segments[0].text, "b");
         let out = rewrite(
             raw.as_bytes(),
@@ -387,6 +378,6 @@ mod tests {
     #[test]
     fn no_messages_is_none() {
         let json: Value = serde_json::from_str(r#"{"prompt":"x"}"#).unwrap();
-        assert!(Conversation::from_chat_completions(&json).is_none());
+        assert!(crate::api::chat::conversation(&json).is_none());
     }
 }

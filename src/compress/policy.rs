@@ -33,6 +33,13 @@ pub struct RequestOptions {
     /// Compress texts whatever their size (background compression: the result goes to the
     /// cache, where the next identical message finds it).
     pub ignore_size_limits: bool,
+    /// Replaces `protect_recent` for this request (`/v1/compress` `config.protect_recent`).
+    pub protect_recent: Option<usize>,
+    /// Replaces whether user messages are compressed (`/v1/compress`
+    /// `config.compress_user_messages`).
+    pub compress_user: Option<bool>,
+    /// Leave the first N messages alone (`/v1/compress` `config.frozen_message_count`).
+    pub frozen_messages: usize,
 }
 
 /// Why a message was forwarded unchanged.
@@ -44,6 +51,9 @@ pub enum SkipReason {
     RoleDisabled,
     ProtectedLastUser,
     ProtectedRecent,
+    /// At or before the provider cache breakpoint (`freeze_cached_prefix`), or among the
+    /// frozen messages of a `/v1/compress` call.
+    Frozen,
     BelowMinTokens,
     WithinTarget,
     Unprofitable,
@@ -231,18 +241,20 @@ impl Policy {
         })
     }
 
-    /// Compresses a Chat Completions request. `raw` are the client's bytes, `json` their parse.
+    /// Compresses a request whose compressible texts `conv` describes (built by its API
+    /// surface, `crate::api`). `raw` are the client's bytes, `json` their parse; the edits are
+    /// spliced into `raw` at the segments' paths.
     pub fn apply(
         &self,
         raw: &[u8],
         json: &Value,
+        conv: &Conversation,
         opts: &RequestOptions,
     ) -> Result<Outcome, CompressError> {
         let start = Instant::now();
         let tokenizer = self.tokenizer_for(json, opts);
-        let conv = Conversation::from_chat_completions(json).unwrap_or_default();
         if !opts.ignore_size_limits
-            && let Some(lower) = self.request_too_large(&conv, tokenizer, &opts.work)?
+            && let Some(lower) = self.request_too_large(conv, tokenizer, &opts.work)?
         {
             return Ok(Outcome {
                 body: None,
@@ -262,16 +274,33 @@ impl Policy {
             });
         }
         let n = conv.messages.len();
-        let last_user = conv.messages.iter().rposition(|m| m.role == "user");
+        let last_user = conv
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == "user")
+            .map(|m| m.index);
+        let protect_recent = opts.protect_recent.unwrap_or(self.config.protect_recent);
+        let frozen = opts
+            .frozen_messages
+            .max(if self.config.freeze_cached_prefix {
+                conv.cache_prefix
+            } else {
+                0
+            });
         let mut edits: Vec<(Vec<PathElem>, String)> = Vec::new();
         let mut messages = Vec::with_capacity(n);
         let mut roles: BTreeMap<String, RoleReport> = BTreeMap::new();
         for m in &conv.messages {
             opts.work.check()?;
-            let positional = if self.config.protect_last_user && Some(m.index) == last_user {
+            let positional = if m.index < frozen {
+                Some(SkipReason::Frozen)
+            } else if self.config.protect_last_user && Some(m.index) == last_user {
                 Some(SkipReason::ProtectedLastUser)
-            } else if m.index + self.config.protect_recent >= n {
+            } else if m.index + protect_recent >= n {
                 Some(SkipReason::ProtectedRecent)
+            } else if m.role == "user" && opts.compress_user == Some(false) {
+                Some(SkipReason::RoleDisabled)
             } else {
                 None
             };
@@ -366,7 +395,9 @@ impl Policy {
         } else {
             match role_cfg {
                 None => Some(SkipReason::UnknownRole),
-                Some(c) if !c.enabled => Some(SkipReason::RoleDisabled),
+                Some(c) if !(c.enabled || role == "user" && opts.compress_user == Some(true)) => {
+                    Some(SkipReason::RoleDisabled)
+                }
                 Some(c) if (tokens_before as u64) < c.min_tokens => {
                     Some(SkipReason::BelowMinTokens)
                 }

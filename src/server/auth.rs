@@ -74,6 +74,16 @@ impl ProxyKeys {
         bool::from(ok)
     }
 
+    /// True when `value` (a header's bytes, e.g. `X-Headroom-Proxy-Token`) is a proxy key.
+    pub fn admits_token(&self, value: &[u8]) -> bool {
+        let value = value.trim_ascii();
+        let mut ok = subtle::Choice::from(0u8);
+        for k in &self.keys {
+            ok |= value.ct_eq(k.as_slice());
+        }
+        bool::from(ok)
+    }
+
     /// True when the request carries `Authorization: Basic` whose password (any user name) is
     /// one of the keys. Accepted on local endpoints only, so a browser can open the dashboard.
     pub fn admits_basic(&self, headers: &HeaderMap) -> bool {

@@ -206,6 +206,7 @@ pub(crate) async fn accept_loop(
             if flagged.load(Ordering::Relaxed) == n {
                 req.extensions_mut().insert(AmbiguousLength);
             }
+            req.extensions_mut().insert(super::edge::PeerAddr(peer));
             let guard = service_activity.begin();
             let state = state.clone();
             async move {

@@ -1,7 +1,7 @@
 //! The edge checks every request passes before routing: path normalisation, Origin and Host
 //! checks, and the Content-Length + Transfer-Encoding scan of raw HTTP/1 bytes.
 //!
-//! Each check either passes or yields a [`ProxyError`] the server renders in OpenAI's shape.
+//! Each check either passes or yields a [`ProxyError`] the server renders in the route's error shape.
 //! Nothing here reads bodies or knows about compression.
 
 use std::net::IpAddr;
@@ -14,6 +14,10 @@ use http::{HeaderMap, Uri, header};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::error::ProxyError;
+
+/// The client's address, set on every request by the connection that carried it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerAddr(pub(crate) std::net::SocketAddr);
 
 /// Refuses request paths whose meaning a URL parser (ours when building the upstream URL, or
 /// the upstream's) could change: dot-segments (`.`, `..`, also as `%2e`), backslashes, encoded

@@ -1,11 +1,14 @@
-//! Errors the proxy itself produces, rendered in OpenAI's error shape so SDKs raise their usual
-//! exceptions (`AuthenticationError` for 401, `InternalServerError` for 5xx, ...).
+//! Errors the proxy itself produces, rendered in the shape of the route's provider
+//! ([`ErrorShape`]: OpenAI's, Anthropic's on `/v1/messages`, Headroom's on `/v1/compress`) so
+//! SDKs raise their usual exceptions (`AuthenticationError` for 401, `RateLimitError` for 429,
+//! `InternalServerError` for 5xx, ...).
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use thiserror::Error;
 
 use super::body::{ProxyBody, full};
+use crate::api::ErrorShape;
 
 #[derive(Debug, Error)]
 pub enum ProxyError {
@@ -96,9 +99,27 @@ impl ProxyError {
         }
     }
 
+    /// The error in OpenAI's shape.
     pub fn into_response(self) -> Response<ProxyBody> {
-        openai_error(self.status(), &self.to_string(), self.kind(), self.code())
+        self.into_response_shaped(ErrorShape::OpenAi)
     }
+
+    /// The error in `shape`.
+    pub fn into_response_shaped(self, shape: ErrorShape) -> Response<ProxyBody> {
+        let status = self.status();
+        let body = shape.body(status.as_u16(), &self.to_string(), self.kind(), self.code());
+        json_error(status, &body)
+    }
+}
+
+fn json_error(status: StatusCode, body: &serde_json::Value) -> Response<ProxyBody> {
+    let mut resp = Response::new(full(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 /// Builds `{"error": {"message", "type", "param", "code"}}` with `status`.
@@ -108,15 +129,8 @@ pub fn openai_error(
     kind: &str,
     code: &str,
 ) -> Response<ProxyBody> {
-    let body = serde_json::json!({
-        "error": { "message": message, "type": kind, "param": null, "code": code }
-    });
-    let bytes = Bytes::from(body.to_string());
-    let mut resp = Response::new(full(bytes));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
+    json_error(
+        status,
+        &ErrorShape::OpenAi.body(status.as_u16(), message, kind, code),
+    )
 }

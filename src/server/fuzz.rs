@@ -65,8 +65,11 @@ pub fn sse_tap(data: &[u8]) {
         drop_error: super::observe::CLIENT_DISCONNECTED,
     };
     let upstream = futures_util::stream::iter(chunks).boxed();
+    // Bits 5 and 6 pick the API surface that reads the events.
+    let surface = crate::api::Api::ALL[usize::from((flags >> 5) & 3)].surface();
     let mut tap = Tap::new(
         upstream,
+        surface,
         Some(content_type),
         strip,
         announce_len.then_some(body.len() as u64),

@@ -106,6 +106,7 @@ pub(crate) fn spawn(
     event: Event,
     started: Instant,
     pair: Arc<observe::PairSlot>,
+    surface: &'static dyn crate::api::Surface,
 ) {
     let client = state.client.clone();
     let telemetry = state.telemetry.clone();
@@ -160,6 +161,7 @@ pub(crate) fn spawn(
         let content_length = response.content_length();
         let mut tap = observe::Tap::new(
             Box::pin(response.bytes_stream()),
+            surface,
             content_type.as_deref(),
             false,
             content_length,

@@ -1,10 +1,12 @@
-//! The HTTP side: hyper service, routing, passthrough, SSE and OpenAI-shaped errors.
+//! The HTTP side: hyper service, routing, passthrough, SSE and provider-shaped errors.
 //!
-//! It knows nothing about scoring: intercepted chat completions go through the
-//! [`ChatHook`](crate::hook::ChatHook) it is given.
+//! It knows nothing about scoring: the requests an API surface ([`crate::api`]) intercepts go
+//! through the [`RequestHook`](crate::hook::RequestHook) it is given, and so do `/v1/compress`
+//! calls ([`compress_endpoint`]).
 
 pub mod auth;
 pub mod body;
+mod compress_endpoint;
 mod conn;
 mod edge;
 pub mod error;
@@ -31,7 +33,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::ab::Assigner;
 use crate::config::Config;
-use crate::hook::ChatHook;
+use crate::hook::RequestHook;
 use crate::telemetry::eventlog::EventLog;
 use crate::telemetry::live::AbSummary;
 use crate::telemetry::{Event, LiveStats, PriceTable, metrics};
@@ -79,10 +81,11 @@ impl Stats {
 /// One upstream target, with its credential resolved at startup.
 #[derive(Clone)]
 pub(crate) struct Upstream {
-    /// `default`, or the route's `model_prefix` (the `route` label of metrics and events).
+    /// `default`, or the route's name (the `route` label of metrics and events).
     pub(crate) name: String,
     pub(crate) base_url: String,
-    pub(crate) authorization: Option<HeaderValue>,
+    /// The header that carries the configured key, and its value.
+    pub(crate) authorization: Option<(http::HeaderName, HeaderValue)>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -100,7 +103,22 @@ impl std::fmt::Debug for Upstream {
 
 pub(crate) struct Route {
     pub(crate) model_prefix: String,
+    pub(crate) path_prefix: String,
     pub(crate) upstream: Upstream,
+}
+
+impl Route {
+    /// Every condition the route sets holds for a request to `path` naming `model`.
+    fn matches(&self, path: &str, model: Option<&str>) -> bool {
+        (self.path_prefix.is_empty() || path.starts_with(&self.path_prefix))
+            && (self.model_prefix.is_empty()
+                || model.is_some_and(|m| m.starts_with(&self.model_prefix)))
+    }
+
+    /// Whether the route's choice needs the body's `model`.
+    pub(crate) fn needs_model(&self) -> bool {
+        !self.model_prefix.is_empty()
+    }
 }
 
 /// Everything a request handler needs; shared by all connections.
@@ -108,7 +126,7 @@ pub struct AppState {
     pub config: Config,
     pub stats: Stats,
     pub(crate) client: reqwest::Client,
-    pub(crate) hook: Arc<dyn ChatHook>,
+    pub(crate) hook: Arc<dyn RequestHook>,
     pub(crate) keys: Option<ProxyKeys>,
     pub(crate) default_upstream: Upstream,
     pub(crate) routes: Vec<Route>,
@@ -192,7 +210,7 @@ impl observe::EventSink for Telemetry {
 }
 
 impl AppState {
-    pub fn new(config: Config, hook: Arc<dyn ChatHook>) -> Result<Self, StartError> {
+    pub fn new(config: Config, hook: Arc<dyn RequestHook>) -> Result<Self, StartError> {
         install_crypto_provider();
         let keys = ProxyKeys::load(
             config.auth.keys_env.as_deref(),
@@ -204,14 +222,23 @@ impl AppState {
             "upstream.api_key_env",
             &config.upstream.base_url,
             config.upstream.api_key_env.as_deref(),
+            config.upstream.key_header,
         )?;
         let mut routes = Vec::with_capacity(config.routes.len());
         for (i, r) in config.routes.iter().enumerate() {
+            let name = r.name.clone().unwrap_or_else(|| {
+                if r.model_prefix.is_empty() {
+                    r.path_prefix.clone()
+                } else {
+                    r.model_prefix.clone()
+                }
+            });
             let mut upstream = resolve_upstream(
-                &r.model_prefix,
+                &name,
                 &format!("routes[{i}].api_key_env"),
                 &r.base_url,
                 r.api_key_env.as_deref(),
+                r.key_header,
             )?;
             if upstream.authorization.is_none() && keys.is_some() {
                 // With proxy auth, the client's key never goes upstream: fall back to the
@@ -220,6 +247,7 @@ impl AppState {
             }
             routes.push(Route {
                 model_prefix: r.model_prefix.clone(),
+                path_prefix: r.path_prefix.clone(),
                 upstream,
             });
         }
@@ -255,10 +283,11 @@ impl AppState {
         self.mirrors.skipped()
     }
 
-    /// The upstream for a request whose body names `model`.
-    pub(crate) fn upstream_for(&self, model: Option<&str>) -> &Upstream {
-        model
-            .and_then(|m| self.routes.iter().find(|r| m.starts_with(&r.model_prefix)))
+    /// The upstream for a request to `path` whose body names `model`.
+    pub(crate) fn upstream_for(&self, path: &str, model: Option<&str>) -> &Upstream {
+        self.routes
+            .iter()
+            .find(|r| r.matches(path, model))
             .map(|r| &r.upstream)
             .unwrap_or(&self.default_upstream)
     }
@@ -269,6 +298,7 @@ fn resolve_upstream(
     key: &str,
     base_url: &str,
     api_key_env: Option<&str>,
+    key_header: crate::config::KeyHeader,
 ) -> Result<Upstream, StartError> {
     let authorization = match api_key_env {
         None => None,
@@ -278,14 +308,23 @@ fn resolve_upstream(
                     "{key} names `{name}`, but that environment variable is not set"
                 ))
             })?;
-            let mut header =
-                HeaderValue::from_str(&format!("Bearer {}", value.trim())).map_err(|_| {
-                    StartError::Config(format!(
-                        "{key}: the value of `{name}` is not a valid header value"
-                    ))
-                })?;
+            let (header_name, text) = match key_header {
+                crate::config::KeyHeader::Authorization => (
+                    http::header::AUTHORIZATION,
+                    format!("Bearer {}", value.trim()),
+                ),
+                crate::config::KeyHeader::XApiKey => (
+                    http::HeaderName::from_static("x-api-key"),
+                    value.trim().to_string(),
+                ),
+            };
+            let mut header = HeaderValue::from_str(&text).map_err(|_| {
+                StartError::Config(format!(
+                    "{key}: the value of `{name}` is not a valid header value"
+                ))
+            })?;
             header.set_sensitive(true);
-            Some(header)
+            Some((header_name, header))
         }
     };
     Ok(Upstream {
@@ -329,7 +368,7 @@ impl ServerHandle {
 }
 
 /// Binds `config.listen` and serves until shut down.
-pub async fn start(config: Config, hook: Arc<dyn ChatHook>) -> Result<ServerHandle, StartError> {
+pub async fn start(config: Config, hook: Arc<dyn RequestHook>) -> Result<ServerHandle, StartError> {
     let addr = config
         .listen_addr()
         .map_err(|e| StartError::Config(e.to_string()))?;

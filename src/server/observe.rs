@@ -1,5 +1,6 @@
 //! Watching intercepted responses go by: billed usage, the answer text, the stream's usage
-//! chunk, and the event written when the response ends.
+//! chunk, and the event written when the response ends. What a body or an event means is the
+//! API surface's ([`Surface::read_body`], [`Surface::read_event`]); the tap only frames.
 //!
 //! [`Tap`] wraps the upstream body. Chunks reach the client as they arrive; the tap only reads a
 //! copy, except when the proxy itself asked for the usage chunk
@@ -28,14 +29,13 @@ use futures_util::Stream;
 use futures_util::stream::BoxStream;
 
 use crate::ab::Arm;
+use crate::api::{Seen, Surface};
 use crate::telemetry::{Event, Usage};
 
 /// Largest JSON response body read for usage; beyond it the body still passes, unread.
 const MAX_JSON_BODY: usize = 16 * 1024 * 1024;
 /// How a chunk of a usage-enabled stream ends when it carries no usage.
 const NULL_USAGE: &str = ",\"usage\":null}";
-/// Largest answer text kept per call.
-const MAX_ANSWER: usize = 1024 * 1024;
 /// Largest SSE event buffered for reading; a longer one passes through unread.
 const MAX_SSE_EVENT: usize = 1024 * 1024;
 /// `error` of an event whose client went away before the response ended.
@@ -81,23 +81,10 @@ pub(crate) fn inject_include_usage(body: &[u8], has_stream_options: bool) -> Opt
     }
 }
 
-/// Reads the upstream's `usage` object.
+/// Reads an OpenAI-style `usage` object (Chat Completions, completions).
+#[cfg(test)]
 pub(crate) fn parse_usage(v: &serde_json::Value) -> Option<Usage> {
-    let u = v.get("usage")?;
-    if !u.is_object() {
-        return None;
-    }
-    let n = |key: &str| u.get(key).and_then(serde_json::Value::as_u64);
-    let prompt = n("prompt_tokens")?;
-    let completion = n("completion_tokens").unwrap_or(0);
-    Some(Usage {
-        prompt_tokens: prompt,
-        completion_tokens: completion,
-        total_tokens: n("total_tokens").unwrap_or(prompt + completion),
-        cached_tokens: u
-            .pointer("/prompt_tokens_details/cached_tokens")
-            .and_then(serde_json::Value::as_u64),
-    })
+    crate::api::chat::openai_usage(v)
 }
 
 /// What the finished call reports.
@@ -278,8 +265,8 @@ enum Kind {
 pub(crate) struct Tap {
     inner: BoxStream<'static, reqwest::Result<Bytes>>,
     kind: Kind,
-    observed: Observed,
-    answer: String,
+    surface: &'static dyn Surface,
+    seen: Seen,
     pending: Option<Pending>,
     done: bool,
     /// The upstream's `content-length`: hyper stops polling once that many bytes went out, so
@@ -294,6 +281,7 @@ impl Tap {
     /// `strip`: the proxy added `include_usage`, so the usage chunk must not reach the client.
     pub(crate) fn new(
         inner: BoxStream<'static, reqwest::Result<Bytes>>,
+        surface: &'static dyn Surface,
         content_type: Option<&str>,
         strip: bool,
         expected_len: Option<u64>,
@@ -321,8 +309,8 @@ impl Tap {
         Self {
             inner,
             kind,
-            observed: Observed::default(),
-            answer: String::new(),
+            surface,
+            seen: Seen::new(pending.keep_answer),
             pending: Some(pending),
             done: false,
             expected_len,
@@ -349,12 +337,6 @@ impl Tap {
         self.pending.as_ref().is_some_and(|p| p.keep_answer)
     }
 
-    fn push_answer(&mut self, text: &str) {
-        if self.answer.len() + text.len() <= MAX_ANSWER {
-            self.answer.push_str(text);
-        }
-    }
-
     /// Looks at one complete SSE event; returns what to forward in its place (for `strip`).
     fn on_sse_event(&mut self, event: Bytes, strip: bool) -> Option<Bytes> {
         let text = match std::str::from_utf8(&event) {
@@ -368,6 +350,10 @@ impl Tap {
             });
             (data_lines.next(), data_lines.next().is_some())
         };
+        let name = sse::lines(text).find_map(|(_, l)| {
+            let n = l.strip_prefix("event:")?;
+            Some(n.strip_prefix(' ').unwrap_or(n))
+        });
         let (Some((data_at, data_len, data)), false) = (first, more) else {
             return Some(event);
         };
@@ -395,17 +381,7 @@ impl Tap {
         let Ok(mut value) = serde_json::from_str::<serde_json::Value>(data) else {
             return Some(event);
         };
-        if let Some(u) = parse_usage(&value) {
-            self.observed.usage = Some(u);
-        }
-        if keep_answer
-            && let Some(s) = value
-                .pointer("/choices/0/delta/content")
-                .and_then(serde_json::Value::as_str)
-        {
-            let s = s.to_owned();
-            self.push_answer(&s);
-        }
+        self.surface.read_event(name, &value, &mut self.seen);
         if !(strip && has_usage) {
             return Some(event);
         }
@@ -544,14 +520,7 @@ impl Tap {
         match &mut self.kind {
             Kind::Json { buf, overflow } => {
                 if !*overflow && let Ok(v) = serde_json::from_slice::<serde_json::Value>(buf) {
-                    self.observed.usage = parse_usage(&v);
-                    if let Some(s) = v
-                        .pointer("/choices/0/message/content")
-                        .and_then(serde_json::Value::as_str)
-                    {
-                        let s = s.to_owned();
-                        self.push_answer(&s);
-                    }
+                    self.surface.read_body(&v, &mut self.seen);
                 }
             }
             Kind::Sse {
@@ -589,10 +558,11 @@ impl Tap {
 
     fn finish(&mut self, error: Option<&str>) {
         if let Some(p) = self.pending.take() {
-            let mut observed = std::mem::take(&mut self.observed);
-            if p.keep_answer {
-                observed.answer = Some(std::mem::take(&mut self.answer));
-            }
+            let seen = std::mem::take(&mut self.seen);
+            let observed = Observed {
+                usage: seen.usage,
+                answer: p.keep_answer.then_some(seen.answer),
+            };
             p.finish(observed, error);
         }
     }
@@ -687,7 +657,14 @@ mod tests {
             drop_error: CLIENT_DISCONNECTED,
         };
         let inner = futures_util::stream::iter(chunks.into_iter().map(Ok)).boxed();
-        let tap = Tap::new(inner, Some("text/event-stream"), strip, None, pending);
+        let tap = Tap::new(
+            inner,
+            crate::api::Api::ChatCompletions.surface(),
+            Some("text/event-stream"),
+            strip,
+            None,
+            pending,
+        );
         (tap, sink)
     }
 
@@ -896,7 +873,8 @@ mod tests {
                 prompt_tokens: 10,
                 completion_tokens: 3,
                 total_tokens: 13,
-                cached_tokens: Some(4)
+                cached_tokens: Some(4),
+                cache_creation_tokens: None,
             })
         );
         assert_eq!(parse_usage(&serde_json::json!({"usage": null})), None);

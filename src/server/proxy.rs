@@ -1,5 +1,6 @@
 //! Request handling: the edge checks ([`edge`](super::edge)) and local endpoints
-//! ([`local`](super::local)) first, then authentication, the chat-completion hook and forwarding.
+//! ([`local`](super::local)) first, then authentication, the hook for the requests an API
+//! surface intercepts ([`crate::api`]), and forwarding. Errors take the route's provider shape.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +20,8 @@ use super::mirror;
 use super::observe::{self, EventGuard, inject_include_usage};
 use super::{AppState, Stats, Upstream};
 use crate::ab::{Arm, HEADER_ARM, HEADER_MODE, Mode};
-use crate::hook::{ChatRequest, HookOutcome};
+use crate::api::{Api, ErrorShape, StreamUsage, Surface};
+use crate::hook::{HookOutcome, Intercepted};
 use crate::telemetry::Event;
 use crate::telemetry::event::EVENT_VERSION;
 
@@ -28,10 +30,11 @@ pub(crate) async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let shape = ErrorShape::for_path(&path);
     if let Err(e) = edge_checks(&state, &req) {
         Stats::bump(&state.stats.rejected_edge);
         tracing::warn!(%method, %path, error = %e, "request refused at the edge");
-        return e.into_response();
+        return e.into_response_shaped(shape);
     }
     if let Some(local) = Local::route(&state, &method, &path) {
         if !local.admits(&state, req.headers()) {
@@ -39,6 +42,9 @@ pub(crate) async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp
             return local.unauthorized();
         }
         return local.serve(&state);
+    }
+    if method == Method::POST && path == "/v1/compress" && state.config.compress_endpoint.enabled {
+        return super::compress_endpoint::serve(&state, req).await;
     }
     Stats::bump(&state.stats.requests);
     let mut intercepted = false;
@@ -53,7 +59,7 @@ pub(crate) async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp
                 _ => {}
             }
             tracing::warn!(%method, %path, error = %e, "request failed in the proxy");
-            e.into_response()
+            e.into_response_shaped(shape)
         }
     };
     if !intercepted {
@@ -100,8 +106,10 @@ enum OutBody {
     Streamed(reqwest::Body),
 }
 
-/// An intercepted chat completion on its way upstream: what to send and what to record.
-struct ChatPlan {
+/// An intercepted request on its way upstream: what to send and what to record.
+struct Plan {
+    /// The API surface that reads its answer.
+    surface: &'static dyn Surface,
     /// The body of the arm that serves the client.
     body: Bytes,
     /// The other arm's body, for a mirrored request.
@@ -136,15 +144,17 @@ fn is_true(v: Option<&serde_json::Value>) -> bool {
 
 /// Assigns the arm, runs the hook where the arm or mode needs it, and decides what goes upstream.
 /// `api_key`: the digest of the client's key, taken before it was stripped.
-async fn plan_chat(
+#[allow(clippy::too_many_arguments)]
+async fn plan_request(
     state: &AppState,
+    surface: &'static dyn Surface,
     raw: Bytes,
     json: serde_json::Value,
     headers: &HeaderMap,
     route: &str,
     api_key: Option<[u8; 32]>,
     started: Instant,
-) -> Result<ChatPlan, (ProxyError, Event)> {
+) -> Result<Plan, (ProxyError, Event)> {
     let tele = &state.telemetry;
     let mut assignment = state.assigner.assign_keyed(headers, &json, api_key);
     // Over `max_mirror_inflight`, the request is served without its mirror copy.
@@ -158,7 +168,8 @@ async fn plan_chat(
     }
     let ts_ms = crate::telemetry::now_ms();
     let id = request_id(headers);
-    let stream = is_true(json.get("stream"));
+    let stream = surface.stream(&json);
+    let opt_in_usage = surface.stream_usage() == StreamUsage::OptIn;
     let client_wants_usage = is_true(json.pointer("/stream_options/include_usage"));
     let has_stream_options = json.get("stream_options").is_some();
     let event = Event {
@@ -170,10 +181,8 @@ async fn plan_chat(
         mode: assignment.mode,
         served: true,
         route: route.to_owned(),
-        model: json
-            .get("model")
-            .and_then(|m| m.as_str())
-            .map(str::to_owned),
+        api: Some(surface.api()),
+        model: surface.model(&json).map(str::to_owned),
         stream,
         compression: Some("not_run".into()),
         ..Event::default()
@@ -192,7 +201,7 @@ async fn plan_chat(
         }
         serde_json::from_slice::<serde_json::Value>(body)
             .ok()
-            .and_then(|v| v.get("messages").cloned())
+            .and_then(|v| surface.prompt(&v))
     };
 
     let mut outcome = HookOutcome::default();
@@ -201,7 +210,8 @@ async fn plan_chat(
         let t = Instant::now();
         outcome = state
             .hook
-            .on_chat_request(ChatRequest {
+            .on_request(Intercepted {
+                api: surface.api(),
                 raw: raw.clone(),
                 json,
                 headers: headers.clone(),
@@ -284,7 +294,7 @@ async fn plan_chat(
     }
     event.prompt = log_messages(&body);
 
-    let inject = stream && !client_wants_usage && tele.stream_usage;
+    let inject = opt_in_usage && stream && !client_wants_usage && tele.stream_usage;
     let (body, strip_usage) = match inject
         .then(|| inject_include_usage(&body, has_stream_options))
         .flatten()
@@ -308,7 +318,8 @@ async fn plan_chat(
         response_headers.extend(header(HEADER_MODE, event.mode.as_str()));
     }
     let mirrored = mirror_event.is_some();
-    Ok(ChatPlan {
+    Ok(Plan {
+        surface,
         body,
         mirror,
         event,
@@ -367,9 +378,13 @@ async fn forward(
     }
 
     let rest = upstream_path(parts.uri.path());
-    let is_chat = parts.method == Method::POST && rest == "/chat/completions";
-    let wants_model_peek = !is_chat
-        && !state.routes.is_empty()
+    let api = if parts.method == Method::POST {
+        Api::for_post(rest)
+    } else {
+        None
+    };
+    let wants_model_peek = api.is_none()
+        && state.routes.iter().any(super::Route::needs_model)
         && parts.method == Method::POST
         && headers
             .get(header::CONTENT_TYPE)
@@ -377,20 +392,25 @@ async fn forward(
             .is_some_and(|ct| ct.starts_with("application/json"));
 
     let mut model: Option<String> = None;
-    let mut plan: Option<ChatPlan> = None;
-    let body = if is_chat || wants_model_peek {
+    let mut plan: Option<Plan> = None;
+    let body = if api.is_some() || wants_model_peek {
         let raw = collect_limited(incoming, limit, body_timeout).await?;
-        if is_chat {
+        if let Some(api) = api {
+            let surface = api.surface();
             Stats::bump(&state.stats.intercepted);
             match serde_json::from_slice::<serde_json::Value>(&raw) {
                 Ok(json) => {
                     *intercepted = true;
-                    model = json
-                        .get("model")
-                        .and_then(|m| m.as_str())
-                        .map(str::to_owned);
-                    let route = state.upstream_for(model.as_deref()).name.clone();
-                    match plan_chat(state, raw, json, &headers, &route, api_key, started).await {
+                    model = surface.model(&json).map(str::to_owned);
+                    let route = state
+                        .upstream_for(parts.uri.path(), model.as_deref())
+                        .name
+                        .clone();
+                    match plan_request(
+                        state, surface, raw, json, &headers, &route, api_key, started,
+                    )
+                    .await
+                    {
                         Ok(p) => {
                             headers.remove(header::CONTENT_LENGTH);
                             let body = OutBody::Buffered(p.body.clone());
@@ -406,7 +426,7 @@ async fn forward(
                 Err(_) => {
                     // Not ours to judge: the upstream decides what to say about it.
                     Stats::bump(&state.stats.invalid_json);
-                    tracing::debug!("chat completion body is not valid JSON; forwarding unchanged");
+                    tracing::debug!(%api, "request body is not valid JSON; forwarding unchanged");
                     OutBody::Buffered(raw)
                 }
             }
@@ -420,7 +440,7 @@ async fn forward(
     };
     strip_control_headers(&mut headers);
 
-    let upstream = state.upstream_for(model.as_deref());
+    let upstream = state.upstream_for(parts.uri.path(), model.as_deref());
     let url = match parts.uri.query() {
         Some(q) => format!("{}{}?{}", upstream.base_url, rest, q),
         None => format!("{}{}", upstream.base_url, rest),
@@ -453,6 +473,7 @@ async fn forward(
             mirror_event,
             started,
             pair,
+            p.surface,
         );
     }
 
@@ -519,6 +540,7 @@ async fn forward(
             }
             Box::pin(observe::Tap::new(
                 Box::pin(upstream_stream),
+                p.surface,
                 content_type.as_deref(),
                 p.strip_usage,
                 content_length,
@@ -572,7 +594,7 @@ pub(super) async fn send(
 
 /// Reads the whole body within `timeout`, failing with 413 past `limit` bytes and with 408
 /// when the client is too slow (a partial body is never forwarded).
-async fn collect_limited(
+pub(super) async fn collect_limited(
     incoming: Incoming,
     limit: u64,
     timeout: Duration,
@@ -608,8 +630,11 @@ fn prepare_upstream_headers(headers: &mut HeaderMap, upstream: &Upstream, body: 
         // reqwest sets the length of a buffered body itself.
         headers.remove(header::CONTENT_LENGTH);
     }
-    if let Some(auth) = &upstream.authorization {
-        headers.insert(header::AUTHORIZATION, auth.clone());
+    if let Some((name, value)) = &upstream.authorization {
+        // The configured key replaces whatever credentials the client sent.
+        headers.remove(header::AUTHORIZATION);
+        headers.remove("x-api-key");
+        headers.insert(name.clone(), value.clone());
     }
 }
 

@@ -31,8 +31,12 @@ pub struct Event {
     pub served: bool,
     /// For mirrored requests: the client request's id, shared by both events of the pair.
     pub pair_id: Option<String>,
-    /// The upstream route: `default` or the route's `model_prefix`.
+    /// The upstream route: `default` or the route's name.
     pub route: String,
+    /// The API of the intercepted request (absent in events written before it was recorded:
+    /// those are all `chat_completions`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<crate::api::Api>,
     /// The request's `model`.
     pub model: Option<String>,
     pub stream: bool,
@@ -80,15 +84,23 @@ pub struct RoleTokens {
     pub after: u64,
 }
 
-/// The upstream's `usage` object.
+/// The upstream's billed usage, the same for every API: `prompt_tokens` counts every input
+/// token (for Anthropic `input_tokens + cache_read_input_tokens + cache_creation_input_tokens`),
+/// `completion_tokens` the output (`output_tokens`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
-    /// `prompt_tokens_details.cached_tokens` (absent when the upstream does not report it).
+    /// Prompt tokens read from the provider's prompt cache: OpenAI's
+    /// `prompt_tokens_details.cached_tokens` / `input_tokens_details.cached_tokens`,
+    /// Anthropic's `cache_read_input_tokens` (absent when the upstream does not report it).
     pub cached_tokens: Option<u64>,
+    /// Prompt tokens written to the provider's prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`; billed above the input price).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_creation_tokens: Option<u64>,
 }
 
 /// Milliseconds. `overhead = total - upstream`.

@@ -168,10 +168,12 @@ fn describe() {
 pub fn record(e: &Event, route: &str, price: Option<&Price>, cache_hit_ratio: Option<f64>) {
     let Some(arm) = e.arm else { return };
     let arm = arm.as_str();
+    let api = e.api.unwrap_or_default().as_str();
     if e.served {
         counter!(
             "lingua_requests_total",
             "route" => route.to_owned(),
+            "api" => api,
             "arm" => arm,
             "status" => e.status.to_string()
         )
@@ -184,12 +186,16 @@ pub fn record(e: &Event, route: &str, price: Option<&Price>, cache_hit_ratio: Op
     histogram!("lingua_upstream_duration_seconds", "arm" => arm)
         .record(e.latency_ms.upstream / 1e3);
     if let Some(u) = &e.usage {
-        counter!("lingua_billed_tokens_total", "arm" => arm, "kind" => "prompt")
+        counter!("lingua_billed_tokens_total", "api" => api, "arm" => arm, "kind" => "prompt")
             .increment(u.prompt_tokens);
-        counter!("lingua_billed_tokens_total", "arm" => arm, "kind" => "completion")
+        counter!("lingua_billed_tokens_total", "api" => api, "arm" => arm, "kind" => "completion")
             .increment(u.completion_tokens);
-        counter!("lingua_billed_tokens_total", "arm" => arm, "kind" => "cached")
+        counter!("lingua_billed_tokens_total", "api" => api, "arm" => arm, "kind" => "cached")
             .increment(u.cached_tokens.unwrap_or(0));
+        if let Some(w) = u.cache_creation_tokens {
+            counter!("lingua_billed_tokens_total", "api" => api, "arm" => arm, "kind" => "cache_write")
+                .increment(w);
+        }
         if let Some(p) = price {
             gauge!("lingua_cost_usd_total", "arm" => arm).increment(p.cost(u));
         }

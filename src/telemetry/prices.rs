@@ -1,7 +1,7 @@
 //! Prices per model, in US dollars per million tokens, for cost estimates.
 //!
-//! The built-in table holds OpenAI list prices for common models (standard tier, as published
-//! in 2025). `[prices."<model>"]` in the configuration or a `--prices` file adds or replaces
+//! The built-in table holds OpenAI and Anthropic list prices for common models (standard tier,
+//! as published in 2025). `[prices."<model>"]` in the configuration or a `--prices` file adds or replaces
 //! entries. A model matches the entry whose name is its longest prefix (`gpt-4o-2024-08-06`
 //! → `gpt-4o`, `gpt-4o-mini-2024-07-18` → `gpt-4o-mini`); anything else has an unknown price.
 
@@ -22,6 +22,10 @@ pub struct Price {
     pub cached_input: Option<f64>,
     /// Completion tokens.
     pub output: f64,
+    /// Prompt tokens written to the provider's cache (Anthropic's
+    /// `cache_creation_input_tokens`); defaults to `input`.
+    #[serde(default)]
+    pub cache_write_input: Option<f64>,
 }
 
 impl Price {
@@ -30,15 +34,31 @@ impl Price {
             input,
             cached_input: Some(cached_input),
             output,
+            cache_write_input: None,
+        }
+    }
+
+    /// Anthropic's price shape: cache reads and 5-minute cache writes priced apart.
+    const fn with_cache_write(input: f64, read: f64, write: f64, output: f64) -> Self {
+        Self {
+            input,
+            cached_input: Some(read),
+            output,
+            cache_write_input: Some(write),
         }
     }
 
     /// Cost of one call's billed usage, in US dollars.
     pub fn cost(&self, usage: &Usage) -> f64 {
         let cached = usage.cached_tokens.unwrap_or(0).min(usage.prompt_tokens);
-        let uncached = usage.prompt_tokens - cached;
+        let written = usage
+            .cache_creation_tokens
+            .unwrap_or(0)
+            .min(usage.prompt_tokens - cached);
+        let uncached = usage.prompt_tokens - cached - written;
         (uncached as f64 * self.input
             + cached as f64 * self.cached_input.unwrap_or(self.input)
+            + written as f64 * self.cache_write_input.unwrap_or(self.input)
             + usage.completion_tokens as f64 * self.output)
             / 1e6
     }
@@ -65,6 +85,27 @@ const DEFAULTS: &[(&str, Price)] = &[
     ("o4-mini", Price::new(1.10, 0.275, 4.40)),
     ("gpt-4-turbo", Price::new(10.0, 10.0, 30.0)),
     ("gpt-3.5-turbo", Price::new(0.50, 0.50, 1.50)),
+    // Anthropic (input, cache read, 5-minute cache write, output).
+    (
+        "claude-opus-4",
+        Price::with_cache_write(15.0, 1.50, 18.75, 75.0),
+    ),
+    (
+        "claude-opus-4-5",
+        Price::with_cache_write(5.0, 0.50, 6.25, 25.0),
+    ),
+    (
+        "claude-sonnet-4",
+        Price::with_cache_write(3.0, 0.30, 3.75, 15.0),
+    ),
+    (
+        "claude-haiku-4-5",
+        Price::with_cache_write(1.0, 0.10, 1.25, 5.0),
+    ),
+    (
+        "claude-3-5-haiku",
+        Price::with_cache_write(0.80, 0.08, 1.0, 4.0),
+    ),
 ];
 
 /// Model name (prefix) → price.
@@ -148,7 +189,12 @@ mod tests {
         );
         assert_eq!(t.lookup("gpt-4o-2024-08-06").map(|p| p.input), Some(2.50));
         assert_eq!(t.lookup("o3-mini").map(|p| p.input), Some(1.10));
-        assert!(t.lookup("claude-sonnet").is_none());
+        assert!(t.lookup("llama-3").is_none());
+        assert_eq!(
+            t.lookup("claude-opus-4-5-20251101").map(|p| p.input),
+            Some(5.0)
+        );
+        assert_eq!(t.lookup("claude-opus-4-1").map(|p| p.input), Some(15.0));
     }
 
     #[test]
@@ -159,8 +205,19 @@ mod tests {
             completion_tokens: 500_000,
             total_tokens: 1_500_000,
             cached_tokens: Some(400_000),
+            cache_creation_tokens: None,
         };
         // 600k * 2 + 400k * 0.5 + 500k * 8, per million
         assert!((p.cost(&u) - (1.2 + 0.2 + 4.0)).abs() < 1e-12);
+        let a = Price::with_cache_write(3.0, 0.3, 3.75, 15.0);
+        let u = Usage {
+            prompt_tokens: 1_000_000,
+            completion_tokens: 0,
+            total_tokens: 1_000_000,
+            cached_tokens: Some(500_000),
+            cache_creation_tokens: Some(200_000),
+        };
+        // 300k * 3 + 500k * 0.3 + 200k * 3.75, per million
+        assert!((a.cost(&u) - (0.9 + 0.15 + 0.75)).abs() < 1e-12);
     }
 }

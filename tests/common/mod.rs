@@ -7,7 +7,7 @@ pub mod load;
 use std::sync::Arc;
 
 use lingua_proxy::config::Config;
-use lingua_proxy::hook::{ChatHook, Passthrough};
+use lingua_proxy::hook::{Passthrough, RequestHook};
 use lingua_proxy::mock::{MockConfig, MockUpstream};
 use lingua_proxy::server::ServerHandle;
 
@@ -70,7 +70,7 @@ pub async fn start() -> Harness {
     start_with(|_| {}, Arc::new(Passthrough)).await
 }
 
-pub async fn start_with(tweak: impl FnOnce(&mut Config), hook: Arc<dyn ChatHook>) -> Harness {
+pub async fn start_with(tweak: impl FnOnce(&mut Config), hook: Arc<dyn RequestHook>) -> Harness {
     let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
     let mut config = base_config(&mock);
     tweak(&mut config);

@@ -881,6 +881,7 @@ mod tests {
                 completion_tokens: 10,
                 total_tokens: prompt + 10,
                 cached_tokens: None,
+                cache_creation_tokens: None,
             }),
             latency_ms: Latency {
                 total: 100.0,
