@@ -88,6 +88,13 @@ impl Scorer for FaultScorer {
 }
 
 fn fault_hook(deadline_ms: u64) -> Arc<CompressionHook> {
+    fault_hook_with(deadline_ms, |_| {})
+}
+
+fn fault_hook_with(
+    deadline_ms: u64,
+    tweak: impl FnOnce(&mut CompressionConfig),
+) -> Arc<CompressionHook> {
     let mut cfg = CompressionConfig {
         scorer: ScorerKind::Heuristic,
         deadline_ms,
@@ -95,6 +102,7 @@ fn fault_hook(deadline_ms: u64) -> Arc<CompressionHook> {
     };
     cfg.roles.system.min_tokens = 50;
     cfg.roles.tool.min_tokens = 50;
+    tweak(&mut cfg);
     let compressor = Arc::new(Lingua2Compressor::new(Arc::new(FaultScorer(
         HeuristicScorer::new(),
     ))));
@@ -939,5 +947,142 @@ async fn four_mb_message_is_forwarded_unscored() {
         .await
             >= 1.0
     );
+    fx.assert_next_compressed().await;
+}
+
+/// Role names the proxy may use as `role` labels and `/stats` keys.
+const BOUNDED_ROLES: [&str; 7] = [
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+    "other",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn million_role_request_keeps_labels_and_stats_bounded() {
+    const ROLES: usize = 1_000_000;
+    // A million messages of ~34 bytes do not fit the default 32 MiB body limit, and their
+    // million tokens would make the request too large to look at (`max_request_tokens`).
+    let fx = Fx::start_with(
+        "roles",
+        None,
+        |c| c.max_body_bytes = 64 * 1024 * 1024,
+        fault_hook_with(60_000, |c| c.max_request_tokens = 4 * ROLES as u64),
+    )
+    .await;
+    let mut raw = String::with_capacity(ROLES * 36);
+    raw.push_str(r#"{"model":"roles-model","messages":["#);
+    for i in 0..ROLES {
+        if i > 0 {
+            raw.push(',');
+        }
+        raw.push_str(&format!(r#"{{"role":"r{i}","content":"hi"}}"#));
+    }
+    raw.push_str("]}");
+    let resp = fx
+        .client
+        .post(fx.url())
+        .header("content-type", "application/json")
+        .body(raw.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["object"], "chat.completion");
+    // Nothing to compress in "hi": the upstream got the client's bytes unchanged.
+    assert_eq!(fx.mock.state.request_count(), 1);
+    assert!(fx.mock.state.requests()[0].body == raw.as_bytes());
+
+    // The event counts every message, under bounded role names.
+    let e = fx.route_event().await;
+    assert_eq!((e.status, e.error.as_deref()), (200, None));
+    let tokens = e.tokens.as_ref().expect("the policy ran");
+    assert_eq!(tokens.roles.keys().collect::<Vec<_>>(), ["other"], "{e:?}");
+    assert!(tokens.before >= ROLES as u64, "{}", tokens.before);
+
+    // /stats and /metrics: no invented role became a key or a label value.
+    let stats: Value = fx
+        .client
+        .get(format!("http://{}/stats", fx.proxy.addr))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys: Vec<&String> = stats["roles"].as_object().unwrap().keys().collect();
+    assert!(keys.iter().any(|k| *k == "other"), "{keys:?}");
+    assert!(
+        keys.iter().all(|k| BOUNDED_ROLES.contains(&k.as_str())),
+        "{keys:?}"
+    );
+    let exposition = fx
+        .client
+        .get(format!("http://{}/metrics", fx.proxy.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(exposition.len() < 1024 * 1024, "{} bytes", exposition.len());
+    for label in exposition.split("role=\"").skip(1) {
+        let value = label.split('"').next().unwrap();
+        assert!(BOUNDED_ROLES.contains(&value), "role label {value:?}");
+    }
+    assert!(!exposition.contains("r999999"));
+    assert_eq!(fx.route_requests("200").await, 1.0);
+    fx.assert_next_compressed().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_disconnecting_before_the_headers_writes_its_event() {
+    let fx = Fx::start("early", None, |_| {}).await;
+    let body = fx.body(false);
+    let t = Instant::now();
+    let err = fx
+        .client
+        .post(fx.url())
+        .timeout(Duration::from_millis(300))
+        .header("x-mock-first-byte-delay-ms", "2000")
+        .json(&body)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    // The upstream got the compressed request, once.
+    wait_for(
+        || fx.mock.state.request_count() == 1,
+        "the request never reached the upstream",
+    )
+    .await;
+    let got = fx.mock.state.requests()[0].clone();
+    let sent: Value = serde_json::from_slice(&got.body).unwrap();
+    assert_eq!(sent["model"], body["model"]);
+    assert_ne!(
+        sent["messages"][0]["content"],
+        body["messages"][0]["content"]
+    );
+    // The event is written when the client left, not when the upstream answered.
+    let e = fx.route_event().await;
+    assert!(
+        t.elapsed() < Duration::from_millis(1900),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        (e.status, e.error.as_deref()),
+        (0, Some("client_disconnected"))
+    );
+    assert_eq!(e.compression.as_deref(), Some("compressed"));
+    assert!(e.latency_ms.total < 1900.0, "{}", e.latency_ms.total);
+    assert_eq!(fx.stat(|s| &s.intercepted), 1);
+    assert_eq!(fx.stat(|s| &s.upstream_errors), 0);
+    assert_eq!(fx.route_requests("0").await, 1.0);
+    assert_eq!(fx.route_requests("200").await, 0.0);
     fx.assert_next_compressed().await;
 }

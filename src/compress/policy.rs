@@ -437,7 +437,10 @@ impl Policy {
         };
 
         // Regions of every segment and the message's effective rate.
-        let regions: Vec<Vec<Region>> = texts.iter().map(|t| self.spans.regions(t)).collect();
+        let regions: Vec<Vec<Region>> = texts
+            .iter()
+            .map(|t| self.spans.regions_within(t, &opts.work))
+            .collect::<Result<_, _>>()?;
         let rate = match self.message_rate(role_cfg, &regions, tokenizer, opts) {
             Some(r) => r,
             None => return Ok(finish(unchanged(SkipReason::WithinTarget), texts)),

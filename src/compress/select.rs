@@ -27,7 +27,8 @@ use std::sync::Arc;
 use super::compressor::{Budget, CompressError, CompressOutput, Compressor};
 use super::lingua2::cl100k_count;
 use super::spans::SPAN_MARKER;
-use super::units::{Word, units, words};
+use super::units::{Word, units_paced, words_paced};
+use crate::model::{Interrupted, Pace};
 use crate::scorer::{Scorer, ScorerError, WordStyle, WorkCtx};
 
 /// Scorer tokens per scoring window (the encoders take 512 with their two special tokens; a
@@ -36,6 +37,9 @@ pub const WINDOW_TOKENS: usize = 500;
 
 /// How far (bytes) the alignment searches ahead for a token that does not match in place.
 const SEARCH_AHEAD: usize = 64;
+
+/// Loop iterations (characters, words, tokens) between two checks of the work context.
+const CHECK_EVERY: usize = 1024;
 
 /// The meaning-keeping selection over any [`Scorer`] (see the module docs).
 pub struct MeaningCompressor {
@@ -106,7 +110,19 @@ pub fn select(
     budget: &Budget,
     ctx: &WorkCtx,
 ) -> Result<Selection, ScorerError> {
-    let words = words(text);
+    select_paced(scorer, text, budget, ctx, &mut ctx.pace(CHECK_EVERY))
+}
+
+/// [`select`] with the pace its loops step (one per character, word or token): a long text
+/// stops within [`CHECK_EVERY`] steps of its deadline, in whichever phase it is.
+fn select_paced(
+    scorer: &dyn Scorer,
+    text: &str,
+    budget: &Budget,
+    ctx: &WorkCtx,
+    pace: &mut Pace<'_>,
+) -> Result<Selection, ScorerError> {
+    let words = words_paced(text, pace)?;
     if words.is_empty() {
         return Ok(Selection {
             text: text.to_string(),
@@ -116,19 +132,20 @@ pub fn select(
             budget_exceeded_by_units: false,
         });
     }
-    let probs = word_probs(scorer, text, &words, ctx)?;
+    let probs = word_probs(scorer, text, &words, ctx, pace)?;
     ctx.check()?;
-    let forced = forced_words(text, &words, budget);
-    let units = units(text, &words, &budget.keep, &forced);
+    let forced = forced_words(text, &words, budget, pace)?;
+    let units = units_paced(text, &words, &budget.keep, &forced, pace)?;
 
     let mut counts: HashMap<&str, usize> = HashMap::new();
     let tokens: Vec<usize> = words
         .iter()
         .map(|w| {
+            pace.step()?;
             let s = &text[w.range.clone()];
-            *counts.entry(s).or_insert_with(|| cl100k_count(s))
+            Ok(*counts.entry(s).or_insert_with(|| cl100k_count(s)))
         })
-        .collect();
+        .collect::<Result<_, Interrupted>>()?;
     let total: usize = tokens.iter().sum();
     let target = match budget.target_tokens {
         Some(t) => (t as f64).min(total as f64),
@@ -160,6 +177,7 @@ pub fn select(
         if kept_tokens as f64 >= target {
             break;
         }
+        pace.step()?;
         let u = &units[k];
         kept[u.words.clone()].fill(true);
         kept_tokens += unit_tokens(u);
@@ -178,29 +196,38 @@ pub fn select(
 /// Words that must stay: protected-span markers, words overlapping a force token (whitespace
 /// force tokens are left to the line rules), and words with a digit under
 /// `force_reserve_digit`.
-fn forced_words(text: &str, words: &[Word], budget: &Budget) -> Vec<bool> {
-    let mut forced: Vec<bool> = words
-        .iter()
-        .map(|w| {
-            let s = &text[w.range.clone()];
+fn forced_words(
+    text: &str,
+    words: &[Word],
+    budget: &Budget,
+    pace: &mut Pace<'_>,
+) -> Result<Vec<bool>, Interrupted> {
+    let mut forced = Vec::with_capacity(words.len());
+    for w in words {
+        pace.step()?;
+        let s = &text[w.range.clone()];
+        forced.push(
             s.contains(SPAN_MARKER)
-                || (budget.force_reserve_digit && s.chars().any(|c| c.is_ascii_digit()))
-        })
-        .collect();
+                || (budget.force_reserve_digit && s.chars().any(|c| c.is_ascii_digit())),
+        );
+    }
     for t in &budget.force_tokens {
         if t.trim().is_empty() || t == SPAN_MARKER {
             continue;
         }
         for (at, m) in text.match_indices(t.as_str()) {
+            pace.step()?;
+            // the words overlapping at..end (words are in order and disjoint)
             let end = at + m.len();
-            for (i, w) in words.iter().enumerate() {
-                if w.range.start < end && at < w.range.end {
-                    forced[i] = true;
-                }
+            let mut i = words.partition_point(|w| w.range.end <= at);
+            while let Some(w) = words.get(i).filter(|w| w.range.start < end) {
+                debug_assert!(w.range.end > at);
+                forced[i] = true;
+                i += 1;
             }
         }
     }
-    forced
+    Ok(forced)
 }
 
 /// A kept list marker or heading mark (a word with no letter or digit at the start of a line)
@@ -279,51 +306,67 @@ fn pure(style: WordStyle, token: &str) -> &str {
 }
 
 /// Byte offset in `text` of each token (`None`: special or whitespace tokens).
-fn align(scorer: &dyn Scorer, text: &str, tokens: &[String]) -> Vec<Option<usize>> {
+fn align(
+    scorer: &dyn Scorer,
+    text: &str,
+    tokens: &[String],
+    pace: &mut Pace<'_>,
+) -> Result<Vec<Option<usize>>, Interrupted> {
     let style = scorer.word_style();
     let mut cur = 0usize;
-    tokens
-        .iter()
-        .map(|t| {
-            if scorer.is_special(t) {
-                return None;
-            }
-            let p = pure(style, t);
-            if p.trim().is_empty() {
-                return None;
-            }
-            let rest = &text[cur..];
-            cur += rest.len() - rest.trim_start().len();
-            if cur >= text.len() {
-                return Some(text.len().saturating_sub(1));
-            }
-            let rest = &text[cur..];
-            if rest.starts_with(p) {
-                let at = cur;
-                cur += p.len();
-                return Some(at);
-            }
-            // lower-casing tokenizers (uncased BERT): the same characters, case aside
-            if let Some(len) = caseless_prefix(rest, p) {
-                let at = cur;
-                cur += len;
-                return Some(at);
-            }
-            let mut window = SEARCH_AHEAD.min(rest.len());
-            while !rest.is_char_boundary(window) {
-                window -= 1;
-            }
-            if let Some(k) = rest[..window].find(p) {
-                let at = cur + k;
-                cur = at + p.len();
-                return Some(at);
-            }
-            // normalised or unknown token: it belongs where we are; step one character
-            let at = cur;
-            cur += rest.chars().next().map_or(1, char::len_utf8);
-            Some(at)
-        })
-        .collect()
+    let mut out = Vec::with_capacity(tokens.len());
+    for t in tokens {
+        pace.step()?;
+        out.push(align_one(scorer, style, text, t, &mut cur));
+    }
+    Ok(out)
+}
+
+/// The offset of `t` at or after `*cur`, which moves past it (see [`align`]).
+fn align_one(
+    scorer: &dyn Scorer,
+    style: WordStyle,
+    text: &str,
+    t: &str,
+    cur: &mut usize,
+) -> Option<usize> {
+    if scorer.is_special(t) {
+        return None;
+    }
+    let p = pure(style, t);
+    if p.trim().is_empty() {
+        return None;
+    }
+    let rest = &text[*cur..];
+    *cur += rest.len() - rest.trim_start().len();
+    if *cur >= text.len() {
+        return Some(text.len().saturating_sub(1));
+    }
+    let rest = &text[*cur..];
+    if rest.starts_with(p) {
+        let at = *cur;
+        *cur += p.len();
+        return Some(at);
+    }
+    // lower-casing tokenizers (uncased BERT): the same characters, case aside
+    if let Some(len) = caseless_prefix(rest, p) {
+        let at = *cur;
+        *cur += len;
+        return Some(at);
+    }
+    let mut window = SEARCH_AHEAD.min(rest.len());
+    while !rest.is_char_boundary(window) {
+        window -= 1;
+    }
+    if let Some(k) = rest[..window].find(p) {
+        let at = *cur + k;
+        *cur = at + p.len();
+        return Some(at);
+    }
+    // normalised or unknown token: it belongs where we are; step one character
+    let at = *cur;
+    *cur += rest.chars().next().map_or(1, char::len_utf8);
+    Some(at)
 }
 
 /// The byte length of the prefix of `text` that equals `token` ignoring case, if any.
@@ -352,11 +395,13 @@ fn word_probs(
     text: &str,
     words: &[Word],
     ctx: &WorkCtx,
+    pace: &mut Pace<'_>,
 ) -> Result<Vec<f64>, ScorerError> {
     // Tokens per word, to cut windows at word ends.
     let tokens = scorer.tokenize(text)?;
+    ctx.check()?;
     let mut per_word = vec![0usize; words.len()];
-    for at in align(scorer, text, &tokens).into_iter().flatten() {
+    for at in align(scorer, text, &tokens, pace)?.into_iter().flatten() {
         if let Some(k) = word_at(words, at) {
             per_word[k] += 1;
         }
@@ -364,6 +409,7 @@ fn word_probs(
     let mut windows: Vec<std::ops::Range<usize>> = Vec::new();
     let (mut start, mut acc, mut good_break) = (0usize, 0usize, None::<usize>);
     for (i, &n) in per_word.iter().enumerate() {
+        pace.step()?;
         if acc + n > WINDOW_TOKENS && i > start {
             let cut = good_break.filter(|&b| b > start).unwrap_or(i);
             windows.push(start..cut);
@@ -390,7 +436,7 @@ fn word_probs(
     for ((r, chunk), sc) in windows.iter().zip(&chunks).zip(&scored) {
         let base = words[r.start].range.start;
         let local = &words[r.clone()];
-        let offsets = align(scorer, chunk, &sc.tokens);
+        let offsets = align(scorer, chunk, &sc.tokens, pace)?;
         for ((tok, at), p) in sc.tokens.iter().zip(offsets).zip(&sc.probs) {
             let Some(at) = at else { continue };
             let Some(k) = word_at(local, at + base) else {
@@ -431,10 +477,123 @@ fn word_probs(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use crate::compress::units::words;
     use crate::scorer::heuristic::HeuristicScorer;
+    use std::time::{Duration, Instant};
 
     fn budget(rate: f64) -> Budget {
         Budget::rate(rate)
+    }
+
+    fn expired() -> WorkCtx {
+        WorkCtx::with_deadline(Some(Instant::now() - Duration::from_millis(1)))
+    }
+
+    /// A long text past its deadline stops at the first step of the first loop (the word
+    /// cut), not after scanning it; every other paced loop stops at its first step too.
+    #[test]
+    fn expired_deadline_stops_long_texts_before_scanning() {
+        let s = HeuristicScorer::new();
+        let text = "Ann said not 5 apples, keepme. ".repeat(20_000);
+        let mut b = budget(0.5);
+        b.force_tokens = vec!["keepme".into()];
+
+        // the full run, for scale
+        let ctx = WorkCtx::none();
+        let mut full = ctx.pace(CHECK_EVERY);
+        select_paced(&s, &text, &b, &ctx, &mut full).unwrap();
+        assert!(full.steps() > 600_000, "{}", full.steps());
+
+        let ctx = expired();
+        let mut pace = ctx.pace(CHECK_EVERY);
+        let err = select_paced(&s, &text, &b, &ctx, &mut pace).unwrap_err();
+        assert!(matches!(err, ScorerError::Deadline), "{err:?}");
+        assert_eq!(pace.steps(), 1);
+        assert!(matches!(
+            select(&s, &text, &b, &ctx),
+            Err(ScorerError::Deadline)
+        ));
+
+        // each loop on its own
+        let ws = words(&text);
+        let toks = s.tokenize(&text).unwrap();
+        let mut pace = ctx.pace(CHECK_EVERY);
+        assert_eq!(
+            align(&s, &text, &toks, &mut pace),
+            Err(Interrupted::Deadline)
+        );
+        assert_eq!(pace.steps(), 1);
+        let mut pace = ctx.pace(CHECK_EVERY);
+        assert_eq!(
+            forced_words(&text, &ws, &b, &mut pace),
+            Err(Interrupted::Deadline)
+        );
+        assert_eq!(pace.steps(), 1);
+        let forced = vec![false; ws.len()];
+        let mut pace = ctx.pace(CHECK_EVERY);
+        assert_eq!(
+            units_paced(&text, &ws, &b.keep, &forced, &mut pace),
+            Err(Interrupted::Deadline)
+        );
+        assert_eq!(pace.steps(), 1);
+    }
+
+    /// A context cancelled while the scorer runs: the loops after scoring stop within
+    /// [`CHECK_EVERY`] steps instead of finishing the text.
+    #[test]
+    fn cancel_during_scoring_stops_the_loops_after_it() {
+        struct CancellingScorer(HeuristicScorer);
+        impl Scorer for CancellingScorer {
+            fn id(&self) -> &str {
+                "cancelling"
+            }
+            fn word_style(&self) -> WordStyle {
+                self.0.word_style()
+            }
+            fn tokenize(&self, text: &str) -> Result<Vec<String>, ScorerError> {
+                self.0.tokenize(text)
+            }
+            fn tokens_to_string(&self, tokens: &[String]) -> String {
+                self.0.tokens_to_string(tokens)
+            }
+            fn is_special(&self, token: &str) -> bool {
+                self.0.is_special(token)
+            }
+            fn score_chunks(
+                &self,
+                chunks: &[String],
+                ctx: &WorkCtx,
+            ) -> Result<Vec<crate::scorer::ScoredChunk>, ScorerError> {
+                let out = self.0.score_chunks(chunks, ctx);
+                ctx.cancel();
+                out
+            }
+        }
+        let text = "The warehouse in Rotterdam closes at six tonight. ".repeat(5_000);
+        let s = CancellingScorer(HeuristicScorer::new());
+        let heuristic = HeuristicScorer::new();
+        let ctx = WorkCtx::none();
+        let mut full = ctx.pace(CHECK_EVERY);
+        select_paced(&heuristic, &text, &budget(0.5), &ctx, &mut full).unwrap();
+
+        let ctx = WorkCtx::none();
+        let mut pace = ctx.pace(CHECK_EVERY);
+        let err = select_paced(&s, &text, &budget(0.5), &ctx, &mut pace).unwrap_err();
+        assert!(matches!(err, ScorerError::Cancelled), "{err:?}");
+        // before scoring: one step per character, token and word
+        let before = text.len() + heuristic.tokenize(&text).unwrap().len() + words(&text).len();
+        assert!(pace.steps() > before, "{} <= {before}", pace.steps());
+        assert!(
+            pace.steps() <= before + CHECK_EVERY + 1,
+            "{} steps, {before} before scoring",
+            pace.steps()
+        );
+        // the loops after scoring had far more to do than they did
+        assert!(
+            full.steps() > before + 20 * CHECK_EVERY,
+            "{} steps in all, {before} before scoring",
+            full.steps()
+        );
     }
 
     #[test]
@@ -514,7 +673,7 @@ mod tests {
         let s = HeuristicScorer::new();
         let text = "abc déf ghi";
         let toks: Vec<String> = ["▁abc", "▁[UNK]", "▁ghi"].map(String::from).to_vec();
-        let offs = align(&s, text, &toks);
+        let offs = align(&s, text, &toks, &mut Pace::unbounded()).unwrap();
         let ws = words(text);
         let w: Vec<Option<usize>> = offs
             .iter()
@@ -527,7 +686,8 @@ mod tests {
             .map(String::from)
             .to_vec();
         let ws = words(text);
-        let w: Vec<Option<usize>> = align(&s, text, &toks)
+        let w: Vec<Option<usize>> = align(&s, text, &toks, &mut Pace::unbounded())
+            .unwrap()
             .iter()
             .map(|o| o.and_then(|a| word_at(&ws, a)))
             .collect();

@@ -11,6 +11,11 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::de::IgnoredAny;
 
+use crate::model::{Interrupted, Pace, WorkCtx};
+
+/// Loop iterations (bytes, lines, matches, candidates) between two checks of the work context.
+const CHECK_EVERY: usize = 4096;
+
 /// Marks the place of a protected span inside compressible text (a private-use character).
 pub const SPAN_MARKER: &str = "\u{E000}";
 
@@ -92,31 +97,55 @@ impl SpanDetector {
 
     /// Byte ranges of the protected spans in `text`, sorted and merged.
     pub fn find(&self, text: &str) -> Vec<Range<usize>> {
+        // An unbounded pace never interrupts.
+        self.find_paced(text, &mut Pace::unbounded())
+            .unwrap_or_default()
+    }
+
+    /// [`SpanDetector::find`], with pace steps per line, match, byte and JSON candidate.
+    pub fn find_paced(
+        &self,
+        text: &str,
+        pace: &mut Pace<'_>,
+    ) -> Result<Vec<Range<usize>>, Interrupted> {
         let mut spans: Vec<Range<usize>> = Vec::new();
         if self.builtin {
-            spans.extend(fenced_code(text));
-            spans.extend(INLINE_CODE.find_iter(text).map(|m| m.range()));
-            spans.extend(URL.find_iter(text).map(|m| trim_url(text, m.range())));
-            spans.extend(EMAIL.find_iter(text).map(|m| m.range()));
+            spans.extend(fenced_code(text, pace)?);
+            regex_spans(&INLINE_CODE, text, false, pace, &mut spans)?;
+            regex_spans(&URL, text, true, pace, &mut spans)?;
+            regex_spans(&EMAIL, text, false, pace, &mut spans)?;
+            let mut paths = Vec::new();
+            regex_spans(&PATH, text, true, pace, &mut paths)?;
             spans.extend(
-                PATH.find_iter(text)
-                    .map(|m| trim_url(text, m.range()))
+                paths
+                    .into_iter()
                     .filter(|r| path_is_plausible(text, r.clone())),
             );
-            spans.extend(json_values(text, &spans));
+            let json = json_values_counted(text, &spans, pace)?.0;
+            spans.extend(json);
         }
         for re in &self.keep_patterns {
-            spans.extend(
-                re.find_iter(text)
-                    .map(|m| m.range())
-                    .filter(|r| !r.is_empty()),
-            );
+            let mut found = Vec::new();
+            regex_spans(re, text, false, pace, &mut found)?;
+            spans.extend(found.into_iter().filter(|r| !r.is_empty()));
         }
-        merge(spans)
+        Ok(merge(spans))
     }
 
     /// Cuts `text` into regions (tags parsed and removed, protected spans marked).
     pub fn regions(&self, text: &str) -> Vec<Region> {
+        // An unbounded pace never interrupts.
+        self.regions_paced(text, &mut Pace::unbounded())
+            .unwrap_or_default()
+    }
+
+    /// [`SpanDetector::regions`] under `ctx`: `Err` soon after its deadline passes or it is
+    /// cancelled, however long the text (the loops check it every few thousand steps).
+    pub fn regions_within(&self, text: &str, ctx: &WorkCtx) -> Result<Vec<Region>, Interrupted> {
+        self.regions_paced(text, &mut ctx.pace(CHECK_EVERY))
+    }
+
+    fn regions_paced(&self, text: &str, pace: &mut Pace<'_>) -> Result<Vec<Region>, Interrupted> {
         let mut out = Vec::new();
         for (part, tag) in split_tags(text) {
             match tag {
@@ -126,7 +155,7 @@ impl SpanDetector {
                         Tag::Rate(r) => Some(r),
                         _ => None,
                     };
-                    let spans = self.find(part);
+                    let spans = self.find_paced(part, pace)?;
                     let mut marked = String::with_capacity(part.len());
                     let mut protected = Vec::with_capacity(spans.len());
                     let mut at = 0;
@@ -145,8 +174,27 @@ impl SpanDetector {
                 }
             }
         }
-        out
+        Ok(out)
     }
+}
+
+/// Appends the matches of `re` in `text` to `out` (`trim`: as URLs, see [`trim_url`]).
+fn regex_spans(
+    re: &Regex,
+    text: &str,
+    trim: bool,
+    pace: &mut Pace<'_>,
+    out: &mut Vec<Range<usize>>,
+) -> Result<(), Interrupted> {
+    for m in re.find_iter(text) {
+        pace.step()?;
+        out.push(if trim {
+            trim_url(text, m.range())
+        } else {
+            m.range()
+        });
+    }
+    Ok(())
 }
 
 /// Whether `text` contains `<llmlingua` tags.
@@ -201,11 +249,12 @@ fn split_tags(text: &str) -> Vec<(&str, Tag)> {
     out
 }
 
-fn fenced_code(text: &str) -> Vec<Range<usize>> {
+fn fenced_code(text: &str, pace: &mut Pace<'_>) -> Result<Vec<Range<usize>>, Interrupted> {
     let mut out = Vec::new();
     let mut open: Option<(usize, u8, usize)> = None; // (start, fence char, fence length)
     let mut line_start = 0;
     for line in text.split_inclusive('\n') {
+        pace.step()?;
         let trimmed = line.trim_start_matches([' ', '\t']);
         let fence_char = trimmed.as_bytes().first().copied();
         let run = |c: u8| trimmed.bytes().take_while(|b| *b == c).count();
@@ -230,7 +279,7 @@ fn fenced_code(text: &str) -> Vec<Range<usize>> {
     if let Some((start, _, _)) = open {
         out.push(start..text.len());
     }
-    out
+    Ok(out)
 }
 
 /// Cuts trailing punctuation and unbalanced closing brackets off a URL or path match. The
@@ -289,12 +338,8 @@ const JSON_MAX_HEIGHT: u8 = 128;
 /// Bytes handed to the JSON parser per byte of text, at most (plus a small constant).
 const JSON_PARSE_BUDGET_PER_BYTE: usize = 8;
 
-/// Objects and arrays that parse as JSON (not inside already-found spans).
-fn json_values(text: &str, found: &[Range<usize>]) -> Vec<Range<usize>> {
-    json_values_counted(text, found).0
-}
-
-/// [`json_values`] and the number of bytes handed to the parser.
+/// Objects and arrays that parse as JSON (not inside already-found spans), and the number of
+/// bytes handed to the parser.
 ///
 /// Candidates are bracket pairs found in one pass (string-aware inside brackets), each with its
 /// nesting height and whether it holds any substance (a letter, digit or quote): "[1]"-style
@@ -306,7 +351,8 @@ fn json_values(text: &str, found: &[Range<usize>]) -> Vec<Range<usize>> {
 pub(crate) fn json_values_counted(
     text: &str,
     found: &[Range<usize>],
-) -> (Vec<Range<usize>>, usize) {
+    pace: &mut Pace<'_>,
+) -> Result<(Vec<Range<usize>>, usize), Interrupted> {
     struct Open {
         at: usize,
         kind: u8,
@@ -320,6 +366,7 @@ pub(crate) fn json_values_counted(
     let mut in_string = false;
     let mut escaped = false;
     for (i, &b) in bytes.iter().enumerate() {
+        pace.step()?;
         if in_string {
             if escaped {
                 escaped = false;
@@ -378,6 +425,7 @@ pub(crate) fn json_values_counted(
     let mut out = Vec::new();
     let mut next_free = 0usize;
     for (open, close, height, substance) in pairs {
+        pace.step()?;
         if open < next_free || !substance || height > JSON_MAX_HEIGHT || in_found(open) {
             continue;
         }
@@ -392,7 +440,7 @@ pub(crate) fn json_values_counted(
             next_free = close + 1;
         }
     }
-    (out, work)
+    Ok((out, work))
 }
 
 fn merge(mut spans: Vec<Range<usize>>) -> Vec<Range<usize>> {
@@ -488,6 +536,41 @@ mod tests {
         );
     }
 
+    /// A long text past its deadline: span detection returns the deadline at the first step
+    /// of each of its loops instead of scanning the text.
+    #[test]
+    fn expired_deadline_stops_detection_before_scanning() {
+        use std::time::{Duration, Instant};
+        let text = "see https://x.example/a and `code` {\"k\": [1]}\n".repeat(50_000);
+        let d = SpanDetector::new(&["KEEP".into()]).unwrap();
+        let ctx = WorkCtx::none();
+        let mut full = ctx.pace(CHECK_EVERY);
+        assert!(!d.find_paced(&text, &mut full).unwrap().is_empty());
+        assert!(full.steps() > text.len(), "{}", full.steps());
+
+        let past = WorkCtx::with_deadline(Some(Instant::now() - Duration::from_millis(1)));
+        assert_eq!(d.regions_within(&text, &past), Err(Interrupted::Deadline));
+        let mut pace = past.pace(CHECK_EVERY);
+        assert_eq!(d.find_paced(&text, &mut pace), Err(Interrupted::Deadline));
+        assert_eq!(pace.steps(), 1);
+        let mut pace = past.pace(CHECK_EVERY);
+        let mut out = Vec::new();
+        assert_eq!(
+            regex_spans(&URL, &text, true, &mut pace, &mut out),
+            Err(Interrupted::Deadline)
+        );
+        assert_eq!((pace.steps(), out.len()), (1, 0));
+        let mut pace = past.pace(CHECK_EVERY);
+        assert_eq!(
+            json_values_counted(&text, &[], &mut pace),
+            Err(Interrupted::Deadline)
+        );
+        assert_eq!(pace.steps(), 1);
+        // a context that is still running changes nothing
+        let live = WorkCtx::with_deadline(Some(Instant::now() + Duration::from_secs(600)));
+        assert_eq!(d.regions_within(&text, &live).unwrap(), d.regions(&text));
+    }
+
     /// 2 MB inputs that were quadratic: a URL ending in a million `)` (trim_url recounted the
     /// brackets per trailing character: ~10^12 steps, it would not finish), and nested or flat
     /// brackets, where the parse work is counted.
@@ -502,7 +585,7 @@ mod tests {
         let flat = "[\"a\"] [1, [2]] ".repeat(2 * N / 16);
         let objects = format!("{}{}", "{\"a\":[".repeat(N / 6), "]}".repeat(N / 6));
         for text in [&nested, &nested_words, &flat, &objects] {
-            let (_, work) = json_values_counted(text, &[]);
+            let (_, work) = json_values_counted(text, &[], &mut Pace::unbounded()).unwrap();
             assert!(
                 work <= JSON_PARSE_BUDGET_PER_BYTE * text.len(),
                 "{work} bytes parsed for {} bytes",
@@ -513,11 +596,11 @@ mod tests {
             let _ = d.find(text);
         }
         // Flat JSON is still found, every value of it.
-        let (spans, work) = json_values_counted(&flat, &[]);
+        let (spans, work) = json_values_counted(&flat, &[], &mut Pace::unbounded()).unwrap();
         assert_eq!(spans.len(), 2 * (2 * N / 16));
         assert!(work <= 2 * flat.len(), "{work}");
         // Nested JSON deeper than the parser's limit is not JSON; shallower nesting is.
-        let (spans, _) = json_values_counted(&nested_words, &[]);
+        let (spans, _) = json_values_counted(&nested_words, &[], &mut Pace::unbounded()).unwrap();
         assert_eq!(spans.len(), 1);
         let max = 2 * usize::from(JSON_MAX_HEIGHT) + 3;
         assert!(

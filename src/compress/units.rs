@@ -16,6 +16,8 @@ use std::ops::Range;
 
 use regex::Regex;
 
+use crate::model::{Interrupted, Pace};
+
 /// A surface word: `range` is its bytes in the text, `core` the same without leading and
 /// trailing punctuation (used for classification only; the output always copies `range`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +72,12 @@ fn trail_punct(c: char) -> bool {
 
 /// Cuts `text` into surface words, in order.
 pub fn words(text: &str) -> Vec<Word> {
+    // An unbounded pace never interrupts.
+    words_paced(text, &mut Pace::unbounded()).unwrap_or_default()
+}
+
+/// [`words`], one pace step per character.
+pub fn words_paced(text: &str, pace: &mut Pace<'_>) -> Result<Vec<Word>, Interrupted> {
     let mut out = Vec::new();
     let mut start: Option<usize> = None;
     let push = |s: usize, e: usize, out: &mut Vec<Word>| {
@@ -85,6 +93,7 @@ pub fn words(text: &str) -> Vec<Word> {
         out.push(Word { range: s..e, core });
     };
     for (i, c) in text.char_indices() {
+        pace.step()?;
         if c.is_whitespace() {
             if let Some(s) = start.take() {
                 push(s, i, &mut out);
@@ -101,7 +110,7 @@ pub fn words(text: &str) -> Vec<Word> {
     if let Some(s) = start {
         push(s, text.len(), &mut out);
     }
-    out
+    Ok(out)
 }
 
 /// Which units to form and which words to always keep.
@@ -275,11 +284,12 @@ struct Info {
     line_end: bool,
 }
 
-fn classify(text: &str, words: &[Word]) -> Vec<Info> {
+fn classify(text: &str, words: &[Word], pace: &mut Pace<'_>) -> Result<Vec<Info>, Interrupted> {
     words
         .iter()
         .enumerate()
         .map(|(i, w)| {
+            pace.step()?;
             let core = &text[w.core.clone()];
             let surface = &text[w.range.clone()];
             let lower = core.to_lowercase().replace('\u{2019}', "'");
@@ -293,7 +303,7 @@ fn classify(text: &str, words: &[Word]) -> Vec<Info> {
                 .ends_with(['.', ',', ';', ':', '!', '?', '…']);
             let next_start = words.get(i + 1).map_or(text.len(), |n| n.range.start);
             let line_end = text[w.range.end..next_start].contains('\n');
-            Info {
+            Ok(Info {
                 stop: STOP.contains(&lower.as_str()),
                 lower,
                 number,
@@ -301,7 +311,7 @@ fn classify(text: &str, words: &[Word]) -> Vec<Info> {
                 capital,
                 clause_end,
                 line_end,
-            }
+            })
         })
         .collect()
 }
@@ -326,6 +336,7 @@ fn look_ahead(info: &[Info], i: usize, through_negations: bool) -> usize {
     let mut j = i;
     let mut stops = 0;
     let mut content = 0;
+    let mut negations = 0;
     while joined(info, j) {
         j += 1;
         let w = &info[j];
@@ -336,7 +347,10 @@ fn look_ahead(info: &[Info], i: usize, through_negations: bool) -> usize {
             break;
         }
         if w.negation {
-            if through_negations && content == 0 {
+            // a chain of negations is walked GOVERNED_WORDS deep at most: a text of a million
+            // "not" stays linear
+            if through_negations && content == 0 && negations < GOVERNED_WORDS {
+                negations += 1;
                 last = j;
                 continue;
             }
@@ -388,12 +402,25 @@ fn number_look_behind(info: &[Info], i: usize) -> usize {
 /// Groups `words` into units under `rules`. `forced[i]` marks words always kept (spans, force
 /// tokens, digits); their unit is forced too. Every word belongs to exactly one unit, in order.
 pub fn units(text: &str, words: &[Word], rules: &KeepRules, forced: &[bool]) -> Vec<Unit> {
-    let info = classify(text, words);
+    // An unbounded pace never interrupts.
+    units_paced(text, words, rules, forced, &mut Pace::unbounded()).unwrap_or_default()
+}
+
+/// [`units`], with pace steps per word in each pass and per `must_keep` match.
+pub fn units_paced(
+    text: &str,
+    words: &[Word],
+    rules: &KeepRules,
+    forced: &[bool],
+    pace: &mut Pace<'_>,
+) -> Result<Vec<Unit>, Interrupted> {
+    let info = classify(text, words, pace)?;
     let n = words.len();
     // (first, last, forced) spans; overlapping spans merge.
     let mut spans: Vec<(usize, usize, bool)> = Vec::new();
     let mut names: Vec<(usize, usize)> = Vec::new();
     for i in 0..n {
+        pace.step()?;
         let w = &info[i];
         if rules.units && w.number {
             let first = subject_before(&info, number_look_behind(&info, i));
@@ -420,15 +447,16 @@ pub fn units(text: &str, words: &[Word], rules: &KeepRules, forced: &[bool]) -> 
                 spans.push((first, last, true));
             }
         }
-        if rules.units && w.capital && !w.stop && joined(&info, i) {
-            // capitalised multi-word names: grouped, not forced
+        // capitalised multi-word names: grouped, not forced; scanned from their first word
+        // only, so a long run of capitalised words is walked once
+        let starts_name =
+            i == 0 || !(info[i - 1].capital && !info[i - 1].stop && joined(&info, i - 1));
+        if rules.units && w.capital && !w.stop && joined(&info, i) && starts_name {
             let mut last = i;
             while joined(&info, last) && info[last + 1].capital && !info[last + 1].stop {
                 last += 1;
             }
-            if last > i
-                && (i == 0 || !(info[i - 1].capital && !info[i - 1].stop && joined(&info, i - 1)))
-            {
+            if last > i {
                 names.push((i, last));
                 spans.push((i, last, false));
             }
@@ -439,8 +467,13 @@ pub fn units(text: &str, words: &[Word], rules: &KeepRules, forced: &[bool]) -> 
             continue;
         };
         for m in re.find_iter(text) {
-            let first = words.iter().position(|w| w.core.start == m.start());
-            let last = words.iter().position(|w| w.core.end == m.end());
+            pace.step()?;
+            // cores are in text order and disjoint: binary searches, not scans per match
+            let first = words.partition_point(|w| w.core.start < m.start());
+            let first =
+                (words.get(first).map(|w| w.core.start) == Some(m.start())).then_some(first);
+            let last = words.partition_point(|w| w.core.end < m.end());
+            let last = (words.get(last).map(|w| w.core.end) == Some(m.end())).then_some(last);
             if let (Some(a), Some(b)) = (first, last)
                 && a <= b
             {
@@ -453,6 +486,7 @@ pub fn units(text: &str, words: &[Word], rules: &KeepRules, forced: &[bool]) -> 
     let mut next = 0;
     let mut k = 0;
     while next < n {
+        pace.step()?;
         // spans starting at or before `next` extend the current unit
         let mut end = next;
         let mut is_forced = forced.get(next).copied().unwrap_or(false);
@@ -474,16 +508,22 @@ pub fn units(text: &str, words: &[Word], rules: &KeepRules, forced: &[bool]) -> 
     if rules.units || rules.negations {
         prefer_fact_clauses(&info, &mut out);
     }
-    // multi-word names are preferred too
-    for u in out.iter_mut().filter(|u| !u.forced) {
-        if names
-            .iter()
-            .any(|&(a, b)| u.words.start <= a && b < u.words.end)
+    // multi-word names are preferred too (names are disjoint and in order, like the units: one
+    // merge-like pass)
+    let mut j = 0;
+    for u in out.iter_mut() {
+        while names.get(j).is_some_and(|&(a, _)| a < u.words.start) {
+            j += 1;
+        }
+        if !u.forced
+            && names
+                .get(j)
+                .is_some_and(|&(a, b)| a < u.words.end && b < u.words.end)
         {
             u.preferred = true;
         }
     }
-    out
+    Ok(out)
 }
 
 /// Marks the content units of every clause that holds a forced unit as preferred. A clause

@@ -11,4 +11,4 @@ pub use config::{ModelConfig, PrecisionSetting};
 pub use scheduler::{
     Backend, ModelQueue, SchedError, Scheduler, SchedulerConfig, SchedulerStats, Ticket,
 };
-pub use work::{CancelOnDrop, Interrupted, Priority, WorkCtx};
+pub use work::{CancelOnDrop, Interrupted, Pace, Priority, WorkCtx};

@@ -123,12 +123,58 @@ impl WorkCtx {
         }
     }
 
+    /// A [`Pace`] over this context: a loop calls [`Pace::step`] once per iteration and the
+    /// context is checked every `every`-th step (the first step included).
+    pub fn pace(&self, every: usize) -> Pace<'_> {
+        Pace {
+            ctx: Some(self),
+            every: every.max(1),
+            steps: 0,
+        }
+    }
+
     /// A guard that cancels this context when dropped (the request future went away), unless
     /// [`CancelOnDrop::disarm`] was called.
     pub fn cancel_on_drop(&self) -> CancelOnDrop {
         CancelOnDrop {
             ctx: Some(self.clone()),
         }
+    }
+}
+
+/// Paces long loops over one text (see [`WorkCtx::pace`]): counts their iterations and checks
+/// the context every few of them, so a long text stops within a few thousand steps of its
+/// deadline whichever loop it is in. One pace is shared by the phases of one piece of work.
+#[derive(Debug, Clone)]
+pub struct Pace<'a> {
+    ctx: Option<&'a WorkCtx>,
+    every: usize,
+    steps: usize,
+}
+
+impl Pace<'_> {
+    /// A pace that never stops the work (callers without a context).
+    pub fn unbounded() -> Self {
+        Pace {
+            ctx: None,
+            every: usize::MAX,
+            steps: 0,
+        }
+    }
+
+    /// One iteration: `Err` when this step is a checking one and the context says stop.
+    pub fn step(&mut self) -> Result<(), Interrupted> {
+        let due = self.steps.is_multiple_of(self.every);
+        self.steps += 1;
+        match self.ctx {
+            Some(ctx) if due => ctx.check(),
+            _ => Ok(()),
+        }
+    }
+
+    /// The iterations counted so far.
+    pub fn steps(&self) -> usize {
+        self.steps
     }
 }
 
@@ -180,5 +226,30 @@ mod tests {
         let ctx = WorkCtx::none();
         ctx.cancel_on_drop().disarm();
         assert!(!ctx.is_cancelled());
+    }
+
+    #[test]
+    fn pace_checks_on_the_first_and_every_nth_step() {
+        let ctx = WorkCtx::none();
+        let mut pace = ctx.pace(4);
+        for _ in 0..5 {
+            pace.step().unwrap();
+        }
+        ctx.cancel();
+        // steps 5..7 are not checking ones; step 8 is
+        for _ in 5..8 {
+            assert_eq!(pace.step(), Ok(()));
+        }
+        assert_eq!(pace.step(), Err(Interrupted::Cancelled));
+        assert_eq!(pace.steps(), 9);
+
+        let past = WorkCtx::with_deadline(Some(Instant::now() - Duration::from_millis(1)));
+        let mut pace = past.pace(1000);
+        assert_eq!(pace.step(), Err(Interrupted::Deadline));
+        let mut free = Pace::unbounded();
+        for _ in 0..10 {
+            free.step().unwrap();
+        }
+        assert_eq!(free.steps(), 10);
     }
 }
