@@ -8,9 +8,11 @@ pub mod ab;
 pub mod cli;
 pub mod compress;
 pub mod config;
+pub mod engine;
 pub mod eval;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod headers;
 pub mod hook;
 pub mod mock;
 pub mod model;
@@ -18,3 +20,4 @@ pub mod pipeline;
 pub mod scorer;
 pub mod server;
 pub mod telemetry;
+pub mod tokens;

@@ -11,8 +11,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::de::IgnoredAny;
 
-/// Marks the place of a protected span inside compressible text (a private-use character).
-pub const SPAN_MARKER: &str = "\u{E000}";
+pub use crate::tokens::SPAN_MARKER;
 
 /// Part of a text, in order.
 #[derive(Debug, Clone, PartialEq)]

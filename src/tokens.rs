@@ -1,7 +1,12 @@
-//! Token counting with the target model's tokenizer (tiktoken-rs, embedded BPE files).
+//! Token counting with the target model's tokenizer (tiktoken-rs, embedded BPE files). A leaf
+//! module: the scorers and the compression library both count with it, and it imports neither.
 
 use serde::{Deserialize, Serialize};
 use tiktoken_rs::CoreBPE;
+
+/// Marks the place of a protected span inside compressible text (a private-use character).
+/// The compression library puts it there; scorers must treat it as a word of its own.
+pub const SPAN_MARKER: &str = "\u{E000}";
 
 /// A tiktoken encoding used for counting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
