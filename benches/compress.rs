@@ -6,8 +6,9 @@
 use std::time::{Duration, Instant};
 
 use lingua_proxy::compress::{
-    CompressionConfig, Policy, RequestOptions, ScorerKind, TokenizerKind, build_compressor,
+    CompressionConfig, Policy, RequestOptions, ScorerKind, TokenizerKind,
 };
+use lingua_proxy::engine::build_compressor;
 use serde_json::{Value, json};
 
 const WORDS: &[&str] = &[

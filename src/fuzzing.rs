@@ -13,7 +13,8 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::compress::{CompressionConfig, Policy, RequestOptions, ScorerKind, build_compressor};
+use crate::compress::{CompressionConfig, Policy, RequestOptions, ScorerKind};
+use crate::engine::build_compressor;
 
 pub use crate::server::fuzz::sse_tap;
 

@@ -9,9 +9,11 @@ pub mod api;
 pub mod cli;
 pub mod compress;
 pub mod config;
+pub mod engine;
 pub mod eval;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod headers;
 pub mod hook;
 pub mod mock;
 pub mod model;
@@ -19,3 +21,4 @@ pub mod pipeline;
 pub mod scorer;
 pub mod server;
 pub mod telemetry;
+pub mod tokens;

@@ -36,17 +36,8 @@ use crate::hook::{HookOutcome, HookReport, Intercepted, RequestHook};
 use crate::model::{Interrupted, ModelConfig, ModelQueue, Priority, WorkCtx};
 use crate::telemetry::{RoleTokens, Tokens};
 
-/// `x-lingua-compress: off|on`.
-pub const HEADER_COMPRESS: &str = "x-lingua-compress";
-/// `x-lingua-rate: <0..1>`.
-pub const HEADER_RATE: &str = "x-lingua-rate";
-pub const HEADER_TOKENS_BEFORE: &str = "x-lingua-tokens-before";
-pub const HEADER_TOKENS_AFTER: &str = "x-lingua-tokens-after";
-pub const HEADER_COMPRESSION_MS: &str = "x-lingua-compression-ms";
-pub const HEADER_CACHE: &str = "x-lingua-cache";
-/// Why compression did not run: `off`, `disabled`, `overloaded`, `too_large`, `error`, `panic`,
-/// `deadline`, `cancelled`, `shutting_down`.
-pub const HEADER_SKIPPED: &str = "x-lingua-skipped";
+/// The header names, defined once in [`crate::headers`].
+pub use crate::headers::*;
 
 /// Counters of the pipeline (also reported through the `metrics` facade).
 #[derive(Debug, Default)]

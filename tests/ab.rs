@@ -12,6 +12,7 @@ use std::time::Duration;
 use common::{Harness, compressible_body, heuristic_hook, read_events, start_with};
 use lingua_proxy::ab::{Arm, Mode};
 use lingua_proxy::config::Config;
+use lingua_proxy::headers::{HEADER_ARM, HEADER_MODE, HEADER_REQUEST_ID};
 use lingua_proxy::telemetry::Event;
 use serde_json::Value;
 
@@ -54,7 +55,7 @@ async fn post(h: &Harness, body: &[u8], headers: &[(&str, &str)]) -> reqwest::Re
 }
 
 fn arm_of(resp: &reqwest::Response) -> Arm {
-    Arm::parse(resp.headers()["x-lingua-arm"].to_str().unwrap()).unwrap()
+    Arm::parse(resp.headers()[HEADER_ARM].to_str().unwrap()).unwrap()
 }
 
 /// Waits until the mock has recorded `n` requests.
@@ -138,21 +139,21 @@ async fn arms_split_within_tolerance_and_stick_per_session() {
 async fn forced_arm_overrides_the_split_and_never_reaches_upstream() {
     let s = setup(|c| c.ab.raw_percent = 0.0).await;
     let body = serde_json::to_vec(&compressible_body(false)).unwrap();
-    let resp = post(&s.h, &body, &[("x-lingua-arm", "raw")]).await;
+    let resp = post(&s.h, &body, &[(HEADER_ARM, "raw")]).await;
     assert_eq!(arm_of(&resp), Arm::Raw);
     let resp = post(&s.h, &body, &[]).await;
     assert_eq!(arm_of(&resp), Arm::Compressed);
     let seen = s.h.mock.state.requests();
     assert_eq!(seen[0].body.as_ref(), body.as_slice());
     assert!(seen[1].body.len() < body.len());
-    assert!(seen.iter().all(|r| !r.headers.contains_key("x-lingua-arm")));
+    assert!(seen.iter().all(|r| !r.headers.contains_key(HEADER_ARM)));
 
     let s = setup(|c| {
         c.ab.raw_percent = 100.0;
         c.ab.allow_arm_override = false;
     })
     .await;
-    let resp = post(&s.h, &body, &[("x-lingua-arm", "compressed")]).await;
+    let resp = post(&s.h, &body, &[(HEADER_ARM, "compressed")]).await;
     assert_eq!(arm_of(&resp), Arm::Raw, "overrides are off");
 }
 
@@ -163,7 +164,7 @@ async fn shadow_forwards_raw_and_records_the_saving() {
     let resp = post(&s.h, &body, &[("x-session-id", "shadow-1")]).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(arm_of(&resp), Arm::Raw);
-    assert_eq!(resp.headers()["x-lingua-ab-mode"], "shadow");
+    assert_eq!(resp.headers()[HEADER_MODE], "shadow");
     let answer: Value = resp.json().await.unwrap();
     let seen = s.h.mock.state.requests();
     assert_eq!(seen.len(), 1);
@@ -211,7 +212,7 @@ async fn mirror_case(stream: bool) {
     let resp = post(&s.h, &body, &[("x-session-id", "mirror-1")]).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(arm_of(&resp), Arm::Compressed);
-    assert_eq!(resp.headers()["x-lingua-ab-mode"], "mirror");
+    assert_eq!(resp.headers()[HEADER_MODE], "mirror");
     let got = resp.bytes().await.unwrap();
 
     let seen = mock_requests(&s.h, 2).await;
@@ -381,7 +382,7 @@ async fn event_log_records_every_field() {
     let body = serde_json::to_vec(&compressible_body(false)).unwrap();
     for _ in 0..2 {
         let resp = post(&s.h, &body, &[("x-request-id", "req-abc-123")]).await;
-        assert_eq!(resp.headers()["x-lingua-request-id"], "req-abc-123");
+        assert_eq!(resp.headers()[HEADER_REQUEST_ID], "req-abc-123");
         resp.bytes().await.unwrap();
     }
     // A prompt past the provider cache's minimum (1024 tokens), sent twice.

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use common::{compressible_body, heuristic_hook, read_events, start_with};
+use lingua_proxy::headers::HEADER_ARM;
 
 /// Parses the Prometheus text format strictly enough to catch malformed output:
 /// `name{label="value",...} number` lines, with `# HELP` / `# TYPE` comments.
@@ -89,7 +90,7 @@ async fn metrics_exposition_parses_and_carries_the_ab_series() {
         h.client
             .post(h.url("/v1/chat/completions"))
             .header("content-type", "application/json")
-            .header("x-lingua-arm", arm)
+            .header(HEADER_ARM, arm)
             .body(body.clone())
             .send()
             .await

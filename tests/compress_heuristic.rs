@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use lingua_proxy::cli::compress::{CompressArgs, compress_text};
 use lingua_proxy::compress::{
-    Budget, CompressionConfig, Compressor, Lingua2Compressor, Policy, RequestOptions,
-    TokenizerKind, build_compressor,
+    Budget, CompressionConfig, Compressor, Lingua2Compressor, Policy, RequestOptions, TokenizerKind,
 };
+use lingua_proxy::engine::build_compressor;
 use lingua_proxy::scorer::heuristic::HeuristicScorer;
 use serde_json::{Value, json};
 

@@ -8,7 +8,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use lingua_proxy::compress::{
-    Budget, CompressError, CompressOutput, CompressionConfig, Compressor, Policy, build_compressor,
+    Budget, CompressError, CompressOutput, CompressionConfig, Compressor, Policy,
+};
+use lingua_proxy::engine::build_compressor;
+use lingua_proxy::headers::{
+    HEADER_CACHE, HEADER_COMPRESSION_MS, HEADER_SKIPPED, HEADER_TOKENS_AFTER, HEADER_TOKENS_BEFORE,
 };
 use lingua_proxy::hook::{HookOutcome, Intercepted, RequestHook};
 use lingua_proxy::pipeline::CompressionHook;
@@ -92,24 +96,18 @@ async fn compresses_and_reports() {
     let a = hook.on_request(request(&[])).await;
     let body: Value = serde_json::from_slice(a.body.as_ref().unwrap()).unwrap();
     assert!(body["messages"][0]["content"].as_str().unwrap().len() < prose(10).len());
-    let before: usize = header(&a, "x-lingua-tokens-before")
-        .unwrap()
-        .parse()
-        .unwrap();
-    let after: usize = header(&a, "x-lingua-tokens-after")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let before: usize = header(&a, HEADER_TOKENS_BEFORE).unwrap().parse().unwrap();
+    let after: usize = header(&a, HEADER_TOKENS_AFTER).unwrap().parse().unwrap();
     assert!(after < before);
     assert!(
-        header(&a, "x-lingua-compression-ms")
+        header(&a, HEADER_COMPRESSION_MS)
             .unwrap()
             .parse::<f64>()
             .is_ok()
     );
-    assert_eq!(header(&a, "x-lingua-cache"), Some("miss"));
+    assert_eq!(header(&a, HEADER_CACHE), Some("miss"));
     let b = hook.on_request(request(&[])).await;
-    assert_eq!(header(&b, "x-lingua-cache"), Some("hit"));
+    assert_eq!(header(&b, HEADER_CACHE), Some("hit"));
     assert_eq!(a.body, b.body);
     assert_eq!(hook.stats().compressed.load(Ordering::Relaxed), 2);
 }
@@ -121,8 +119,10 @@ async fn header_controls() {
         .on_request(request(&[("x-lingua-compress", "off")]))
         .await;
     assert!(off.body.is_none());
-    assert_eq!(header(&off, "x-lingua-skipped"), Some("off"));
-    let low = hook.on_request(request(&[("x-lingua-rate", "0.2")])).await;
+    assert_eq!(header(&off, HEADER_SKIPPED), Some("off"));
+    let low = hook
+        .on_request(request(&[("x-lingua-rate", "0.2")]))
+        .await;
     let def = hook.on_request(request(&[])).await;
     assert!(low.body.as_ref().unwrap().len() < def.body.as_ref().unwrap().len());
 
@@ -153,13 +153,13 @@ async fn fail_open_on_error_panic_and_deadline() {
     let hook = hook_with(CompressionConfig::default(), Arc::new(Broken(Mode::Fail)));
     let o = hook.on_request(request(&[])).await;
     assert!(o.body.is_none());
-    assert_eq!(header(&o, "x-lingua-skipped"), Some("error"));
+    assert_eq!(header(&o, HEADER_SKIPPED), Some("error"));
     assert_eq!(hook.stats().fail_open_error.load(Ordering::Relaxed), 1);
 
     let hook = hook_with(CompressionConfig::default(), Arc::new(Broken(Mode::Panic)));
     let o = hook.on_request(request(&[])).await;
     assert!(o.body.is_none());
-    assert_eq!(header(&o, "x-lingua-skipped"), Some("panic"));
+    assert_eq!(header(&o, HEADER_SKIPPED), Some("panic"));
     assert_eq!(hook.stats().fail_open_panic.load(Ordering::Relaxed), 1);
 
     let cfg = CompressionConfig {
@@ -178,7 +178,7 @@ async fn fail_open_on_error_panic_and_deadline() {
         t.elapsed()
     );
     assert!(o.body.is_none());
-    assert_eq!(header(&o, "x-lingua-skipped"), Some("deadline"));
+    assert_eq!(header(&o, HEADER_SKIPPED), Some("deadline"));
     assert_eq!(hook.stats().fail_open(), 1);
 }
 
@@ -201,7 +201,7 @@ async fn overload_skips_instead_of_waiting() {
     let o = hook.on_request(request(&[])).await;
     assert!(t.elapsed() < Duration::from_millis(200));
     assert!(o.body.is_none());
-    assert_eq!(header(&o, "x-lingua-skipped"), Some("overloaded"));
+    assert_eq!(header(&o, HEADER_SKIPPED), Some("overloaded"));
     let first = slow.await.unwrap();
     assert!(first.body.is_some(), "the admitted request was compressed");
     assert_eq!(hook.stats().skipped_overload.load(Ordering::Relaxed), 1);

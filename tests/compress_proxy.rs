@@ -9,7 +9,11 @@ use std::time::Duration;
 use common::{Harness, start_with};
 use lingua_proxy::compress::{
     Budget, CompressError, CompressOutput, CompressionConfig, Compressor, Policy, TokenizerKind,
-    build_compressor,
+};
+use lingua_proxy::engine::build_compressor;
+use lingua_proxy::headers::{
+    CONTROL_PREFIX, HEADER_CACHE, HEADER_COMPRESS, HEADER_COMPRESSION_MS, HEADER_RATE,
+    HEADER_SKIPPED, HEADER_TOKENS_AFTER, HEADER_TOKENS_BEFORE,
 };
 use lingua_proxy::pipeline::CompressionHook;
 use lingua_proxy::scorer::ScorerError;
@@ -148,15 +152,15 @@ async fn upstream_receives_a_compressed_request_that_keeps_what_matters() {
         !seen
             .headers
             .keys()
-            .any(|k| k.as_str().starts_with("x-lingua"))
+            .any(|k| k.as_str().starts_with(CONTROL_PREFIX))
     );
 
-    let before: usize = headers["x-lingua-tokens-before"]
+    let before: usize = headers[HEADER_TOKENS_BEFORE]
         .to_str()
         .unwrap()
         .parse()
         .unwrap();
-    let after: usize = headers["x-lingua-tokens-after"]
+    let after: usize = headers[HEADER_TOKENS_AFTER]
         .to_str()
         .unwrap()
         .parse()
@@ -181,18 +185,18 @@ async fn upstream_receives_a_compressed_request_that_keeps_what_matters() {
     assert_eq!(after, text_tokens(&sent));
     assert!(after < before);
     assert!(
-        headers["x-lingua-compression-ms"]
+        headers[HEADER_COMPRESSION_MS]
             .to_str()
             .unwrap()
             .parse::<f64>()
             .is_ok()
     );
-    assert_eq!(headers["x-lingua-cache"], "miss");
+    assert_eq!(headers[HEADER_CACHE], "miss");
 
     // the same request again: served from the cache, same bytes upstream
     let first = upstream_body(&h);
     let resp = post(&h, &raw, &[]).await;
-    assert_eq!(resp.headers()["x-lingua-cache"], "hit");
+    assert_eq!(resp.headers()[HEADER_CACHE], "hit");
     assert_eq!(upstream_body(&h), first);
 }
 
@@ -200,7 +204,7 @@ async fn upstream_receives_a_compressed_request_that_keeps_what_matters() {
 async fn compress_off_forwards_the_original_bytes() {
     let h = harness(heuristic_hook(config())).await;
     let raw = serde_json::to_vec(&body()).unwrap();
-    let resp = post(&h, &raw, &[("x-lingua-compress", "off")]).await;
+    let resp = post(&h, &raw, &[(HEADER_COMPRESS, "off")]).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(upstream_body(&h), raw);
 }
@@ -211,7 +215,7 @@ async fn rate_header_compresses_harder() {
     let raw = serde_json::to_vec(&body()).unwrap();
     post(&h, &raw, &[]).await;
     let default = upstream_body(&h).len();
-    post(&h, &raw, &[("x-lingua-rate", "0.2")]).await;
+    post(&h, &raw, &[(HEADER_RATE, "0.2")]).await;
     assert!(upstream_body(&h).len() < default);
 }
 
@@ -262,7 +266,7 @@ async fn failing_or_slow_scorers_fail_open() {
         let t = std::time::Instant::now();
         let resp = post(&h, &raw, &[]).await;
         assert_eq!(resp.status(), 200);
-        assert_eq!(resp.headers()["x-lingua-skipped"], reason);
+        assert_eq!(resp.headers()[HEADER_SKIPPED], reason);
         let answer: Value = resp.json().await.unwrap();
         assert!(answer["choices"].is_array());
         assert_eq!(upstream_body(&h), raw, "original forwarded ({reason})");

@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use common::start_with;
 use lingua_proxy::ab::{Arm, Mode};
-use lingua_proxy::compress::{CompressionConfig, Policy, ScorerKind, build_compressor};
+use lingua_proxy::compress::{CompressionConfig, Policy, ScorerKind};
+use lingua_proxy::engine::build_compressor;
+use lingua_proxy::headers::HEADER_ARM;
 use lingua_proxy::pipeline::CompressionHook;
 use lingua_proxy::telemetry::dashboard::DASHBOARD_HTML;
 use lingua_proxy::telemetry::live::AbSummary;
@@ -468,7 +470,7 @@ async fn dashboard_shows_live_ab_traffic_through_the_proxy() {
                 .client
                 .post(h.url("/v1/chat/completions"))
                 .header("authorization", "Bearer sk-client")
-                .header("x-lingua-arm", arm)
+                .header(HEADER_ARM, arm)
                 .json(&compressible_body(i))
                 .send()
                 .await

@@ -23,6 +23,7 @@ use common::{compressible_body, read_events, token_counts};
 use futures_util::StreamExt;
 use lingua_proxy::compress::{CompressionConfig, Lingua2Compressor, Policy, ScorerKind};
 use lingua_proxy::config::{Config, RouteConfig};
+use lingua_proxy::headers::{HEADER_SKIPPED, HEADER_TOKENS_AFTER};
 use lingua_proxy::mock::{MockConfig, MockUpstream};
 use lingua_proxy::pipeline::CompressionHook;
 use lingua_proxy::scorer::heuristic::HeuristicScorer;
@@ -706,8 +707,8 @@ async fn scorer_panic_fails_open() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["x-lingua-skipped"], "panic");
-    assert!(resp.headers().get("x-lingua-tokens-after").is_none());
+    assert_eq!(resp.headers()[HEADER_SKIPPED], "panic");
+    assert!(resp.headers().get(HEADER_TOKENS_AFTER).is_none());
     let answer: Value = resp.json().await.unwrap();
     assert_eq!(answer["object"], "chat.completion");
     // The upstream got the client's bytes unchanged.
@@ -745,7 +746,7 @@ async fn scorer_slower_than_the_deadline_fails_open() {
     // Answered without waiting for the scorer.
     assert!(t.elapsed() < SLOW, "{:?}", t.elapsed());
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["x-lingua-skipped"], "deadline");
+    assert_eq!(resp.headers()[HEADER_SKIPPED], "deadline");
     assert_eq!(fx.mock.state.requests()[0].body, raw);
     // The scorer was told to stop: no work of this request runs on after its deadline.
     wait_for(
@@ -931,7 +932,7 @@ async fn four_mb_message_is_forwarded_unscored() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["x-lingua-skipped"], "too_large");
+    assert_eq!(resp.headers()[HEADER_SKIPPED], "too_large");
     let answer: Value = resp.json().await.unwrap();
     assert_eq!(answer["object"], "chat.completion");
     // Forwarded byte for byte.

@@ -8,7 +8,9 @@ mod common;
 use std::sync::Arc;
 
 use common::start_with;
-use lingua_proxy::compress::{ActiveScorer, CompressionConfig, ModelUnavailable, ScorerKind};
+use lingua_proxy::compress::{CompressionConfig, ModelUnavailable, ScorerKind};
+use lingua_proxy::engine::ActiveScorer;
+use lingua_proxy::headers::HEADER_COMPRESS;
 use lingua_proxy::pipeline::CompressionHook;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,7 +77,7 @@ async fn offline_and_corrupt_models_follow_on_model_unavailable() {
     let resp = h
         .client
         .post(h.url("/v1/chat/completions"))
-        .header("x-lingua-compress", "on")
+        .header(HEADER_COMPRESS, "on")
         .body(raw.clone())
         .send()
         .await

@@ -6,7 +6,8 @@ mod common;
 use std::sync::Arc;
 
 use common::start_with;
-use lingua_proxy::compress::{ActiveScorer, CompressionConfig, ScorerKind};
+use lingua_proxy::compress::{CompressionConfig, ScorerKind};
+use lingua_proxy::engine::ActiveScorer;
 use lingua_proxy::pipeline::CompressionHook;
 
 const SYSTEM: &str = "You are the support assistant of Acme Cloud. Customers ask about billing, \

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lingua_proxy::compress::{CompressionConfig, Lingua2Compressor, Policy, ScorerKind};
+use lingua_proxy::headers::HEADER_SKIPPED;
 use lingua_proxy::hook::{Intercepted, RequestHook};
 use lingua_proxy::model::{Backend, Scheduler, SchedulerConfig, WorkCtx};
 use lingua_proxy::pipeline::CompressionHook;
@@ -171,7 +172,7 @@ async fn a_request_past_its_deadline_stops_using_the_model_and_the_next_one_is_c
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(header(&resp, "x-lingua-skipped"), Some("deadline"));
+    assert_eq!(header(&resp, HEADER_SKIPPED), Some("deadline"));
     assert!(started.elapsed() < Duration::from_millis(1500));
     let sent: serde_json::Value =
         serde_json::from_slice(&h.mock.state.last_request().unwrap().body).unwrap();
@@ -192,7 +193,7 @@ async fn a_request_past_its_deadline_stops_using_the_model_and_the_next_one_is_c
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(header(&resp, "x-lingua-skipped"), None);
+    assert_eq!(header(&resp, HEADER_SKIPPED), None);
     let (before, after) = common::token_counts(&resp);
     assert!(after < before, "{before} -> {after}");
     assert_eq!(batches_of(&log, "alpha"), ran);
@@ -288,7 +289,7 @@ async fn assert_next_request_is_compressed(h: &common::Harness) {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(header(&resp, "x-lingua-skipped"), None);
+    assert_eq!(header(&resp, HEADER_SKIPPED), None);
     let (before, after) = common::token_counts(&resp);
     assert!(after < before, "{before} -> {after}");
 }
@@ -311,11 +312,7 @@ async fn one_and_four_megabyte_messages_are_skipped_as_too_large() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 200);
-        assert_eq!(
-            header(&resp, "x-lingua-skipped"),
-            Some("too_large"),
-            "{kb} KB"
-        );
+        assert_eq!(header(&resp, HEADER_SKIPPED), Some("too_large"), "{kb} KB");
         // Counting stops at the limit: far less than the deadline even for 4 MB.
         assert!(started.elapsed() < Duration::from_secs(2), "{kb} KB");
         let sent = h.mock.state.last_request().unwrap().body;
@@ -354,7 +351,7 @@ async fn a_megabyte_message_without_size_limits_fails_open_and_frees_the_model()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(header(&resp, "x-lingua-skipped"), Some("deadline"));
+    assert_eq!(header(&resp, HEADER_SKIPPED), Some("deadline"));
     // Whatever was queued for it is gone, and nothing of it runs any more.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let s1 = model.model_stats().unwrap();
@@ -368,7 +365,7 @@ async fn a_megabyte_message_without_size_limits_fails_open_and_frees_the_model()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_compression_fills_the_cache_for_the_next_identical_message() {
-    use lingua_proxy::compress::build_compressor;
+    use lingua_proxy::engine::build_compressor;
     use std::sync::atomic::Ordering;
     let mut cfg = CompressionConfig {
         scorer: ScorerKind::Heuristic,

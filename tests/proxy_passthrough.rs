@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::{Harness, chat_body, start, start_with};
 use futures_util::StreamExt;
 use lingua_proxy::config::RouteConfig;
+use lingua_proxy::headers::HEADER_COMPRESS;
 use lingua_proxy::hook::Passthrough;
 use lingua_proxy::mock::{MockConfig, MockUpstream};
 
@@ -290,7 +291,7 @@ async fn hop_by_hop_headers_are_stripped_and_host_rewritten() {
         .header("connection", "x-secret-hop")
         .header("x-secret-hop", "1")
         .header("proxy-authorization", "Basic abc")
-        .header("x-lingua-compress", "off")
+        .header(HEADER_COMPRESS, "off")
         .header("openai-organization", "org-1")
         .body(serde_json::to_vec(&chat_body(false)).unwrap())
         .send()
@@ -300,7 +301,7 @@ async fn hop_by_hop_headers_are_stripped_and_host_rewritten() {
     let seen = h.mock.state.last_request().unwrap();
     assert!(!seen.headers.contains_key("x-secret-hop"));
     assert!(!seen.headers.contains_key("proxy-authorization"));
-    assert!(!seen.headers.contains_key("x-lingua-compress"));
+    assert!(!seen.headers.contains_key(HEADER_COMPRESS));
     assert_eq!(seen.headers["openai-organization"], "org-1");
     assert_eq!(seen.headers["host"], h.mock.addr.to_string());
 }

@@ -17,6 +17,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use lingua_proxy::ab::{AbConfig, Arm, Assigner, Mode};
 use lingua_proxy::config::Config;
+use lingua_proxy::headers::{HEADER_ARM, HEADER_MODE};
 use lingua_proxy::telemetry::Event;
 
 struct Setup {
@@ -187,7 +188,7 @@ async fn api_key_sticky_arm_survives_proxy_auth() {
             };
             let resp = post(&s.h, &body, &[(auth.0, &auth.1)]).await;
             assert_eq!(resp.status(), 200);
-            let arm = Arm::parse(resp.headers()["x-lingua-arm"].to_str().unwrap()).unwrap();
+            let arm = Arm::parse(resp.headers()[HEADER_ARM].to_str().unwrap()).unwrap();
             assert_eq!(arm, want, "round {round}: the key's arm");
             resp.bytes().await.unwrap();
         }
@@ -266,7 +267,7 @@ async fn mirror_copies_beyond_the_bound_are_skipped() {
             assert_eq!(resp.status(), 200, "the served call is unaffected");
             let mirrored = resp
                 .headers()
-                .get("x-lingua-ab-mode")
+                .get(HEADER_MODE)
                 .is_some_and(|m| m == "mirror");
             resp.bytes().await.unwrap();
             mirrored
@@ -330,8 +331,8 @@ async fn mirror_at_shutdown(delay: Duration, grace_ms: u64) -> (Vec<Event>, Dura
     .await;
     let resp = post(&s.h, &body, &[("x-session-id", "shutdown-1")]).await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["x-lingua-arm"], "compressed");
-    assert_eq!(resp.headers()["x-lingua-ab-mode"], "mirror");
+    assert_eq!(resp.headers()[HEADER_ARM], "compressed");
+    assert_eq!(resp.headers()[HEADER_MODE], "mirror");
     resp.bytes().await.unwrap();
     let Setup { h, events, _dir } = s;
     let t = Instant::now();

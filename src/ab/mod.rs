@@ -173,10 +173,7 @@ impl AbConfig {
     }
 }
 
-/// Request header that forces the arm, and response header naming the arm that served.
-pub const HEADER_ARM: &str = "x-lingua-arm";
-/// Response header: `shadow` or `mirror` when those modes applied to the request.
-pub const HEADER_MODE: &str = "x-lingua-ab-mode";
+pub use crate::headers::{HEADER_ARM, HEADER_MODE};
 
 /// How an arm was chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -10,8 +10,9 @@ use serde_json::json;
 use crate::compress::lingua2::{Lingua2Options, TokenToWord, compress_prompt};
 use crate::compress::{
     CompressionConfig, ModelUnavailable, Policy, PrecisionSetting, RequestOptions, ScorerKind,
-    TokenizerKind, build,
+    TokenizerKind,
 };
+use crate::engine::build;
 
 /// Compress one text with the scorer and selection alone, or with a role's whole policy.
 #[derive(Debug, Clone, clap::Args)]

@@ -7,9 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde_json::json;
 
-use crate::compress::{
-    CompressionConfig, ModelUnavailable, Policy, PrecisionSetting, ScorerKind, build,
-};
+use crate::compress::{CompressionConfig, ModelUnavailable, Policy, PrecisionSetting, ScorerKind};
+use crate::engine::build;
 use crate::eval::facts::{Budgets, RunSummary, Suite, Totals, run};
 
 /// The suite shipped with the repository (relative to its root).

@@ -9,9 +9,12 @@ pub mod lingua2_compressor;
 pub mod policy;
 pub mod select;
 pub mod spans;
-pub mod tokens;
 pub mod units;
 
+/// Re-exported for `pipeline.rs`; the wiring itself lives in [`crate::engine`].
+pub use crate::engine::{ActiveScorer, build_with};
+/// Token counting lives in the leaf module [`crate::tokens`].
+pub use crate::tokens::{self, TokenizerKind};
 pub use cache::{CacheKey, CompressionCache, MokaCache, NoCache};
 pub use compressor::{Budget, CompressError, CompressOutput, Compressor};
 pub use config::{
@@ -19,12 +22,9 @@ pub use config::{
     ScorerKind,
 };
 pub use conversation::{Conversation, Message, PathElem, Segment};
-pub use lingua2_compressor::{
-    ActiveScorer, Built, Lingua2Compressor, build, build_compressor, build_with,
-};
+pub use lingua2_compressor::Lingua2Compressor;
 pub use policy::{
     CacheStatus, MessageReport, Outcome, Policy, Report, RequestOptions, RoleReport, SkipReason,
 };
 pub use select::MeaningCompressor;
-pub use tokens::TokenizerKind;
 pub use units::KeepRules;

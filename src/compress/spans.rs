@@ -16,8 +16,7 @@ use crate::model::{Interrupted, Pace, WorkCtx};
 /// Loop iterations (bytes, lines, matches, candidates) between two checks of the work context.
 const CHECK_EVERY: usize = 4096;
 
-/// Marks the place of a protected span inside compressible text (a private-use character).
-pub const SPAN_MARKER: &str = "\u{E000}";
+pub use crate::tokens::SPAN_MARKER;
 
 /// Part of a text, in order.
 #[derive(Debug, Clone, PartialEq)]

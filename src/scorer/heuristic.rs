@@ -19,7 +19,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::{ScoredChunk, Scorer, ScorerError, WordStyle, WorkCtx};
-use crate::compress::tokens::TokenizerKind;
+use crate::tokens::TokenizerKind;
 
 /// Metaspace marker.
 const META: char = '\u{2581}';
@@ -244,8 +244,7 @@ impl HeuristicScorer {
                 } else if at_line_start && first.is_some_and(|c| !c.is_alphanumeric()) {
                     // list markers and headings ("-", "*", "#", ">") keep the layout readable
                     1.0
-                } else if PLACEHOLDER.is_match(pure) || pure == crate::compress::spans::SPAN_MARKER
-                {
+                } else if PLACEHOLDER.is_match(pure) || pure == crate::tokens::SPAN_MARKER {
                     1.0
                 } else if pure.chars().any(|c| c.is_numeric()) {
                     sentence_start = false;

@@ -36,7 +36,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 pub fn strip_control_headers(headers: &mut HeaderMap) {
     let ours: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().starts_with("x-lingua-"))
+        .filter(|k| k.as_str().starts_with(crate::headers::CONTROL_PREFIX))
         .cloned()
         .collect();
     for name in ours {

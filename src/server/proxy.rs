@@ -313,7 +313,7 @@ async fn plan_request(
             .map(|v| (http::HeaderName::from_static(name), v))
     };
     response_headers.extend(header(HEADER_ARM, assignment.arm.as_str()));
-    response_headers.extend(header("x-lingua-request-id", &id));
+    response_headers.extend(header(crate::headers::HEADER_REQUEST_ID, &id));
     if event.mode != Mode::Normal {
         response_headers.extend(header(HEADER_MODE, event.mode.as_str()));
     }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use lingua_proxy::headers::HEADER_TOKENS_AFTER;
 use lingua_proxy::mock::{MockConfig, MockUpstream};
 
 /// What a load run does.
@@ -260,7 +261,7 @@ async fn one_stream(
     if resp.status() != 200 {
         return Err(format!("status {}", resp.status()));
     }
-    let was_compressed = resp.headers().contains_key("x-lingua-tokens-after");
+    let was_compressed = resp.headers().contains_key(HEADER_TOKENS_AFTER);
     let mut stream = resp.bytes_stream();
     let mut first = None;
     let mut tail = Vec::new();

@@ -7,6 +7,7 @@ pub mod load;
 use std::sync::Arc;
 
 use lingua_proxy::config::Config;
+use lingua_proxy::headers::{HEADER_TOKENS_AFTER, HEADER_TOKENS_BEFORE};
 use lingua_proxy::hook::{Passthrough, RequestHook};
 use lingua_proxy::mock::{MockConfig, MockUpstream};
 use lingua_proxy::server::ServerHandle;
@@ -53,7 +54,7 @@ impl Harness {
 /// `(x-lingua-tokens-before, x-lingua-tokens-after)` of a response.
 pub fn token_counts(resp: &reqwest::Response) -> (usize, usize) {
     let get = |name: &str| -> usize { resp.headers()[name].to_str().unwrap().parse().unwrap() };
-    (get("x-lingua-tokens-before"), get("x-lingua-tokens-after"))
+    (get(HEADER_TOKENS_BEFORE), get(HEADER_TOKENS_AFTER))
 }
 
 pub fn base_config(mock: &MockUpstream) -> Config {
@@ -128,7 +129,8 @@ reported during the transfer and the seal number 884213 matches the loading reco
 /// A compression hook with the embedded heuristic scorer and low per-role minimums, so that
 /// [`compressible_body`] gets compressed.
 pub fn heuristic_hook() -> lingua_proxy::pipeline::CompressionHook {
-    use lingua_proxy::compress::{CompressionConfig, Policy, ScorerKind, build_compressor};
+    use lingua_proxy::compress::{CompressionConfig, Policy, ScorerKind};
+    use lingua_proxy::engine::build_compressor;
     let mut cfg = CompressionConfig {
         scorer: ScorerKind::Heuristic,
         ..CompressionConfig::default()

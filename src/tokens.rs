@@ -1,7 +1,12 @@
-//! Token counting with the target model's tokenizer (tiktoken-rs, embedded BPE files).
+//! Token counting with the target model's tokenizer (tiktoken-rs, embedded BPE files). A leaf
+//! module: the scorers and the compression library both count with it, and it imports neither.
 
 use serde::{Deserialize, Serialize};
 use tiktoken_rs::CoreBPE;
+
+/// Marks the place of a protected span inside compressible text (a private-use character).
+/// The compression library puts it there; scorers must treat it as a word of its own.
+pub const SPAN_MARKER: &str = "\u{E000}";
 
 /// A tiktoken encoding used for counting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -55,7 +60,12 @@ impl TokenizerKind {
             || o_series
         {
             TokenizerKind::O200kBase
-        } else if name.starts_with("gpt-4") || name.starts_with("gpt-3.5") {
+        } else if name.starts_with("gpt-4")
+            || name.starts_with("gpt-3.5")
+            // Anthropic publishes no tokenizer: cl100k_base is the documented estimate for
+            // Claude models (billed usage is what the A/B figures use).
+            || name.starts_with("claude")
+        {
             TokenizerKind::Cl100kBase
         } else {
             default
@@ -132,7 +142,7 @@ mod tests {
         ] {
             assert_eq!(TokenizerKind::for_model(m, Cl100kBase), O200kBase, "{m}");
         }
-        for m in ["gpt-4", "gpt-4-turbo", "gpt-3.5-turbo-0125"] {
+        for m in ["gpt-4", "gpt-4-turbo", "gpt-3.5-turbo-0125", "claude-sonnet-4-5"] {
             assert_eq!(TokenizerKind::for_model(m, O200kBase), Cl100kBase, "{m}");
         }
         assert_eq!(TokenizerKind::for_model("llama-3", Cl100kBase), Cl100kBase);

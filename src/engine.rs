@@ -1,0 +1,139 @@
+//! Builds the scorer, the model scheduler and the policy's compressor from the `[compression]`
+//! and `[model]` tables: the one place where configuration meets models. The server, the
+//! pipeline and the CLI call it; `compress/` and `scorer/` know nothing of it.
+
+use std::sync::Arc;
+
+use crate::compress::config::{CompressionConfig, DEFAULT_MODEL, ModelUnavailable, ScorerKind};
+use crate::compress::{CompressError, Compressor, MeaningCompressor};
+use crate::model::{ModelConfig, ModelQueue};
+use crate::scorer::Scorer;
+use crate::scorer::heuristic::HeuristicScorer;
+
+/// Which scorer the proxy ended up with, for `/readyz`, logs and reports.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "scorer", rename_all = "lowercase")]
+pub enum ActiveScorer {
+    /// The LLMLingua-2 classifier loaded from `dir`.
+    Llmlingua2 {
+        model: String,
+        dir: String,
+        precision: String,
+        id: String,
+    },
+    /// The embedded heuristic scorer; `fallback_reason` says why when LLMLingua-2 was asked for.
+    Heuristic { fallback_reason: Option<String> },
+    /// No scorer: compression is off (`on_model_unavailable = "passthrough"`).
+    None { reason: String },
+}
+
+/// The result of [`build`].
+pub struct Built {
+    /// `None` when compression is off because the model is unavailable.
+    pub compressor: Option<Arc<dyn Compressor>>,
+    pub scorer: Option<Arc<dyn Scorer>>,
+    pub active: ActiveScorer,
+    /// The neural scorer's model scheduler (queue depth for metrics, shutdown).
+    pub model_queue: Option<Arc<dyn ModelQueue>>,
+}
+
+impl std::fmt::Debug for Built {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Built")
+            .field("active", &self.active)
+            .finish()
+    }
+}
+
+/// [`build_with`] with the default `[model]` table (plus the deprecated `[compression]`
+/// `device`/`precision` keys).
+pub fn build(config: &CompressionConfig) -> Result<Built, CompressError> {
+    build_with(config, &ModelConfig::default())
+}
+
+/// Builds the scorer and the policy's compressor (the meaning-keeping selection over that
+/// scorer) a configuration asks for, the model as `model` says. When the LLMLingua-2 model
+/// cannot be loaded, `on_model_unavailable` decides: fall back to the
+/// heuristic scorer (logged as an error), run without compression, or fail.
+pub fn build_with(config: &CompressionConfig, model: &ModelConfig) -> Result<Built, CompressError> {
+    let heuristic = |fallback_reason: Option<String>| {
+        let scorer: Arc<dyn Scorer> = Arc::new(HeuristicScorer::new());
+        Built {
+            compressor: Some(Arc::new(MeaningCompressor::new(scorer.clone()))),
+            scorer: Some(scorer),
+            active: ActiveScorer::Heuristic { fallback_reason },
+            model_queue: None,
+        }
+    };
+    match config.scorer {
+        ScorerKind::Heuristic => Ok(heuristic(None)),
+        ScorerKind::Llmlingua2 => {
+            let model_cfg = model
+                .clone()
+                .with_legacy(config.device.as_deref(), config.precision);
+            let model = config
+                .model
+                .clone()
+                .unwrap_or_else(|| DEFAULT_MODEL.to_string());
+            match crate::scorer::llmlingua2::scorer::load(&model, &model_cfg) {
+                Ok(loaded) => {
+                    let precision = loaded.precision;
+                    tracing::info!(model = %model, dir = %loaded.files.dir.display(),
+                        precision = precision.as_str(), "LLMLingua-2 scorer loaded");
+                    let scorer = loaded.scorer.clone();
+                    Ok(Built {
+                        compressor: Some(Arc::new(MeaningCompressor::new(scorer.clone()))),
+                        active: ActiveScorer::Llmlingua2 {
+                            model,
+                            dir: loaded.files.dir.display().to_string(),
+                            precision: precision.as_str().to_string(),
+                            id: scorer.id().to_string(),
+                        },
+                        scorer: Some(scorer),
+                        model_queue: Some(loaded.scheduler),
+                    })
+                }
+                Err(problem) => match config.on_model_unavailable {
+                    ModelUnavailable::Heuristic => {
+                        tracing::error!(model = %model, %problem,
+                            "LLMLingua-2 model unavailable: FALLING BACK to the embedded \
+                             heuristic scorer (on_model_unavailable = \"heuristic\")");
+                        Ok(heuristic(Some(format!(
+                            "model {model} unavailable: {problem}"
+                        ))))
+                    }
+                    ModelUnavailable::Passthrough => {
+                        tracing::error!(model = %model, %problem,
+                            "LLMLingua-2 model unavailable: compression is OFF, every request \
+                             is forwarded unchanged (on_model_unavailable = \"passthrough\")");
+                        Ok(Built {
+                            compressor: None,
+                            scorer: None,
+                            active: ActiveScorer::None {
+                                reason: format!("model {model} unavailable: {problem}"),
+                            },
+                            model_queue: None,
+                        })
+                    }
+                    ModelUnavailable::Fail => Err(CompressError::Scorer(
+                        crate::scorer::ScorerError::Unavailable(format!(
+                            "model {model}: {problem}"
+                        )),
+                    )),
+                },
+            }
+        }
+    }
+}
+
+/// The compressor a configuration asks for (see [`build`]); an error when the configuration
+/// leaves compression off.
+pub fn build_compressor(config: &CompressionConfig) -> Result<Arc<dyn Compressor>, CompressError> {
+    let built = build(config)?;
+    built.compressor.ok_or_else(|| {
+        CompressError::Scorer(crate::scorer::ScorerError::Unavailable(format!(
+            "no scorer: {:?}",
+            built.active
+        )))
+    })
+}
