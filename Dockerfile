@@ -6,6 +6,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY .cargo .cargo
 COPY src src
+COPY crates crates
 COPY benches benches
 COPY examples examples
 COPY tests tests

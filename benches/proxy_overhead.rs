@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use lingua_proxy::config::Config;
 use lingua_proxy::hook::Passthrough;
-use lingua_proxy::mock::{MockConfig, MockUpstream};
+use lingua_proxy_testkit::mock::{MockConfig, MockUpstream};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;

@@ -1,10 +1,11 @@
-//! A mock OpenAI-compatible upstream for trying lingua-proxy offline:
+//! A mock upstream for trying lingua-proxy offline (OpenAI Chat Completions, Completions and
+//! Responses, Anthropic Messages; from the testkit crate):
 //! `cargo run --release --example mock-upstream -- --listen 127.0.0.1:9090`.
 
 use std::time::Duration;
 
 use clap::Parser;
-use lingua_proxy::mock::{MockConfig, MockUpstream};
+use lingua_proxy_testkit::mock::{MockConfig, MockUpstream};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -31,9 +32,10 @@ async fn main() -> std::io::Result<()> {
     )
     .await?;
     eprintln!(
-        "mock upstream listening on {} (base URL {})",
+        "mock upstream listening on {} (OpenAI base URL {}, Anthropic base URL {})",
         mock.addr,
-        mock.base_url()
+        mock.base_url(),
+        mock.anthropic_base_url()
     );
     tokio::signal::ctrl_c().await?;
     Ok(())

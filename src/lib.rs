@@ -15,7 +15,6 @@ pub mod eval;
 pub mod fuzzing;
 pub mod headers;
 pub mod hook;
-pub mod mock;
 pub mod model;
 pub mod pipeline;
 pub mod scorer;

@@ -59,7 +59,7 @@ fn arm_of(resp: &reqwest::Response) -> Arm {
 }
 
 /// Waits until the mock has recorded `n` requests.
-async fn mock_requests(h: &Harness, n: usize) -> Vec<lingua_proxy::mock::RecordedRequest> {
+async fn mock_requests(h: &Harness, n: usize) -> Vec<lingua_proxy_testkit::mock::RecordedRequest> {
     for _ in 0..500 {
         let r = h.mock.state.requests();
         if r.len() >= n {

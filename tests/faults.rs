@@ -24,12 +24,12 @@ use futures_util::StreamExt;
 use lingua_proxy::compress::{CompressionConfig, Lingua2Compressor, Policy, ScorerKind};
 use lingua_proxy::config::{Config, RouteConfig};
 use lingua_proxy::headers::{HEADER_SKIPPED, HEADER_TOKENS_AFTER};
-use lingua_proxy::mock::{MockConfig, MockUpstream};
 use lingua_proxy::pipeline::CompressionHook;
 use lingua_proxy::scorer::heuristic::HeuristicScorer;
 use lingua_proxy::scorer::{Interrupted, ScoredChunk, Scorer, ScorerError, WordStyle, WorkCtx};
 use lingua_proxy::server::{ServerHandle, Stats};
 use lingua_proxy::telemetry::Event;
+use lingua_proxy_testkit::mock::{MockConfig, MockUpstream};
 use serde_json::{Value, json};
 
 /// A word that makes [`FaultScorer`] panic.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use common::{chat_body, start_with};
 use lingua_proxy::config::RouteConfig;
 use lingua_proxy::hook::Passthrough;
-use lingua_proxy::mock::{MockConfig, MockUpstream};
+use lingua_proxy_testkit::mock::{MockConfig, MockUpstream};
 
 #[tokio::test]
 async fn proxy_keys_gate_requests_and_upstream_gets_its_own_key() {

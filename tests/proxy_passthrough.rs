@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use lingua_proxy::config::RouteConfig;
 use lingua_proxy::headers::HEADER_COMPRESS;
 use lingua_proxy::hook::Passthrough;
-use lingua_proxy::mock::{MockConfig, MockUpstream};
+use lingua_proxy_testkit::mock::{MockConfig, MockUpstream};
 
 async fn post(h: &Harness, path: &str, body: &[u8]) -> reqwest::Response {
     h.client

@@ -1,6 +1,7 @@
 //! Drives tests/sdk/openai_e2e.py (the official `openai` Python SDK) against the real proxy and
-//! the mock upstream, both on loopback. The virtualenv is created by `scripts/test.sh`
-//! (`.venv/`, or the interpreter named by `LINGUA_PYTHON`).
+//! the mock upstream, both on loopback, and tests/sdk/sdk_smoke.py (the `openai` and `anthropic`
+//! SDKs on every API surface) against the mock directly. The virtualenv is created by
+//! `scripts/test.sh` (`.venv/`, or the interpreter named by `LINGUA_PYTHON`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -14,7 +15,7 @@ fn python() -> PathBuf {
     let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
     assert!(
         venv.exists(),
-        "{} is missing: run `bash scripts/test.sh` (it creates the virtualenv with the openai SDK)",
+        "{} is missing: run `bash scripts/test.sh` (it creates the virtualenv with the SDKs)",
         venv.display()
     );
     venv
@@ -74,4 +75,37 @@ async fn openai_python_sdk_with_ab_mirror() {
     assert_eq!(events.iter().filter(|e| e.served).count(), 4);
     assert!(events.iter().all(|e| e.usage.is_some()), "{events:?}");
     assert_eq!(events.iter().filter(|e| e.agreement.is_some()).count(), 4);
+}
+
+/// The `openai` and `anthropic` SDKs against the mock upstream alone: Chat Completions,
+/// Responses, legacy Completions and Anthropic Messages, plain and streamed, parse what it sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdks_speak_every_api_of_the_mock() {
+    use lingua_proxy_testkit::mock::{MockConfig, MockUpstream};
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    run_sdk_script(
+        "sdk_smoke.py",
+        &[&mock.base_url(), &mock.anthropic_base_url()],
+    )
+    .await;
+    for path in [
+        "/v1/chat/completions",
+        "/v1/responses",
+        "/v1/completions",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+    ] {
+        assert!(!mock.state.requests_to(path).is_empty(), "{path}");
+    }
+    // The `anthropic` SDK sends its key as `x-api-key` or, in newer versions,
+    // `Authorization: Bearer`.
+    for r in mock.state.requests_to("/v1/messages") {
+        let key = r
+            .headers
+            .get("x-api-key")
+            .or(r.headers.get("authorization"));
+        let key = key.and_then(|v| v.to_str().ok()).unwrap_or("");
+        assert!(key.ends_with("sk-ant-test"), "{key}");
+        assert!(r.headers.contains_key("anthropic-version"));
+    }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{chat_body, start_with};
 use futures_util::StreamExt;
 use lingua_proxy::hook::Passthrough;
-use lingua_proxy::mock::{MockConfig, MockUpstream};
+use lingua_proxy_testkit::mock::{MockConfig, MockUpstream};
 
 /// A streaming chat request shaped by the mock's headers.
 fn stream_request(

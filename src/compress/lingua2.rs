@@ -14,6 +14,7 @@
 
 pub mod numeric;
 #[doc(hidden)]
+#[cfg(feature = "test-support")]
 pub mod replay;
 
 use std::cell::RefCell;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use lingua_proxy::headers::HEADER_TOKENS_AFTER;
-use lingua_proxy::mock::{MockConfig, MockUpstream};
+use lingua_proxy_testkit::mock::{MockConfig, MockUpstream};
 
 /// What a load run does.
 #[derive(Debug, Clone)]

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use lingua_proxy::config::Config;
 use lingua_proxy::headers::{HEADER_TOKENS_AFTER, HEADER_TOKENS_BEFORE};
 use lingua_proxy::hook::{Passthrough, RequestHook};
-use lingua_proxy::mock::{MockConfig, MockUpstream};
 use lingua_proxy::server::ServerHandle;
+use lingua_proxy_testkit::mock::{MockConfig, MockUpstream};
 
 pub struct Harness {
     pub mock: MockUpstream,

@@ -6,6 +6,7 @@ pub mod encoder;
 pub mod kernels;
 pub mod load;
 pub mod pool;
+#[cfg(feature = "test-support")]
 pub mod random;
 pub mod scorer;
 pub mod tokenizer;
