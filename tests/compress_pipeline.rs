@@ -12,7 +12,8 @@ use lingua_proxy::compress::{
 };
 use lingua_proxy::engine::build_compressor;
 use lingua_proxy::headers::{
-    HEADER_CACHE, HEADER_COMPRESSION_MS, HEADER_SKIPPED, HEADER_TOKENS_AFTER, HEADER_TOKENS_BEFORE,
+    HEADER_CACHE, HEADER_COMPRESS, HEADER_COMPRESSION_MS, HEADER_RATE, HEADER_SKIPPED,
+    HEADER_TOKENS_AFTER, HEADER_TOKENS_BEFORE,
 };
 use lingua_proxy::hook::{HookOutcome, Intercepted, RequestHook};
 use lingua_proxy::pipeline::CompressionHook;
@@ -115,14 +116,10 @@ async fn compresses_and_reports() {
 #[tokio::test]
 async fn header_controls() {
     let hook = heuristic_hook(CompressionConfig::default());
-    let off = hook
-        .on_request(request(&[("x-lingua-compress", "off")]))
-        .await;
+    let off = hook.on_request(request(&[(HEADER_COMPRESS, "off")])).await;
     assert!(off.body.is_none());
     assert_eq!(header(&off, HEADER_SKIPPED), Some("off"));
-    let low = hook
-        .on_request(request(&[("x-lingua-rate", "0.2")]))
-        .await;
+    let low = hook.on_request(request(&[(HEADER_RATE, "0.2")])).await;
     let def = hook.on_request(request(&[])).await;
     assert!(low.body.as_ref().unwrap().len() < def.body.as_ref().unwrap().len());
 
@@ -131,9 +128,7 @@ async fn header_controls() {
         ..CompressionConfig::default()
     };
     let hook = heuristic_hook(cfg);
-    let ignored = hook
-        .on_request(request(&[("x-lingua-compress", "off")]))
-        .await;
+    let ignored = hook.on_request(request(&[(HEADER_COMPRESS, "off")])).await;
     assert!(ignored.body.is_some());
 
     let cfg = CompressionConfig {
@@ -142,9 +137,7 @@ async fn header_controls() {
     };
     let hook = heuristic_hook(cfg);
     assert!(hook.on_request(request(&[])).await.body.is_none());
-    let on = hook
-        .on_request(request(&[("x-lingua-compress", "on")]))
-        .await;
+    let on = hook.on_request(request(&[(HEADER_COMPRESS, "on")])).await;
     assert!(on.body.is_some());
 }
 

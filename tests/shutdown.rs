@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{chat_body, start_with};
 use futures_util::StreamExt;
+use lingua_proxy::headers::{HEADER_COMPRESS, HEADER_SKIPPED};
 use lingua_proxy::hook::Passthrough;
 use lingua_proxy_testkit::mock::{MockConfig, MockUpstream};
 
@@ -324,7 +325,7 @@ async fn sigterm_under_load_finishes_what_fits_and_logs_every_request() {
     // compression so that they need no policy worker (the long messages hold them)
     let short: Vec<_> = (0..SHORT)
         .map(|_| {
-            let req = stream_request(&client, &url, 10, 50).header("x-lingua-compress", "off");
+            let req = stream_request(&client, &url, 10, 50).header(HEADER_COMPRESS, "off");
             tokio::spawn(async move {
                 match req.send().await {
                     Ok(r) => read_stream(r).await,
@@ -335,7 +336,7 @@ async fn sigterm_under_load_finishes_what_fits_and_logs_every_request() {
         .collect();
     let long: Vec<_> = (0..LONG)
         .map(|_| {
-            let req = stream_request(&client, &url, 1000, 50).header("x-lingua-compress", "off");
+            let req = stream_request(&client, &url, 1000, 50).header(HEADER_COMPRESS, "off");
             tokio::spawn(async move {
                 match req.send().await {
                     Ok(r) => read_stream(r).await,
@@ -389,7 +390,7 @@ async fn sigterm_under_load_finishes_what_fits_and_logs_every_request() {
         assert_eq!(resp.status(), 200);
         if resp
             .headers()
-            .get("x-lingua-skipped")
+            .get(HEADER_SKIPPED)
             .is_some_and(|v| v == "cancelled")
         {
             cancelled += 1;
