@@ -142,7 +142,12 @@ mod tests {
         ] {
             assert_eq!(TokenizerKind::for_model(m, Cl100kBase), O200kBase, "{m}");
         }
-        for m in ["gpt-4", "gpt-4-turbo", "gpt-3.5-turbo-0125", "claude-sonnet-4-5"] {
+        for m in [
+            "gpt-4",
+            "gpt-4-turbo",
+            "gpt-3.5-turbo-0125",
+            "claude-sonnet-4-5",
+        ] {
             assert_eq!(TokenizerKind::for_model(m, O200kBase), Cl100kBase, "{m}");
         }
         assert_eq!(TokenizerKind::for_model("llama-3", Cl100kBase), Cl100kBase);
