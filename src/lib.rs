@@ -1,8 +1,9 @@
-//! lingua-proxy: an OpenAI-compatible reverse proxy that compresses prompts with LLMLingua-2.
+//! lingua-proxy: a reverse proxy for the OpenAI and Anthropic APIs that compresses prompts with
+//! LLMLingua-2.
 //!
-//! Data flows one way: request → policy ([`compress`]) → scorer ([`scorer`]) → selection →
-//! rewritten request → upstream → streamed response ([`server`]). The server knows nothing about
-//! scoring; it only calls the [`hook::RequestHook`] seam.
+//! Data flows one way: request → API surface ([`api`]) → policy ([`compress`]) → scorer
+//! ([`scorer`]) → selection → rewritten request → upstream → streamed response ([`server`]). The
+//! server knows nothing about scoring; it only calls the [`hook::RequestHook`] seam.
 
 pub mod ab;
 pub mod api;
