@@ -27,9 +27,10 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::Semaphore;
 
 use crate::api::headroom::{CompressCall, CompressReply};
+use crate::engine::ActiveScorer;
 use crate::compress::policy::parse_rate;
 use crate::compress::{
-    ActiveScorer, CompressError, CompressionConfig, Conversation, OnError, Outcome, Policy,
+    CompressError, CompressionConfig, Conversation, OnError, Outcome, Policy,
     RequestOptions, SkipReason, TokenizerKind,
 };
 use crate::hook::{HookOutcome, HookReport, Intercepted, RequestHook};
@@ -182,7 +183,7 @@ impl CompressionHook {
 
     /// [`Self::from_config`] with the `[model]` table.
     pub fn from_configs(config: &CompressionConfig, model: &ModelConfig) -> anyhow::Result<Self> {
-        let built = crate::compress::build_with(config, model)?;
+        let built = crate::engine::build_with(config, model)?;
         let active = built.active.clone();
         let model_queue = built.model_queue.clone();
         let hook = match built.compressor {

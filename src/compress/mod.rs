@@ -11,8 +11,6 @@ pub mod select;
 pub mod spans;
 pub mod units;
 
-/// Re-exported for `pipeline.rs`; the wiring itself lives in [`crate::engine`].
-pub use crate::engine::{ActiveScorer, build_with};
 /// Token counting lives in the leaf module [`crate::tokens`].
 pub use crate::tokens::{self, TokenizerKind};
 pub use cache::{CacheKey, CompressionCache, MokaCache, NoCache};
