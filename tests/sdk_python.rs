@@ -1,7 +1,8 @@
 //! Drives tests/sdk/openai_e2e.py (the official `openai` Python SDK) against the real proxy and
 //! the mock upstream, both on loopback, and tests/sdk/sdk_smoke.py (the `openai` and `anthropic`
 //! SDKs on every API surface) against the mock directly, and tests/sdk/anthropic_e2e.py (the
-//! `anthropic` SDK) through a compressing proxy, asserting on what the mock received and what the
+//! `anthropic` SDK) and tests/sdk/openai_surfaces_e2e.py (`openai`'s Responses and legacy
+//! Completions) through a compressing proxy, asserting on what the mock received and what the
 //! event log holds. The virtualenv is created by `scripts/test.sh` (`.venv/`, or the interpreter
 //! named by `LINGUA_PYTHON`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -265,4 +266,69 @@ async fn anthropic_python_sdk_through_the_proxy() {
     assert!(write.cache_creation_tokens.unwrap() > 0, "{write:?}");
     let read = event(&events, "e2e-cache-read").usage.unwrap();
     assert!(read.cached_tokens.unwrap() > 0, "{read:?}");
+}
+
+/// The `openai` SDK's Responses and legacy Completions through the proxy: instructions,
+/// `function_call_output` and completion prompts reach the mock with whole words deleted and every
+/// other byte the client's; a `reasoning` item arrives byte-identical; the event log labels each
+/// call's API and holds its billed usage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_python_sdk_responses_and_completions_through_the_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("events.jsonl");
+    let h = e2e_proxy(&log).await;
+    let out = common::sdk::run_python_json("openai_surfaces_e2e.py", &[&h.url("/v1")]).await;
+    assert!(out["checks"].as_u64().unwrap() >= 10, "{out}");
+
+    for (rid, pointer) in [
+        ("e2e-responses", "/instructions"),
+        ("e2e-responses-stream", "/instructions"),
+        ("e2e-reasoning", "/instructions"),
+        ("e2e-completions", "/prompt"),
+        ("e2e-completions-stream", "/prompt"),
+    ] {
+        let client = sent(&out, rid);
+        let upstream = received(&h.mock, rid);
+        let (text, compressed) = both(client, &upstream, pointer);
+        assert_only_texts_changed(client, &upstream.body, &[(&text, &compressed)]);
+    }
+    // The function's output is compressed under the tool budget, which keeps more than the
+    // system budget of the instructions.
+    let client = sent(&out, "e2e-function-output");
+    let upstream = received(&h.mock, "e2e-function-output");
+    let (system, system_c) = both(client, &upstream, "/instructions");
+    let (tool, tool_c) = both(client, &upstream, "/input/2/output");
+    assert_only_texts_changed(
+        client,
+        &upstream.body,
+        &[(&system, &system_c), (&tool, &tool_c)],
+    );
+    assert!(word_ratio(&tool, &tool_c) > word_ratio(&system, &system_c));
+    // The reasoning item, encrypted content included, reaches the mock byte for byte.
+    let reasoning = out["reasoning_json"].as_str().unwrap();
+    assert!(sent(&out, "e2e-reasoning").contains(reasoning));
+    let upstream = received(&h.mock, "e2e-reasoning");
+    assert!(String::from_utf8_lossy(&upstream.body).contains(reasoning));
+
+    let events = common::read_events(&log, 6).await;
+    assert_eq!(events.len(), 6, "{events:?}");
+    for (rid, u) in out["usage"].as_object().unwrap() {
+        let e = event(&events, rid);
+        let api = if rid.starts_with("e2e-completions") {
+            Api::Completions
+        } else {
+            Api::Responses
+        };
+        assert_eq!(e.api, Some(api), "{rid}");
+        assert_eq!(e.compression.as_deref(), Some("compressed"), "{rid}");
+        let billed = e.usage.unwrap_or_else(|| panic!("{rid}: no usage"));
+        let n = |k: &str| u[k].as_u64().unwrap();
+        assert_eq!(billed.prompt_tokens, n("input_tokens"), "{rid}");
+        assert_eq!(billed.completion_tokens, n("output_tokens"), "{rid}");
+        assert_eq!(
+            billed.cached_tokens.unwrap_or(0),
+            n("cached_tokens"),
+            "{rid}"
+        );
+    }
 }
