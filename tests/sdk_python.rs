@@ -220,6 +220,16 @@ async fn anthropic_python_sdk_through_the_proxy() {
         word_ratio(&tool, &tool_c),
         word_ratio(&system, &system_c)
     );
+    // In block form too; the system block's cache_control marker stays where it was.
+    let client = sent(&out, "e2e-blocks");
+    let upstream = received(&h.mock, "e2e-blocks");
+    let (system, system_c) = both(client, &upstream, "/system/0/text");
+    let (tool, tool_c) = both(client, &upstream, "/messages/2/content/0/content/0/text");
+    assert_only_texts_changed(
+        client,
+        &upstream.body,
+        &[(&system, &system_c), (&tool, &tool_c)],
+    );
     // The signed thinking block reaches the mock byte for byte.
     let thinking = out["thinking_json"].as_str().unwrap();
     assert!(sent(&out, "e2e-thinking").contains(thinking));
@@ -229,8 +239,8 @@ async fn anthropic_python_sdk_through_the_proxy() {
     received(&h.mock, "e2e-rate");
     assert_eq!(locked.mock.state.request_count(), 0);
 
-    let events = common::read_events(&log, 8).await;
-    assert_eq!(events.len(), 8, "{events:?}");
+    let events = common::read_events(&log, 9).await;
+    assert_eq!(events.len(), 9, "{events:?}");
     assert!(
         events.iter().all(|e| e.api == Some(Api::Messages)),
         "{events:?}"

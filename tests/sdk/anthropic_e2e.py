@@ -111,6 +111,28 @@ second = an.messages.create(
 check(second.stop_reason == "end_turn" and text_of(second), "tool-result: a text answer after the tool result")
 keep_usage("tool-result", second.usage)
 
+# 3b. The same turn in block form, as agents send it: system text blocks with a cache_control
+# marker, and the tool_result's content as a list of text parts.
+blocks = an.messages.create(
+    model=model,
+    max_tokens=256,
+    system=[{"type": "text", "text": SYSTEM, "cache_control": {"type": "ephemeral"}}],
+    tools=tools,
+    messages=followup[:2]
+    + [
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": uses[0].id, "content": [{"type": "text", "text": TOOL_RESULT}]},
+                {"type": "text", "text": "Please summarise that for me."},
+            ],
+        }
+    ],
+    extra_headers=case("blocks"),
+)
+check(blocks.stop_reason == "end_turn" and text_of(blocks), "blocks: a text answer")
+keep_usage("blocks", blocks.usage)
+
 # 4. An earlier assistant turn with a signed thinking block.
 thinking = {
     "type": "thinking",
