@@ -27,12 +27,12 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::Semaphore;
 
 use crate::api::headroom::{CompressCall, CompressReply};
-use crate::engine::ActiveScorer;
 use crate::compress::policy::parse_rate;
 use crate::compress::{
-    CompressError, CompressionConfig, Conversation, OnError, Outcome, Policy,
-    RequestOptions, SkipReason, TokenizerKind,
+    CompressError, CompressionConfig, Conversation, OnError, Outcome, Policy, RequestOptions,
+    SkipReason, TokenizerKind,
 };
+use crate::engine::ActiveScorer;
 use crate::hook::{HookOutcome, HookReport, Intercepted, RequestHook};
 use crate::model::{Interrupted, ModelConfig, ModelQueue, Priority, WorkCtx};
 use crate::telemetry::{RoleTokens, Tokens};
