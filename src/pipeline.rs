@@ -600,27 +600,32 @@ impl Inner {
             frozen_messages: call.frozen_in(&conv),
             ..RequestOptions::default()
         };
+        // Counted here only when the reply needs it before the policy runs (which counts too).
         let tokenizer = self.policy.tokenizer_for(&json, &opts);
-        let before: usize = conv
-            .messages
-            .iter()
-            .flat_map(|m| &m.segments)
-            .map(|s| tokenizer.count(&s.text))
-            .sum();
+        let count = || -> usize {
+            conv.messages
+                .iter()
+                .flat_map(|m| &m.segments)
+                .map(|s| tokenizer.count(&s.text))
+                .sum()
+        };
         if call.bypass {
             outcome("bypass");
-            return CompressReply::unchanged(&call, before as u64);
+            return CompressReply::unchanged(&call, count() as u64);
         }
         if !cfg.enabled {
             outcome("disabled");
             return CompressReply::skipped(&call, "disabled");
         }
         let budget_rate = match call.token_budget {
-            Some(b) if before as u64 <= b => {
-                outcome("unchanged");
-                return CompressReply::unchanged(&call, before as u64);
+            Some(b) => {
+                let before = count();
+                if before as u64 <= b {
+                    outcome("unchanged");
+                    return CompressReply::unchanged(&call, before as u64);
+                }
+                Some((b as f64 / before.max(1) as f64).clamp(0.01, 1.0))
             }
-            Some(b) => Some((b as f64 / before.max(1) as f64).clamp(0.01, 1.0)),
             None => None,
         };
         opts.rate_override = match (call.target_ratio, budget_rate) {

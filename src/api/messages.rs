@@ -224,13 +224,7 @@ impl Surface for Messages {
     }
 
     fn prompt(&self, json: &Value) -> Option<Value> {
-        let mut out = serde_json::Map::new();
-        for key in ["system", "messages"] {
-            if let Some(v) = json.get(key) {
-                out.insert(key.into(), v.clone());
-            }
-        }
-        (!out.is_empty()).then_some(Value::Object(out))
+        super::fields(json, &["system", "messages"])
     }
 }
 

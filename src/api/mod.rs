@@ -218,6 +218,16 @@ pub trait Surface: Send + Sync + 'static {
     }
 }
 
+/// The listed top-level fields of `json` that it has, as one object (`None`: none of them):
+/// what `log_content` records for APIs whose prompt spans several fields.
+pub(crate) fn fields(json: &Value, keys: &[&str]) -> Option<Value> {
+    let out: serde_json::Map<String, Value> = keys
+        .iter()
+        .filter_map(|k| Some(((*k).to_string(), json.get(*k)?.clone())))
+        .collect();
+    (!out.is_empty()).then_some(Value::Object(out))
+}
+
 /// A `u64` field of `v`.
 pub(crate) fn u64_at(v: &Value, pointer: &str) -> Option<u64> {
     v.pointer(pointer).and_then(Value::as_u64)

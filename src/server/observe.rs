@@ -350,10 +350,6 @@ impl Tap {
             });
             (data_lines.next(), data_lines.next().is_some())
         };
-        let name = sse::lines(text).find_map(|(_, l)| {
-            let n = l.strip_prefix("event:")?;
-            Some(n.strip_prefix(' ').unwrap_or(n))
-        });
         let (Some((data_at, data_len, data)), false) = (first, more) else {
             return Some(event);
         };
@@ -381,6 +377,11 @@ impl Tap {
         let Ok(mut value) = serde_json::from_str::<serde_json::Value>(data) else {
             return Some(event);
         };
+        // The `event:` name is only needed once the event is worth reading.
+        let name = sse::lines(text).find_map(|(_, l)| {
+            let n = l.strip_prefix("event:")?;
+            Some(n.strip_prefix(' ').unwrap_or(n))
+        });
         self.surface.read_event(name, &value, &mut self.seen);
         if !(strip && has_usage) {
             return Some(event);
