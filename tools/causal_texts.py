@@ -64,7 +64,7 @@ INSTRUCTION = "Answer the question using the documents below. Be short and exact
 MATH_QUESTION = "Question: Sam has 7 boxes with 9 pens each. He gives away 15 pens. How many pens are left?"
 
 LONG_DOC = gt.transcript(31, 110)          # > 1200 small-model tokens: several windows
-SLIDING_DOC = gt.transcript(32, 95)        # > 512 small-model tokens (~900): sliding KV cache
+SLIDING_DOC = gt.transcript(32, 75)        # ~900 gpt2-tiny / ~810 llama-tiny tokens: sliding KV
 MEDIUM_DOC = gt.transcript(33, 14)         # ~120-token loss text
 LOSS_LONG = gt.transcript(34, 60)          # ~500-token loss text
 
