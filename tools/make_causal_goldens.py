@@ -10,7 +10,9 @@ wrapping (not changing) PromptCompressor methods:
   selected      the context indexes control_context_budget kept, in output order, or null
   dynamic_ratio control_context_budget's per-context dynamic ratios, or null
   ids           iterative_compress_prompt's compressed small-model ids (before decode), or null
-  sentence_ranking  get_rank_results outputs of the sentence-level filter (if any)
+  sentence_ranking  get_rank_results outputs of the sentence-level filter (only when it calls
+                get_rank_results, i.e. rank_method != "longllmlingua")
+  sentence_contexts the contexts control_sentence_budget returned (kept sentences joined), if run
 Also `recover` cases and nltk.sent_tokenize outputs. Cases the reference crashes on are listed under
 "reference_errors" (name + last traceback line).
 
@@ -51,6 +53,7 @@ def score(x):
 _orig_ccb = PromptCompressor.control_context_budget
 _orig_rank = PromptCompressor.get_rank_results
 _orig_icp = PromptCompressor.iterative_compress_prompt
+_orig_csb = PromptCompressor.control_sentence_budget
 
 
 def wrap_ccb(self, *a, **k):
@@ -80,7 +83,14 @@ def wrap_icp(self, *a, **k):
     return ids, mask
 
 
+def wrap_csb(self, *a, **k):
+    res, seg = _orig_csb(self, *a, **k)
+    TRACE["sentence_contexts"] = list(res)
+    return res, seg
+
+
 PromptCompressor.control_context_budget = wrap_ccb
+PromptCompressor.control_sentence_budget = wrap_csb
 PromptCompressor.get_rank_results = wrap_rank
 PromptCompressor.iterative_compress_prompt = wrap_icp
 
@@ -179,8 +189,9 @@ def main():
                 continue
             trace = {"ranking": TRACE.get("ranking"), "selected": TRACE.get("selected"),
                      "dynamic_ratio": TRACE.get("dynamic_ratio"), "ids": TRACE.get("ids")}
-            if "sentence_ranking" in TRACE:
-                trace["sentence_ranking"] = TRACE["sentence_ranking"]
+            for extra in ["sentence_ranking", "sentence_contexts"]:
+                if extra in TRACE:
+                    trace[extra] = TRACE[extra]
             out["cases"].append({"name": name, "method": method_of(kw), "params": params,
                                  "result": res, "trace": trace})
             results[name] = (kw, res)
