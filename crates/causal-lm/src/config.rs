@@ -247,7 +247,7 @@ impl LmConfig {
             kv_heads: heads,
             bos_token_id: r.token_id("bos_token_id")?,
             eos_token_id: r.token_id("eos_token_id")?,
-            head_dim: if heads == 0 { 0 } else { hidden / heads },
+            head_dim: hidden.checked_div(heads).unwrap_or(0),
             intermediate: r.usize_opt(&["n_inner"])?.unwrap_or(4 * hidden),
             norm_eps: r.f32_or(&["layer_norm_epsilon"], 1e-5)?,
             tie_word_embeddings: r.bool_or("tie_word_embeddings", true)?,
@@ -354,19 +354,19 @@ impl LmConfig {
                 return Err(r.err(format!("{name} is 0")));
             }
         }
-        if self.family == Family::Gpt2 && self.hidden % self.heads != 0 {
+        if self.family == Family::Gpt2 && !self.hidden.is_multiple_of(self.heads) {
             return Err(r.err(format!(
                 "hidden size {} is not a multiple of the head count {}",
                 self.hidden, self.heads
             )));
         }
-        if self.heads % self.kv_heads != 0 {
+        if !self.heads.is_multiple_of(self.kv_heads) {
             return Err(r.err(format!(
                 "head count {} is not a multiple of the key/value head count {}",
                 self.heads, self.kv_heads
             )));
         }
-        if self.family != Family::Gpt2 && self.head_dim % 2 != 0 {
+        if self.family != Family::Gpt2 && !self.head_dim.is_multiple_of(2) {
             return Err(r.err(format!("head_dim {} is odd (RoPE)", self.head_dim)));
         }
         if self.vocab_size > u32::MAX as usize {

@@ -43,7 +43,7 @@ impl Linear {
         p: Precision,
     ) -> Result<Self, LmError> {
         let w = match p {
-            Precision::Q8 if k % 32 == 0 => {
+            Precision::Q8 if k.is_multiple_of(32) => {
                 let t = Tensor::from_vec(w, (n, k), &Device::Cpu)
                     .map_err(|e| compute_err("quantize", e))?;
                 let q = QTensor::quantize(&t, GgmlDType::Q8_0)
@@ -194,7 +194,7 @@ fn inv_freq(cfg: &LmConfig) -> Vec<f32> {
                 let smooth =
                     (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
                 let smoothed = (1.0 - smooth) * scaled / factor + smooth * scaled;
-                let medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+                let medium = wavelen >= high_wavelen && wavelen <= low_wavelen;
                 *x = if medium { smoothed } else { scaled };
             }
         }
