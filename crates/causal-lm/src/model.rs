@@ -1,0 +1,612 @@
+//! The decoder stack: weights laid out for the kernels (fused q/k/v and gate/up projections,
+//! every matrix in `[out, in]` order, optionally Q8_0-quantized) and the batched forward pass
+//! over the new positions with the KV cache, ending in per-token NLL.
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use rayon::prelude::*;
+
+use crate::cache::KvCache;
+use crate::config::{Activation, Family, LmConfig, RopeScaling};
+use crate::kernels::{self, SendPtr};
+use crate::weights::{Raw, Weights};
+use crate::{LmError, Precision};
+
+/// Rows of a task in attention and in the element-wise passes.
+const ROW_BLOCK: usize = 32;
+/// Logits computed per lm_head pass (rows · vocab), bounding that buffer to ~32 MiB.
+const LOGIT_FLOATS: usize = 8 << 20;
+
+enum Matrix {
+    F32(Vec<f32>),
+    Q8(QMatMul),
+}
+
+/// `y = x · Wᵀ + b` with `W` as `[n, k]`.
+struct Linear {
+    w: Matrix,
+    bias: Option<Vec<f32>>,
+    n: usize,
+    k: usize,
+}
+
+fn compute_err(what: &str, e: candle_core::Error) -> LmError {
+    LmError::Compute(format!("{what}: {e}"))
+}
+
+impl Linear {
+    fn new(
+        w: Vec<f32>,
+        n: usize,
+        k: usize,
+        bias: Option<Vec<f32>>,
+        p: Precision,
+    ) -> Result<Self, LmError> {
+        let w = match p {
+            Precision::Q8 if k.is_multiple_of(32) => {
+                let t = Tensor::from_vec(w, (n, k), &Device::Cpu)
+                    .map_err(|e| compute_err("quantize", e))?;
+                let q = QTensor::quantize(&t, GgmlDType::Q8_0)
+                    .and_then(QMatMul::from_qtensor)
+                    .map_err(|e| compute_err("quantize", e))?;
+                Matrix::Q8(q)
+            }
+            _ => Matrix::F32(w),
+        };
+        Ok(Self { w, bias, n, k })
+    }
+
+    /// `out[m, n] = x[m, k] · Wᵀ + b`.
+    fn forward(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<(), LmError> {
+        let (n, k) = (self.n, self.k);
+        let out = &mut out[..m * n];
+        match &self.w {
+            Matrix::F32(w) => {
+                if let Some(b) = &self.bias {
+                    for row in out.chunks_exact_mut(n) {
+                        row.copy_from_slice(b);
+                    }
+                }
+                kernels::matmul_wt(
+                    &x[..m * k],
+                    m,
+                    k,
+                    w,
+                    n,
+                    out,
+                    self.bias.is_some(),
+                    rayon::current_num_threads(),
+                );
+            }
+            Matrix::Q8(q) => {
+                let y = Tensor::from_slice(&x[..m * k], (m, k), &Device::Cpu)
+                    .and_then(|t| q.forward(&t))
+                    .and_then(|y| y.flatten_all())
+                    .and_then(|y| y.to_vec1::<f32>())
+                    .map_err(|e| compute_err("q8 matmul", e))?;
+                if y.len() != m * n {
+                    return Err(LmError::Compute(format!(
+                        "q8 matmul returned {} values, expected {}",
+                        y.len(),
+                        m * n
+                    )));
+                }
+                match &self.bias {
+                    Some(b) => {
+                        for (o, yr) in out.chunks_exact_mut(n).zip(y.chunks_exact(n)) {
+                            for ((o, y), b) in o.iter_mut().zip(yr).zip(b) {
+                                *o = *y + *b;
+                            }
+                        }
+                    }
+                    None => out.copy_from_slice(&y),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// LayerNorm (with bias) or RMSNorm (without).
+struct Norm {
+    w: Vec<f32>,
+    b: Option<Vec<f32>>,
+    eps: f32,
+}
+
+impl Norm {
+    fn apply(&self, src: &[f32], dst: &mut [f32], width: usize) {
+        let rows = |(s, d): (&[f32], &mut [f32])| match &self.b {
+            Some(b) => kernels::layer_norm_row(s, d, &self.w, b, self.eps),
+            None => kernels::rms_norm_row(s, d, &self.w, self.eps),
+        };
+        src.par_chunks(width)
+            .zip(dst.par_chunks_mut(width))
+            .with_min_len(ROW_BLOCK)
+            .for_each(rows);
+    }
+}
+
+struct Block {
+    norm1: Norm,
+    norm2: Norm,
+    /// Fused q, k, v projection: `[(heads + 2 · kv_heads) · head_dim, hidden]`.
+    qkv: Linear,
+    o: Linear,
+    /// GPT-2's c_fc, or Llama's fused gate and up projections (`[2 · intermediate, hidden]`).
+    up: Linear,
+    down: Linear,
+}
+
+pub(crate) struct Model {
+    pub(crate) cfg: LmConfig,
+    embed: Vec<f32>,
+    positions: Option<Vec<f32>>,
+    blocks: Vec<Block>,
+    final_norm: Norm,
+    /// None: tied to `embed` (f32).
+    lm_head: Option<Linear>,
+    inv_freq: Vec<f32>,
+}
+
+fn transpose(raw: Raw) -> Vec<f32> {
+    let (r, c) = (raw.shape[0], raw.shape[1]);
+    let mut out = vec![0.0f32; r * c];
+    for i in 0..r {
+        for j in 0..c {
+            out[j * r + i] = raw.data[i * c + j];
+        }
+    }
+    out
+}
+
+fn cat(parts: Vec<Raw>) -> Vec<f32> {
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.data.len()).sum());
+    for p in parts {
+        out.extend_from_slice(&p.data);
+    }
+    out
+}
+
+fn inv_freq(cfg: &LmConfig) -> Vec<f32> {
+    let dim = cfg.head_dim;
+    let mut f: Vec<f32> = (0..dim / 2)
+        .map(|i| 1.0f32 / cfg.rope_theta.powf((2 * i) as f32 / dim as f32))
+        .collect();
+    match cfg.rope_scaling {
+        RopeScaling::None => {}
+        RopeScaling::Linear(factor) => f.iter_mut().for_each(|x| *x /= factor),
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings: old,
+        } => {
+            let low_wavelen = old / low_freq_factor;
+            let high_wavelen = old / high_freq_factor;
+            for x in f.iter_mut() {
+                let wavelen = 2.0 * std::f32::consts::PI / *x;
+                let scaled = if wavelen > low_wavelen {
+                    *x / factor
+                } else {
+                    *x
+                };
+                let smooth =
+                    (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                let smoothed = (1.0 - smooth) * scaled / factor + smooth * scaled;
+                let medium = wavelen >= high_wavelen && wavelen <= low_wavelen;
+                *x = if medium { smoothed } else { scaled };
+            }
+        }
+    }
+    f
+}
+
+impl Model {
+    pub(crate) fn load(cfg: LmConfig, w: &Weights, p: Precision) -> Result<Self, LmError> {
+        match cfg.family {
+            Family::Gpt2 => Self::load_gpt2(cfg, w, p),
+            Family::Llama | Family::Qwen2 => Self::load_llama(cfg, w, p),
+        }
+    }
+
+    fn lm_head(
+        cfg: &LmConfig,
+        w: &Weights,
+        embed: &[f32],
+        p: Precision,
+        px: &[&str],
+    ) -> Result<Option<Linear>, LmError> {
+        let (v, d) = (cfg.vocab_size, cfg.hidden);
+        if !cfg.tie_word_embeddings {
+            let head = w.take(px, "lm_head.weight", &[v, d])?;
+            return Linear::new(head.data, v, d, None, p).map(Some);
+        }
+        match p {
+            Precision::F32 => Ok(None),
+            Precision::Q8 => Linear::new(embed.to_vec(), v, d, None, p).map(Some),
+        }
+    }
+
+    fn load_gpt2(cfg: LmConfig, w: &Weights, p: Precision) -> Result<Self, LmError> {
+        const PX: &[&str] = &["", "transformer."];
+        let (d, i, v) = (cfg.hidden, cfg.intermediate, cfg.vocab_size);
+        let embed = w.take(PX, "wte.weight", &[v, d])?.data;
+        let positions = w
+            .take(PX, "wpe.weight", &[cfg.max_position_embeddings, d])?
+            .data;
+        let ln = |name: &str| -> Result<Norm, LmError> {
+            Ok(Norm {
+                w: w.take(PX, &format!("{name}.weight"), &[d])?.data,
+                b: Some(w.take(PX, &format!("{name}.bias"), &[d])?.data),
+                eps: cfg.norm_eps,
+            })
+        };
+        let conv = |name: &str, k: usize, n: usize| -> Result<Linear, LmError> {
+            let wt = transpose(w.take(PX, &format!("{name}.weight"), &[k, n])?);
+            let b = w.take(PX, &format!("{name}.bias"), &[n])?.data;
+            Linear::new(wt, n, k, Some(b), p)
+        };
+        let mut blocks = Vec::with_capacity(cfg.layers);
+        for l in 0..cfg.layers {
+            let h = format!("h.{l}");
+            blocks.push(Block {
+                norm1: ln(&format!("{h}.ln_1"))?,
+                norm2: ln(&format!("{h}.ln_2"))?,
+                qkv: conv(&format!("{h}.attn.c_attn"), d, 3 * d)?,
+                o: conv(&format!("{h}.attn.c_proj"), d, d)?,
+                up: conv(&format!("{h}.mlp.c_fc"), d, i)?,
+                down: conv(&format!("{h}.mlp.c_proj"), i, d)?,
+            });
+        }
+        let final_norm = ln("ln_f")?;
+        let lm_head = Self::lm_head(&cfg, w, &embed, p, &[""])?;
+        Ok(Self {
+            cfg,
+            embed,
+            positions: Some(positions),
+            blocks,
+            final_norm,
+            lm_head,
+            inv_freq: Vec::new(),
+        })
+    }
+
+    fn load_llama(cfg: LmConfig, w: &Weights, p: Precision) -> Result<Self, LmError> {
+        const PX: &[&str] = &["model.", ""];
+        let (d, i, v) = (cfg.hidden, cfg.intermediate, cfg.vocab_size);
+        let (hq, hkv) = (cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim);
+        let embed = w.take(PX, "embed_tokens.weight", &[v, d])?.data;
+        let rms = |name: &str| -> Result<Norm, LmError> {
+            Ok(Norm {
+                w: w.take(PX, &format!("{name}.weight"), &[d])?.data,
+                b: None,
+                eps: cfg.norm_eps,
+            })
+        };
+        let bias = |name: &str, n: usize, on: bool| -> Result<Option<Raw>, LmError> {
+            if on {
+                w.take(PX, &format!("{name}.bias"), &[n]).map(Some)
+            } else {
+                w.take_opt(PX, &format!("{name}.bias"), &[n])
+            }
+        };
+        let mut blocks = Vec::with_capacity(cfg.layers);
+        for l in 0..cfg.layers {
+            let a = format!("layers.{l}.self_attn");
+            let m = format!("layers.{l}.mlp");
+            let mut qkv_w = Vec::new();
+            let mut qkv_b = Vec::new();
+            for (proj, n) in [("q_proj", hq), ("k_proj", hkv), ("v_proj", hkv)] {
+                qkv_w.push(w.take(PX, &format!("{a}.{proj}.weight"), &[n, d])?);
+                qkv_b.push(bias(&format!("{a}.{proj}"), n, cfg.attention_bias)?);
+            }
+            let qkv_bias = if qkv_b.iter().any(Option::is_some) {
+                let mut b = Vec::with_capacity(hq + 2 * hkv);
+                for (part, n) in qkv_b.into_iter().zip([hq, hkv, hkv]) {
+                    match part {
+                        Some(r) => b.extend_from_slice(&r.data),
+                        None => b.extend(std::iter::repeat_n(0.0, n)),
+                    }
+                }
+                Some(b)
+            } else {
+                None
+            };
+            let o_w = w.take(PX, &format!("{a}.o_proj.weight"), &[d, hq])?;
+            let o_b = bias(&format!("{a}.o_proj"), d, cfg.o_bias)?.map(|r| r.data);
+            let gate = w.take(PX, &format!("{m}.gate_proj.weight"), &[i, d])?;
+            let up = w.take(PX, &format!("{m}.up_proj.weight"), &[i, d])?;
+            let gate_b = bias(&format!("{m}.gate_proj"), i, cfg.mlp_bias)?;
+            let up_b = bias(&format!("{m}.up_proj"), i, cfg.mlp_bias)?;
+            let gu_b = match (gate_b, up_b) {
+                (None, None) => None,
+                (g, u) => {
+                    let mut b = g.map(|r| r.data).unwrap_or_else(|| vec![0.0; i]);
+                    b.extend(u.map(|r| r.data).unwrap_or_else(|| vec![0.0; i]));
+                    Some(b)
+                }
+            };
+            let down = w.take(PX, &format!("{m}.down_proj.weight"), &[d, i])?;
+            let down_b = bias(&format!("{m}.down_proj"), d, cfg.mlp_bias)?.map(|r| r.data);
+            blocks.push(Block {
+                norm1: rms(&format!("layers.{l}.input_layernorm"))?,
+                norm2: rms(&format!("layers.{l}.post_attention_layernorm"))?,
+                qkv: Linear::new(cat(qkv_w), hq + 2 * hkv, d, qkv_bias, p)?,
+                o: Linear::new(o_w.data, d, hq, o_b, p)?,
+                up: Linear::new(cat(vec![gate, up]), 2 * i, d, gu_b, p)?,
+                down: Linear::new(down.data, d, i, down_b, p)?,
+            });
+        }
+        let final_norm = rms("norm")?;
+        let lm_head = Self::lm_head(&cfg, w, &embed, p, &[""])?;
+        let inv_freq = inv_freq(&cfg);
+        Ok(Self {
+            cfg,
+            embed,
+            positions: None,
+            blocks,
+            final_norm,
+            lm_head,
+            inv_freq,
+        })
+    }
+
+    /// Applies RoPE ("rotate_half" convention) to the q and k parts of `qkv` rows.
+    fn rope(&self, qkv: &mut [f32], width: usize, past: usize) {
+        let hd = self.cfg.head_dim;
+        let half = hd / 2;
+        let heads = self.cfg.heads + self.cfg.kv_heads;
+        qkv.par_chunks_mut(width)
+            .enumerate()
+            .with_min_len(ROW_BLOCK)
+            .for_each(|(i, row)| {
+                let pos = (past + i) as f32;
+                let (cos, sin): (Vec<f32>, Vec<f32>) = self
+                    .inv_freq
+                    .iter()
+                    .map(|f| {
+                        let a = pos * *f;
+                        (a.cos(), a.sin())
+                    })
+                    .unzip();
+                for h in row[..heads * hd].chunks_exact_mut(hd) {
+                    let (x1, x2) = h.split_at_mut(half);
+                    for j in 0..half {
+                        let (a, b) = (x1[j], x2[j]);
+                        x1[j] = a * cos[j] - b * sin[j];
+                        x2[j] = b * cos[j] + a * sin[j];
+                    }
+                }
+            });
+    }
+
+    /// Causal attention of the `n` new queries (in `qkv`, row width `qkv_w`) over the cached
+    /// keys/values of one layer (`past + n` rows), into `out[n, heads · head_dim]`.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        qkv: &[f32],
+        qkv_w: usize,
+        kc: &[f32],
+        vc: &[f32],
+        past: usize,
+        n: usize,
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        let (h, hd) = (self.cfg.heads, self.cfg.head_dim);
+        let group = h / self.cfg.kv_heads;
+        let kvw = self.cfg.kv_heads * hd;
+        let ow = h * hd;
+        assert!(qkv.len() >= n * qkv_w && out.len() >= n * ow);
+        assert!(kc.len() >= (past + n) * kvw && vc.len() >= (past + n) * kvw);
+        let blocks = n.div_ceil(ROW_BLOCK);
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        (0..h * blocks)
+            .into_par_iter()
+            .for_each_init(Vec::new, |scores: &mut Vec<f32>, task| {
+                let (head, blk) = (task % h, task / h);
+                let g = head / group;
+                let r0 = blk * ROW_BLOCK;
+                let rows = ROW_BLOCK.min(n - r0);
+                let keys = past + r0 + rows;
+                scores.clear();
+                scores.resize(rows * keys, 0.0);
+                // SAFETY: the asserts above bound every access: q rows r0..r0+rows at column
+                // head·hd (+hd) of qkv, cache rows 0..keys at column g·hd (+hd), and this task's
+                // own out rows and columns, which no other task writes.
+                unsafe {
+                    kernels::gemm_strided(
+                        rows,
+                        keys,
+                        hd,
+                        scores.as_mut_ptr(),
+                        keys as isize,
+                        qkv.as_ptr().add(r0 * qkv_w + head * hd),
+                        qkv_w as isize,
+                        1,
+                        kc.as_ptr().add(g * hd),
+                        1,
+                        kvw as isize,
+                        scale,
+                    );
+                }
+                for (i, row) in scores.chunks_exact_mut(keys).enumerate() {
+                    kernels::masked_softmax_row(row, past + r0 + i + 1);
+                }
+                // SAFETY: as above.
+                unsafe {
+                    kernels::gemm_strided(
+                        rows,
+                        hd,
+                        keys,
+                        out_ptr.get().add(r0 * ow + head * hd),
+                        ow as isize,
+                        scores.as_ptr(),
+                        keys as isize,
+                        1,
+                        vc.as_ptr().add(g * hd),
+                        kvw as isize,
+                        1,
+                        1.0,
+                    );
+                }
+            });
+    }
+
+    fn activate(&self, u: &mut [f32], width: usize) {
+        let i = self.cfg.intermediate;
+        match self.cfg.family {
+            Family::Gpt2 => {
+                let f = match self.cfg.activation {
+                    Activation::GeluTanh => kernels::gelu_tanh,
+                    Activation::GeluErf => kernels::gelu_erf,
+                    Activation::Relu => kernels::relu,
+                    Activation::Silu => silu_in_place,
+                };
+                u.par_chunks_mut(width).with_min_len(ROW_BLOCK).for_each(f);
+            }
+            Family::Llama | Family::Qwen2 => {
+                u.par_chunks_mut(width)
+                    .with_min_len(ROW_BLOCK)
+                    .for_each(|row| {
+                        let (g, up) = row.split_at_mut(i);
+                        kernels::silu_mul(g, up);
+                    });
+                // Compact the activated halves into `[rows, intermediate]` for down_proj
+                // (row r moves to r · i <= r · width, so a forward pass never overwrites
+                // a row it has yet to move).
+                let rows = u.len() / width;
+                for r in 1..rows {
+                    u.copy_within(r * width..r * width + i, r * i);
+                }
+            }
+        }
+    }
+
+    /// Runs `ids` after the cached prefix; appends their keys/values to the cache and returns
+    /// the NLL of each next token. The caller has validated ids, lengths and the cache shape.
+    pub(crate) fn forward(&self, cache: &mut KvCache, ids: &[u32]) -> Result<Vec<f32>, LmError> {
+        let r = self.forward_inner(cache, ids);
+        if r.is_err() {
+            cache.rollback();
+        }
+        r
+    }
+
+    fn forward_inner(&self, cache: &mut KvCache, ids: &[u32]) -> Result<Vec<f32>, LmError> {
+        let c = &self.cfg;
+        let (n, d, past) = (ids.len(), c.hidden, cache.len);
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let hd = c.head_dim;
+        let (hq, hkv) = (c.heads * hd, c.kv_heads * hd);
+        let qkv_w = hq + 2 * hkv;
+        let up_w = self.blocks.first().map_or(0, |b| b.up.n);
+
+        let mut x = vec![0.0f32; n * d];
+        for (row, &id) in x.chunks_exact_mut(d).zip(ids) {
+            let id = id as usize;
+            row.copy_from_slice(&self.embed[id * d..(id + 1) * d]);
+        }
+        if let Some(wpe) = &self.positions {
+            for (i, row) in x.chunks_exact_mut(d).enumerate() {
+                let p = past + i;
+                for (a, b) in row.iter_mut().zip(&wpe[p * d..(p + 1) * d]) {
+                    *a += *b;
+                }
+            }
+        }
+        let mut h = vec![0.0f32; n * d];
+        let mut qkv = vec![0.0f32; n * qkv_w];
+        let mut att = vec![0.0f32; n * hq];
+        let mut delta = vec![0.0f32; n * d];
+        let mut u = vec![0.0f32; n * up_w];
+        let base_scale = if c.scale_attn_weights {
+            1.0 / (hd as f32).sqrt()
+        } else {
+            1.0
+        };
+
+        for (l, b) in self.blocks.iter().enumerate() {
+            b.norm1.apply(&x, &mut h, d);
+            b.qkv.forward(&h, n, &mut qkv)?;
+            if c.family != Family::Gpt2 {
+                self.rope(&mut qkv, qkv_w, past);
+            }
+            let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
+            kc.reserve(n * hkv);
+            vc.reserve(n * hkv);
+            for row in qkv.chunks_exact(qkv_w) {
+                kc.extend_from_slice(&row[hq..hq + hkv]);
+                vc.extend_from_slice(&row[hq + hkv..]);
+            }
+            let scale = if c.scale_by_layer {
+                base_scale / (l + 1) as f32
+            } else {
+                base_scale
+            };
+            self.attention(&qkv, qkv_w, kc, vc, past, n, scale, &mut att);
+            b.o.forward(&att, n, &mut delta)?;
+            add_assign(&mut x, &delta);
+            b.norm2.apply(&x, &mut h, d);
+            b.up.forward(&h, n, &mut u)?;
+            self.activate(&mut u, up_w);
+            b.down.forward(&u[..n * c.intermediate], n, &mut delta)?;
+            add_assign(&mut x, &delta);
+        }
+        cache.len = past + n;
+        if n == 1 {
+            return Ok(Vec::new());
+        }
+        let rows = n - 1;
+        self.final_norm.apply(&x[..rows * d], &mut h[..rows * d], d);
+        self.nll_rows(&h[..rows * d], &ids[1..])
+    }
+
+    /// NLL of `targets[j]` under the logits of normalised hidden row `j`.
+    fn nll_rows(&self, h: &[f32], targets: &[u32]) -> Result<Vec<f32>, LmError> {
+        let (d, v) = (self.cfg.hidden, self.cfg.vocab_size);
+        let rows = targets.len();
+        let chunk = (LOGIT_FLOATS / v).clamp(1, rows);
+        let mut logits = vec![0.0f32; chunk * v];
+        let mut out = Vec::with_capacity(rows);
+        for (hc, tc) in h.chunks(chunk * d).zip(targets.chunks(chunk)) {
+            let m = tc.len();
+            match &self.lm_head {
+                Some(head) => head.forward(hc, m, &mut logits)?,
+                None => kernels::matmul_wt(
+                    hc,
+                    m,
+                    d,
+                    &self.embed,
+                    v,
+                    &mut logits,
+                    false,
+                    rayon::current_num_threads(),
+                ),
+            }
+            let part: Vec<f32> = logits[..m * v]
+                .par_chunks(v)
+                .zip(tc.par_iter())
+                .map(|(row, &t)| kernels::nll_row(row, t as usize))
+                .collect();
+            out.extend(part);
+        }
+        Ok(out)
+    }
+}
+
+fn silu_in_place(xs: &mut [f32]) {
+    for x in xs.iter_mut() {
+        *x /= 1.0 + (-*x).exp();
+    }
+}
+
+fn add_assign(x: &mut [f32], d: &[f32]) {
+    for (a, b) in x.iter_mut().zip(d) {
+        *a += *b;
+    }
+}

@@ -1,0 +1,204 @@
+//! Checkpoint files of a model directory: which weight files to read (single or sharded
+//! safetensors, `pytorch_model.bin`), reading them into f32 tensors by name, and the sha256
+//! digest of config + weights.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use sha2::{Digest, Sha256};
+
+use crate::LmError;
+
+/// An f32 tensor read from a checkpoint.
+pub(crate) struct Raw {
+    pub(crate) shape: Vec<usize>,
+    pub(crate) data: Vec<f32>,
+}
+
+/// All tensors of a checkpoint, by name, plus where they came from (for errors).
+pub(crate) struct Weights {
+    pub(crate) source: PathBuf,
+    tensors: HashMap<String, Tensor>,
+}
+
+fn weights_err(path: &Path, msg: impl std::fmt::Display) -> LmError {
+    LmError::Weights {
+        path: path.to_path_buf(),
+        msg: msg.to_string(),
+    }
+}
+
+/// The weight files of `dir`, in reading order.
+pub(crate) fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, LmError> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    for index in [
+        "model.safetensors.index.json",
+        "pytorch_model.bin.index.json",
+    ] {
+        let index = dir.join(index);
+        if !index.is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(&index).map_err(|source| LmError::Io {
+            path: index.clone(),
+            source,
+        })?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| weights_err(&index, e))?;
+        let map = v
+            .get("weight_map")
+            .and_then(serde_json::Value::as_object)
+            .ok_or_else(|| weights_err(&index, "no `weight_map` object"))?;
+        let mut files = BTreeSet::new();
+        for f in map.values() {
+            let f = f
+                .as_str()
+                .ok_or_else(|| weights_err(&index, "a `weight_map` entry is not a file name"))?;
+            if f.contains('/') || f.contains('\\') || f.starts_with('.') {
+                return Err(weights_err(&index, format!("bad shard name {f:?}")));
+            }
+            files.insert(f.to_string());
+        }
+        if files.is_empty() {
+            return Err(weights_err(&index, "empty `weight_map`"));
+        }
+        return Ok(files.into_iter().map(|f| dir.join(f)).collect());
+    }
+    let bin = dir.join("pytorch_model.bin");
+    if bin.is_file() {
+        return Ok(vec![bin]);
+    }
+    Err(LmError::NoWeights {
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// sha256 over the config bytes and every weight file (name and contents), hex, 16 digits.
+pub(crate) fn digest(config: &[u8], files: &[PathBuf]) -> Result<String, LmError> {
+    let mut h = Sha256::new();
+    h.update(b"lingua-causal v1\0config\0");
+    h.update((config.len() as u64).to_le_bytes());
+    h.update(config);
+    let mut buf = vec![0u8; 1 << 20];
+    for f in files {
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        h.update(b"\0file\0");
+        h.update(name.as_bytes());
+        h.update(b"\0");
+        let mut file = std::fs::File::open(f).map_err(|source| LmError::Io {
+            path: f.clone(),
+            source,
+        })?;
+        loop {
+            let n = file.read(&mut buf).map_err(|source| LmError::Io {
+                path: f.clone(),
+                source,
+            })?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+    }
+    let out = h.finalize();
+    Ok(hex::encode(&out[..8]))
+}
+
+impl Weights {
+    /// Reads every tensor of `files` (safetensors or PyTorch pickles) onto the CPU.
+    pub(crate) fn read(files: &[PathBuf]) -> Result<Self, LmError> {
+        let mut tensors = HashMap::new();
+        for f in files {
+            let is_safetensors = f
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+            if is_safetensors {
+                let t = candle_core::safetensors::load(f, &Device::Cpu)
+                    .map_err(|e| weights_err(f, e))?;
+                tensors.extend(t);
+            } else {
+                let t = candle_core::pickle::read_all(f).map_err(|e| weights_err(f, e))?;
+                tensors.extend(t);
+            }
+        }
+        let source = match files {
+            [one] => one.clone(),
+            _ => files
+                .first()
+                .and_then(|f| f.parent())
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+        };
+        Ok(Self { source, tensors })
+    }
+
+    fn find(&self, names: &[String]) -> Option<(&str, &Tensor)> {
+        names
+            .iter()
+            .find_map(|n| self.tensors.get_key_value(n.as_str()))
+            .map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Whether one of the spellings of `name` (with any of `prefixes`) is present.
+    pub(crate) fn has(&self, prefixes: &[&str], name: &str) -> bool {
+        self.find(&spellings(prefixes, name)).is_some()
+    }
+
+    /// The tensor `name` (tried with each of `prefixes`) as f32, checked against `shape`.
+    pub(crate) fn take(
+        &self,
+        prefixes: &[&str],
+        name: &str,
+        shape: &[usize],
+    ) -> Result<Raw, LmError> {
+        let (key, t) =
+            self.find(&spellings(prefixes, name))
+                .ok_or_else(|| LmError::MissingTensor {
+                    path: self.source.clone(),
+                    name: name.to_string(),
+                })?;
+        if t.dims() != shape {
+            return Err(LmError::Shape {
+                path: self.source.clone(),
+                name: key.to_string(),
+                expected: shape.to_vec(),
+                got: t.dims().to_vec(),
+            });
+        }
+        let data = t
+            .to_dtype(DType::F32)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| weights_err(&self.source, format!("tensor {key}: {e}")))?;
+        Ok(Raw {
+            shape: shape.to_vec(),
+            data,
+        })
+    }
+
+    /// Like [`Weights::take`] for an optional tensor.
+    pub(crate) fn take_opt(
+        &self,
+        prefixes: &[&str],
+        name: &str,
+        shape: &[usize],
+    ) -> Result<Option<Raw>, LmError> {
+        if self.has(prefixes, name) {
+            self.take(prefixes, name, shape).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+fn spellings(prefixes: &[&str], name: &str) -> Vec<String> {
+    prefixes.iter().map(|p| format!("{p}{name}")).collect()
+}
