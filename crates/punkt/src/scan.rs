@@ -246,10 +246,10 @@ pub(crate) fn potential_end_contexts(text: &str) -> Vec<EndContext> {
             idx = prev_slice.0;
         }
         let word_slice = (idx, m.start);
-        if let Some(pm) = &prev_match {
-            if prev_slice.1 <= word_slice.0 {
-                out.push(ctx(prev_slice, pm));
-            }
+        if let Some(pm) = &prev_match
+            && prev_slice.1 <= word_slice.0
+        {
+            out.push(ctx(prev_slice, pm));
         }
         prev_match = Some(m);
         prev_slice = word_slice;
