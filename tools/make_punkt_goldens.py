@@ -7,6 +7,7 @@ The texts are written for this project (or taken from tools/golden_texts.py).
 
 import json
 import os
+import random
 import sys
 
 import nltk
@@ -87,11 +88,30 @@ TEXTS = [
     gt.transcript(11, 20),
 ]
 
+# Seeded random mixes of the tricky pieces above (abbreviations, initials, numbers, quotes,
+# brackets, ellipses, Unicode case and whitespace, dense joins without spaces).
+ATOMS = ["Dr.", "Mr.", "e.g.", "i.e.", "U.S.", "etc.", "J.", "R.", "3.5", "No.", "5.", "...",
+         ". . .", "?!", "!", "?", ".", ".", '"', "'", ")", "(", "\u201d", "\u2019", "--", "-",
+         ",", ";", ":", "\n", "\n\n", " ", "\t", "the", "The", "He", "However", "a", "A",
+         "x.y", "1,000", "\u00c9t\u00e9", "\u4e2d\u6587\u3002", "\u0130.", "\u00a0",
+         "\u3000", "\x1c", "\x85", "\r", "[", "]", "\u00ab", "\u00bb", "Mt.", "Jan.", "1.",
+         "&", "`", "\u0301", "\u03a3.", "_.", "www.a.com.", "b@c.d."]
+
+
+def random_texts(seed, n):
+    r = random.Random(seed)
+    out = []
+    for _ in range(n):
+        space = r.choice([0.2, 0.6])
+        out.append("".join(r.choice(ATOMS) + (" " if r.random() < space else "")
+                           for _ in range(r.randint(1, 25))))
+    return out
+
 
 def main():
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "goldens",
                        "punkt_english.json")
-    cases = [{"text": t, "nltk": nltk.sent_tokenize(t)} for t in TEXTS]
+    cases = [{"text": t, "nltk": nltk.sent_tokenize(t)} for t in TEXTS + random_texts(12, 300)]
     doc = {"generator": "tools/make_punkt_goldens.py", "nltk": nltk.__version__, "cases": cases}
     with open(out, "w", encoding="utf-8") as f:
         json.dump(doc, f, ensure_ascii=False, indent=1)
