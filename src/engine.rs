@@ -4,10 +4,16 @@
 
 use std::sync::Arc;
 
-use crate::compress::config::{CompressionConfig, DEFAULT_MODEL, ModelUnavailable, ScorerKind};
+use crate::compress::config::{
+    CompressionConfig, DEFAULT_MODEL, MethodKind, ModelUnavailable, ScorerKind,
+};
+use crate::compress::llmlingua::Method;
+use crate::compress::llmlingua_compressor::LlmlinguaCompressor;
 use crate::compress::{CompressError, Compressor, MeaningCompressor};
+use crate::model::SchedulerStats;
 use crate::model::{ModelConfig, ModelQueue};
 use crate::scorer::Scorer;
+use crate::scorer::causal::CausalModel;
 use crate::scorer::heuristic::HeuristicScorer;
 
 /// Which scorer the proxy ended up with, for `/readyz`, logs and reports.
@@ -33,8 +39,13 @@ pub struct Built {
     pub compressor: Option<Arc<dyn Compressor>>,
     pub scorer: Option<Arc<dyn Scorer>>,
     pub active: ActiveScorer,
-    /// The neural scorer's model scheduler (queue depth for metrics, shutdown).
+    /// The neural scorer's model scheduler (queue depth for metrics, shutdown); with a causal
+    /// LM loaded as well, both schedulers behind one [`ModelQueue`].
     pub model_queue: Option<Arc<dyn ModelQueue>>,
+    /// Roles whose `method` differs from `[compression] method`, with their compressor.
+    pub role_compressors: Vec<(String, Arc<dyn Compressor>)>,
+    /// The causal LM of the LLMLingua methods, when one is loaded.
+    pub causal: Option<Arc<CausalModel>>,
 }
 
 impl std::fmt::Debug for Built {
@@ -56,6 +67,112 @@ pub fn build(config: &CompressionConfig) -> Result<Built, CompressError> {
 /// cannot be loaded, `on_model_unavailable` decides: fall back to the
 /// heuristic scorer (logged as an error), run without compression, or fail.
 pub fn build_with(config: &CompressionConfig, model: &ModelConfig) -> Result<Built, CompressError> {
+    let base = build_base(config, model)?;
+    with_methods(config, model, base)
+}
+
+/// Both schedulers' counters and shutdown behind one handle.
+struct Queues(Vec<Arc<dyn ModelQueue>>);
+
+impl ModelQueue for Queues {
+    fn stats(&self) -> SchedulerStats {
+        let mut s = SchedulerStats::default();
+        for q in &self.0 {
+            let t = q.stats();
+            s.batches += t.batches;
+            s.windows_run += t.windows_run;
+            s.windows_dropped += t.windows_dropped;
+            s.refused += t.refused;
+            s.max_batch_tokens_seen = s.max_batch_tokens_seen.max(t.max_batch_tokens_seen);
+            s.queued_windows += t.queued_windows;
+            s.queued_tokens += t.queued_tokens;
+        }
+        s
+    }
+
+    fn close(&self) {
+        for q in &self.0 {
+            q.close();
+        }
+    }
+}
+
+/// Adds the LLMLingua / LongLLMLingua compressors the `method` keys ask for: loads the causal
+/// LM of `[model] causal_model` once and gives each role its method's compressor. When the LM
+/// cannot be loaded, `on_model_unavailable` decides as for the LLMLingua-2 model (the causal
+/// roles fall back to the `llmlingua2` compressor, or compression is off, or startup fails).
+fn with_methods(
+    config: &CompressionConfig,
+    model: &ModelConfig,
+    mut built: Built,
+) -> Result<Built, CompressError> {
+    if !config.needs_causal() || !config.enabled && !config.allow_request_overrides {
+        return Ok(built);
+    }
+    let unavailable = |problem: String| -> Result<Option<Arc<CausalModel>>, CompressError> {
+        match config.on_model_unavailable {
+            ModelUnavailable::Fail => Err(CompressError::Scorer(
+                crate::scorer::ScorerError::Unavailable(problem),
+            )),
+            _ => {
+                tracing::error!(%problem, "causal LM unavailable: the llmlingua/longllmlingua \
+                    roles FALL BACK to the llmlingua2 method");
+                Ok(None)
+            }
+        }
+    };
+    let lm = match &model.causal_model {
+        None => unavailable(
+            "method llmlingua/longllmlingua needs [model] causal_model (a directory or a \
+             Hugging Face id)"
+                .into(),
+        )?,
+        Some(id) => match crate::scorer::causal::lm::load(id, model) {
+            Ok(l) => {
+                tracing::info!(model = %id, dir = %l.dir.display(), "causal LM loaded");
+                Some(l.model)
+            }
+            Err(problem) => unavailable(format!("causal model {id}: {problem}"))?,
+        },
+    };
+    let Some(lm) = lm else {
+        return Ok(built);
+    };
+    let make = |m: MethodKind| -> Option<Arc<dyn Compressor>> {
+        let method = match m {
+            MethodKind::Llmlingua2 => return None,
+            MethodKind::Llmlingua => Method::Llmlingua,
+            MethodKind::Longllmlingua => Method::Longllmlingua,
+        };
+        Some(Arc::new(LlmlinguaCompressor::new(
+            lm.clone(),
+            method,
+            &config.document_separator,
+        )))
+    };
+    let base = built.compressor.clone();
+    if let Some(c) = make(config.method) {
+        built.compressor = Some(c);
+    }
+    for (role, r) in config.roles.iter() {
+        let Some(m) = r.method.filter(|m| *m != config.method) else {
+            continue;
+        };
+        if let Some(c) = make(m).or_else(|| base.clone()) {
+            built.role_compressors.push((role.to_string(), c));
+        }
+    }
+    let causal_queue: Arc<dyn ModelQueue> = lm.scheduler();
+    built.model_queue = Some(match built.model_queue.take() {
+        Some(q) => Arc::new(Queues(vec![q, causal_queue])),
+        None => causal_queue,
+    });
+    built.causal = Some(lm);
+    Ok(built)
+}
+
+/// The `scorer` part of [`build_with`]: the LLMLingua-2 or heuristic compressor.
+fn build_base(config: &CompressionConfig, model: &ModelConfig) -> Result<Built, CompressError> {
     let heuristic = |fallback_reason: Option<String>| {
         let scorer: Arc<dyn Scorer> = Arc::new(HeuristicScorer::new());
         Built {
@@ -63,6 +180,8 @@ pub fn build_with(config: &CompressionConfig, model: &ModelConfig) -> Result<Bui
             scorer: Some(scorer),
             active: ActiveScorer::Heuristic { fallback_reason },
             model_queue: None,
+            role_compressors: Vec::new(),
+            causal: None,
         }
     };
     match config.scorer {
@@ -91,6 +210,8 @@ pub fn build_with(config: &CompressionConfig, model: &ModelConfig) -> Result<Bui
                         },
                         scorer: Some(scorer),
                         model_queue: Some(loaded.scheduler),
+                        role_compressors: Vec::new(),
+                        causal: None,
                     })
                 }
                 Err(problem) => match config.on_model_unavailable {
@@ -113,6 +234,8 @@ pub fn build_with(config: &CompressionConfig, model: &ModelConfig) -> Result<Bui
                                 reason: format!("model {model} unavailable: {problem}"),
                             },
                             model_queue: None,
+                            role_compressors: Vec::new(),
+                            causal: None,
                         })
                     }
                     ModelUnavailable::Fail => Err(CompressError::Scorer(

@@ -28,6 +28,8 @@ enum Command {
     Serve(ServeArgs),
     /// Compress text from stdin (or --file) and print the result.
     Compress(CompressArgs),
+    /// Restore original spellings in a response to an LLMLingua-compressed prompt (`recover`).
+    Recover(lingua_proxy::cli::llmlingua::RecoverArgs),
     /// Report the A/B saving (per arm and model, with confidence intervals) from event logs.
     Report(lingua_proxy::cli::report::ReportArgs),
     /// Offline quality benchmarks (`eval facts`: fact retention per scorer and budget).
@@ -55,6 +57,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("lingua-proxy compress: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Recover(args) => match lingua_proxy::cli::llmlingua::run_recover(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lingua-proxy recover: {e:#}");
                 ExitCode::from(2)
             }
         },

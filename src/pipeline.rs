@@ -187,7 +187,13 @@ impl CompressionHook {
         let active = built.active.clone();
         let model_queue = built.model_queue.clone();
         let hook = match built.compressor {
-            Some(compressor) => Self::new(Arc::new(Policy::new(config.clone(), compressor)?)),
+            Some(compressor) => {
+                let mut policy = Policy::new(config.clone(), compressor)?;
+                for (role, c) in &built.role_compressors {
+                    policy = policy.with_role_compressor(role, c.clone());
+                }
+                Self::new(Arc::new(policy))
+            }
             None => {
                 // No scorer: a policy that never compresses, and ignores `x-lingua-compress: on`.
                 let mut off = config.clone();

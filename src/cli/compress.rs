@@ -57,6 +57,14 @@ pub struct CompressArgs {
     /// LLMLingua-2 encoder precision: `f32` (parity) or `q8`.
     #[arg(long, value_name = "f32|q8")]
     pub precision: Option<PrecisionSetting>,
+    /// `llmlingua2` (the token classifier, the default), or the perplexity-based `llmlingua` /
+    /// `longllmlingua` with a causal LM (`--model`), whose keyword arguments come from `--params`.
+    #[arg(long, value_name = "llmlingua2|llmlingua|longllmlingua")]
+    pub method: Option<String>,
+    /// `--method llmlingua|longllmlingua`: a JSON object of the reference's `compress_prompt`
+    /// keyword arguments, `context` included (`-`: stdin).
+    #[arg(long, value_name = "FILE|-")]
+    pub params: Option<PathBuf>,
 }
 
 /// `--token-to-word` values.
@@ -243,6 +251,41 @@ fn set_role(config: &mut CompressionConfig, role: &str, value: crate::compress::
 
 /// Entry point of `lingua-proxy compress`.
 pub fn run(args: CompressArgs) -> anyhow::Result<()> {
+    match args.method.as_deref() {
+        None | Some("llmlingua2") => {
+            if args.params.is_some() {
+                anyhow::bail!("--params goes with --method llmlingua or longllmlingua");
+            }
+        }
+        Some(m) => {
+            let method: crate::compress::llmlingua::Method = m
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--method: {e}"))?;
+            let (Some(model), Some(params)) = (&args.model, &args.params) else {
+                anyhow::bail!("--method {m} needs --model DIR|HF-ID and --params FILE|-");
+            };
+            if args.rate.is_some()
+                || args.target_tokens.is_some()
+                || args.role.is_some()
+                || args.file.is_some()
+                || args.scorer.is_some()
+                || !args.force_tokens.is_empty()
+            {
+                anyhow::bail!(
+                    "--method {m} takes every keyword argument from --params (rate, target_token, \
+                     context, ...); drop --rate, --target-tokens, --role, --file, --scorer and \
+                     --force-token"
+                );
+            }
+            return crate::cli::llmlingua::run_compress(
+                model,
+                params,
+                method,
+                args.precision,
+                args.json,
+            );
+        }
+    }
     let text = match &args.file {
         Some(p) => {
             std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?

@@ -2,4 +2,5 @@
 
 pub mod compress;
 pub mod eval;
+pub mod llmlingua;
 pub mod report;

@@ -41,6 +41,10 @@ impl CacheKey {
         for t in &budget.keep.must_keep {
             field(t.as_bytes());
         }
+        if let Some(q) = &budget.question {
+            field(b"question");
+            field(q.as_bytes());
+        }
         field(text.as_bytes());
         let digest = h.finalize();
         let mut out = [0u8; 32];

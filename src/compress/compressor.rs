@@ -3,8 +3,8 @@
 //! [`MeaningCompressor`](super::select::MeaningCompressor) runs the policy's meaning-keeping
 //! selection over any [`Scorer`](crate::scorer::Scorer);
 //! [`Lingua2Compressor`](super::lingua2_compressor::Lingua2Compressor) the LLMLingua-2 selection
-//! itself; the perplexity-based LLMLingua and LongLLMLingua compressors can implement
-//! [`Compressor`] later.
+//! itself; [`LlmlinguaCompressor`](super::llmlingua_compressor::LlmlinguaCompressor) the
+//! perplexity-based LLMLingua and LongLLMLingua over a causal LM.
 
 use thiserror::Error;
 
@@ -25,6 +25,9 @@ pub struct Budget {
     pub force_reserve_digit: bool,
     /// Semantic units and must-keep words (used by the meaning-keeping selection).
     pub keep: KeepRules,
+    /// The question the text is compressed for (LongLLMLingua's question-aware ranking); set
+    /// only for compressors whose [`Compressor::uses_question`] is true.
+    pub question: Option<String>,
 }
 
 impl Budget {
@@ -35,6 +38,7 @@ impl Budget {
             force_tokens: Vec::new(),
             force_reserve_digit: false,
             keep: KeepRules::default(),
+            question: None,
         }
     }
 }
@@ -102,4 +106,9 @@ pub trait Compressor: Send + Sync {
         budget: &Budget,
         ctx: &WorkCtx,
     ) -> Result<CompressOutput, CompressError>;
+    /// Whether the output depends on [`Budget::question`] (the policy sets it only then, so
+    /// that other compressors keep their cache hits across questions).
+    fn uses_question(&self) -> bool {
+        false
+    }
 }

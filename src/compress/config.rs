@@ -31,6 +31,34 @@ impl std::str::FromStr for ScorerKind {
     }
 }
 
+/// Which compression method a role's messages go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum MethodKind {
+    /// The `scorer`'s keep probabilities through the meaning-keeping selection (LLMLingua-2).
+    #[default]
+    Llmlingua2,
+    /// LLMLingua: a causal LM's perplexity (`[model] causal_model`), coarse and token-level.
+    Llmlingua,
+    /// LongLLMLingua: LLMLingua with question-aware ranking of a message's documents.
+    Longllmlingua,
+}
+
+impl MethodKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Llmlingua2 => "llmlingua2",
+            Self::Llmlingua => "llmlingua",
+            Self::Longllmlingua => "longllmlingua",
+        }
+    }
+
+    /// Whether the method needs the causal LM.
+    pub fn is_causal(self) -> bool {
+        self != Self::Llmlingua2
+    }
+}
+
 /// The default LLMLingua-2 checkpoint (BERT base multilingual, 12 layers).
 pub const DEFAULT_MODEL: &str = "microsoft/llmlingua-2-bert-base-multilingual-cased-meetingbank";
 
@@ -75,6 +103,9 @@ pub struct RoleConfig {
     /// Extra words or regexes always kept in this role's messages (added to
     /// `[compression] must_keep`).
     pub must_keep: Vec<String>,
+    /// This role's method, when it differs from `[compression] method`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<MethodKind>,
 }
 
 impl Default for RoleConfig {
@@ -85,6 +116,7 @@ impl Default for RoleConfig {
             target_tokens: None,
             min_tokens: 200,
             must_keep: Vec::new(),
+            method: None,
         }
     }
 }
@@ -151,7 +183,7 @@ impl RolesConfig {
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&'static str, &RoleConfig)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &RoleConfig)> {
         [
             ("system", &self.system),
             ("developer", &self.developer),
@@ -172,6 +204,12 @@ pub struct CompressionConfig {
     /// Master switch; `x-lingua-compress: on` can still force compression per request
     /// when `allow_request_overrides` is true.
     pub enabled: bool,
+    /// `"llmlingua2"` (the `scorer` through the meaning-keeping selection), `"llmlingua"` or
+    /// `"longllmlingua"` (the causal LM of `[model] causal_model`); roles may override it.
+    pub method: MethodKind,
+    /// Separator of the documents inside one message that the LLMLingua coarse filter ranks,
+    /// drops and reorders (blank lines by default).
+    pub document_separator: String,
     /// `"heuristic"` (embedded, no download) or `"llmlingua2"`.
     pub scorer: ScorerKind,
     /// LLMLingua-2 model: a local directory or a Hugging Face id (used by `scorer = "llmlingua2"`).
@@ -245,6 +283,8 @@ impl Default for CompressionConfig {
     fn default() -> Self {
         Self {
             enabled: true,
+            method: MethodKind::Llmlingua2,
+            document_separator: "\n\n".into(),
             scorer: ScorerKind::Llmlingua2,
             model: Some(DEFAULT_MODEL.to_string()),
             on_model_unavailable: ModelUnavailable::Heuristic,
@@ -368,6 +408,9 @@ impl CompressionConfig {
         if self.deadline_ms == 0 {
             return Err(err("deadline_ms", "must be at least 1"));
         }
+        if self.document_separator.is_empty() {
+            return Err(err("document_separator", "must not be empty"));
+        }
         if let Some(model) = &self.model
             && model.trim().is_empty()
         {
@@ -386,6 +429,23 @@ impl CompressionConfig {
             return Err(err("background_deadline_ms", "must be at least 1"));
         }
         Ok(())
+    }
+
+    /// The method of `role`'s messages.
+    pub fn method_for(&self, role: &str) -> MethodKind {
+        self.roles
+            .get(role)
+            .and_then(|r| r.method)
+            .unwrap_or(self.method)
+    }
+
+    /// Whether any role compresses with the causal LM.
+    pub fn needs_causal(&self) -> bool {
+        self.method.is_causal()
+            || self
+                .roles
+                .iter()
+                .any(|(_, r)| r.method.is_some_and(MethodKind::is_causal))
     }
 
     /// Per-role table as a map (for reports and docs).

@@ -6,7 +6,10 @@ pub mod config;
 pub mod conversation;
 pub mod lingua2;
 pub mod lingua2_compressor;
+pub mod llmlingua;
+pub mod llmlingua_compressor;
 pub mod policy;
+pub mod punkt;
 pub mod select;
 pub mod spans;
 pub mod units;
@@ -16,8 +19,8 @@ pub use crate::tokens::{self, TokenizerKind};
 pub use cache::{CacheKey, CompressionCache, MokaCache, NoCache};
 pub use compressor::{Budget, CompressError, CompressOutput, Compressor};
 pub use config::{
-    CompressionConfig, ConfigError, ModelUnavailable, OnError, PrecisionSetting, RoleConfig,
-    ScorerKind,
+    CompressionConfig, ConfigError, MethodKind, ModelUnavailable, OnError, PrecisionSetting,
+    RoleConfig, ScorerKind,
 };
 pub use conversation::{Conversation, Message, PathElem, Segment};
 pub use lingua2_compressor::Lingua2Compressor;

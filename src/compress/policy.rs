@@ -165,6 +165,8 @@ pub struct MessageResult {
 pub struct Policy {
     config: CompressionConfig,
     compressor: Arc<dyn Compressor>,
+    /// Roles whose `method` differs from `[compression] method`.
+    role_compressors: BTreeMap<String, Arc<dyn Compressor>>,
     cache: Arc<dyn CompressionCache>,
     spans: SpanDetector,
     force_tokens: Vec<String>,
@@ -210,10 +212,22 @@ impl Policy {
         Ok(Self {
             config,
             compressor,
+            role_compressors: BTreeMap::new(),
             cache,
             spans,
             force_tokens,
         })
+    }
+
+    /// Uses `compressor` for the messages of `role` (a role-level `method`).
+    pub fn with_role_compressor(mut self, role: &str, compressor: Arc<dyn Compressor>) -> Self {
+        self.role_compressors.insert(role.to_string(), compressor);
+        self
+    }
+
+    /// The compressor of `role`.
+    pub fn compressor_for(&self, role: &str) -> &Arc<dyn Compressor> {
+        self.role_compressors.get(role).unwrap_or(&self.compressor)
     }
 
     /// Replaces the cache (e.g. a shared one).
@@ -305,7 +319,15 @@ impl Policy {
                 None
             };
             let texts: Vec<&str> = m.segments.iter().map(|s| s.text.as_str()).collect();
-            let result = self.compress_message(&m.role, &texts, tokenizer, opts, positional)?;
+            let question = question_for(conv, m.index);
+            let result = self.compress_message_for(
+                &m.role,
+                &texts,
+                tokenizer,
+                opts,
+                positional,
+                question.as_deref(),
+            )?;
             for (seg, new) in m.segments.iter().zip(&result.texts) {
                 if let Some(new) = new {
                     edits.push((seg.path.clone(), new.clone()));
@@ -361,6 +383,24 @@ impl Policy {
         opts: &RequestOptions,
         positional: Option<SkipReason>,
     ) -> Result<MessageResult, CompressError> {
+        self.compress_message_for(role, texts, tokenizer, opts, positional, None)
+    }
+
+    /// [`Policy::compress_message`] for a message asked about `question` (LongLLMLingua ranks
+    /// a message's documents against it).
+    pub fn compress_message_for(
+        &self,
+        role: &str,
+        texts: &[&str],
+        tokenizer: TokenizerKind,
+        opts: &RequestOptions,
+        positional: Option<SkipReason>,
+        question: Option<&str>,
+    ) -> Result<MessageResult, CompressError> {
+        let compressor = self.compressor_for(role);
+        let question = compressor
+            .uses_question()
+            .then(|| question.unwrap_or_default().to_string());
         let role_cfg = self.config.roles.get(role);
         let limit = if opts.ignore_size_limits {
             0
@@ -452,6 +492,7 @@ impl Policy {
             force_tokens: self.force_tokens.clone(),
             force_reserve_digit: self.config.force_reserve_digit,
             keep: keep.clone(),
+            question: question.clone(),
         };
         let mut exceeded = false;
         let counters = Counters {
@@ -473,6 +514,7 @@ impl Policy {
                         opts.work.check()?;
                         let r = tag_rate.unwrap_or(rate);
                         match self.compress_region(
+                            compressor,
                             marked,
                             protected,
                             &budget_for(r),
@@ -556,8 +598,10 @@ impl Policy {
 
     /// Compresses one region: keeps its outer whitespace, restores protected spans. The flag
     /// says whether the compressor kept more than the budget to keep units whole.
+    #[allow(clippy::too_many_arguments)]
     fn compress_region(
         &self,
+        compressor: &Arc<dyn Compressor>,
         marked: &str,
         protected: &[String],
         budget: &Budget,
@@ -587,7 +631,7 @@ impl Policy {
                 .map(|s| Some((s, false)))
                 .ok_or_else(|| CompressError::Internal("span markers".into()));
         }
-        let key = CacheKey::new(self.compressor.id(), budget, core);
+        let key = CacheKey::new(compressor.id(), budget, core);
         let out: Arc<CompressOutput> = match self.cache.get(&key) {
             Some(hit) => {
                 counters.hits.fetch_add(1, Ordering::Relaxed);
@@ -596,7 +640,7 @@ impl Policy {
             None if counters.lookup_only => return Ok(None),
             None => {
                 counters.misses.fetch_add(1, Ordering::Relaxed);
-                let fresh = Arc::new(self.compressor.compress(core, budget, work)?);
+                let fresh = Arc::new(compressor.compress(core, budget, work)?);
                 self.cache.insert(key, fresh.clone());
                 fresh
             }
@@ -641,6 +685,30 @@ impl Policy {
 /// The texts' token count when it is at most `limit` (0: no limit), else `Err` with a lower
 /// bound above the limit. Counting stops soon after the limit is passed, so a 4 MB text costs
 /// about as much as `limit` tokens of it.
+/// The question a message is compressed for: the latest user message before it, else the first
+/// one after it (a system prompt's documents are asked about by the user message that follows;
+/// a tool result's by the user message that led to the call). Later turns never change it, so
+/// a message compresses to the same bytes on every turn.
+fn question_for(conv: &Conversation, index: usize) -> Option<String> {
+    let text = |m: &crate::compress::Message| {
+        m.segments
+            .iter()
+            .map(|s| s.text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    conv.messages
+        .iter()
+        .rev()
+        .find(|m| m.role == "user" && m.index < index)
+        .or_else(|| {
+            conv.messages
+                .iter()
+                .find(|m| m.role == "user" && m.index > index)
+        })
+        .map(text)
+}
+
 fn count_within(tokenizer: TokenizerKind, texts: &[&str], limit: u64) -> Result<usize, usize> {
     if limit == 0 || texts.iter().map(|t| t.len() as u64).sum::<u64>() <= limit {
         return Ok(texts.iter().map(|t| tokenizer.count(t)).sum());

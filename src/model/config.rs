@@ -28,6 +28,9 @@ pub struct ModelConfig {
     pub max_batch_tokens: usize,
     /// Tokens allowed to wait for the model; beyond that new work is refused (`overloaded`).
     pub max_queued_tokens: usize,
+    /// The causal LM of `method = "llmlingua"` / `"longllmlingua"`: a local directory or a
+    /// Hugging Face id (GPT-2 or Llama family).
+    pub causal_model: Option<String>,
 }
 
 impl Default for ModelConfig {
@@ -38,6 +41,7 @@ impl Default for ModelConfig {
             threads: 0,
             max_batch_tokens: 4096,
             max_queued_tokens: 65536,
+            causal_model: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! neural LLMLingua-2 token classifier and the embedded heuristic scorer go through the very same
 //! word-level percentile selection, and a budget means the same thing whichever scorer runs.
 
+pub mod causal;
 pub mod llmlingua2;
 
 use thiserror::Error;
