@@ -19,7 +19,11 @@ const LOGIT_FLOATS: usize = 8 << 20;
 
 enum Matrix {
     F32(Vec<f32>),
-    Q8(QMatMul),
+    /// Q8_0 weights, `n_pad` (a multiple of 16) rows, the padding rows zero.
+    Q8 {
+        q: QMatMul,
+        n_pad: usize,
+    },
 }
 
 /// `y = x · Wᵀ + b` with `W` as `[n, k]`.
@@ -34,6 +38,23 @@ fn compute_err(what: &str, e: candle_core::Error) -> LmError {
     LmError::Compute(format!("{what}: {e}"))
 }
 
+/// Whether the CPU has int8 dot-product instructions (AVX-512 VNNI or AVX-VNNI), with which
+/// candle's Q8_0 matmul runs on repacked tiles; without them its Q8_0 path is several times
+/// slower than the f32 GEMM, so Q8 weights are dequantized and multiplied in f32 instead.
+fn fast_int8() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        (std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vnni"))
+            || (std::arch::is_x86_feature_detected!("avxvnni")
+                && std::arch::is_x86_feature_detected!("avx2"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        true
+    }
+}
+
 impl Linear {
     fn new(
         w: Vec<f32>,
@@ -42,14 +63,39 @@ impl Linear {
         bias: Option<Vec<f32>>,
         p: Precision,
     ) -> Result<Self, LmError> {
+        Self::with_kernel(w, n, k, bias, p, fast_int8())
+    }
+
+    /// As [`Linear::new`]; `int8` picks candle's int8 kernel for Q8 over dequantized f32.
+    fn with_kernel(
+        mut w: Vec<f32>,
+        n: usize,
+        k: usize,
+        bias: Option<Vec<f32>>,
+        p: Precision,
+        int8: bool,
+    ) -> Result<Self, LmError> {
         let w = match p {
             Precision::Q8 if k.is_multiple_of(32) => {
-                let t = Tensor::from_vec(w, (n, k), &Device::Cpu)
+                // candle's tiled int8 kernels want the output count in whole tiles of 16.
+                let n_pad = n.next_multiple_of(16);
+                w.resize(n_pad * k, 0.0);
+                let t = Tensor::from_vec(w, (n_pad, k), &Device::Cpu)
                     .map_err(|e| compute_err("quantize", e))?;
                 let q = QTensor::quantize(&t, GgmlDType::Q8_0)
-                    .and_then(QMatMul::from_qtensor)
                     .map_err(|e| compute_err("quantize", e))?;
-                Matrix::Q8(q)
+                if int8 {
+                    let q = QMatMul::from_qtensor(q).map_err(|e| compute_err("quantize", e))?;
+                    Matrix::Q8 { q, n_pad }
+                } else {
+                    let mut d = q
+                        .dequantize(&Device::Cpu)
+                        .and_then(|t| t.flatten_all())
+                        .and_then(|t| t.to_vec1::<f32>())
+                        .map_err(|e| compute_err("dequantize", e))?;
+                    d.truncate(n * k);
+                    Matrix::F32(d)
+                }
             }
             _ => Matrix::F32(w),
         };
@@ -78,28 +124,29 @@ impl Linear {
                     rayon::current_num_threads(),
                 );
             }
-            Matrix::Q8(q) => {
+            Matrix::Q8 { q, n_pad } => {
+                let n_pad = *n_pad;
                 let y = Tensor::from_slice(&x[..m * k], (m, k), &Device::Cpu)
                     .and_then(|t| q.forward(&t))
                     .and_then(|y| y.flatten_all())
                     .and_then(|y| y.to_vec1::<f32>())
                     .map_err(|e| compute_err("q8 matmul", e))?;
-                if y.len() != m * n {
+                if y.len() != m * n_pad {
                     return Err(LmError::Compute(format!(
                         "q8 matmul returned {} values, expected {}",
                         y.len(),
-                        m * n
+                        m * n_pad
                     )));
                 }
-                match &self.bias {
-                    Some(b) => {
-                        for (o, yr) in out.chunks_exact_mut(n).zip(y.chunks_exact(n)) {
+                for (o, yr) in out.chunks_exact_mut(n).zip(y.chunks_exact(n_pad)) {
+                    match &self.bias {
+                        Some(b) => {
                             for ((o, y), b) in o.iter_mut().zip(yr).zip(b) {
                                 *o = *y + *b;
                             }
                         }
+                        None => o.copy_from_slice(&yr[..n]),
                     }
-                    None => out.copy_from_slice(&y),
                 }
             }
         }
@@ -608,5 +655,41 @@ fn silu_in_place(xs: &mut [f32]) {
 fn add_assign(x: &mut [f32], d: &[f32]) {
     for (a, b) in x.iter_mut().zip(d) {
         *a += *b;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both Q8 kernels (candle's int8 matmul, dequantized f32) stay within Q8_0's error of the
+    /// f32 product, including an output count that needs padding to 16 and a bias.
+    #[test]
+    fn q8_linear_kernels_track_f32() {
+        let (m, n, k) = (5, 37, 96);
+        let mut s = 1u64;
+        let mut rnd = |_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        };
+        let w: Vec<f32> = (0..n * k).map(&mut rnd).collect();
+        let x: Vec<f32> = (0..m * k).map(&mut rnd).collect();
+        let b: Vec<f32> = (0..n).map(&mut rnd).collect();
+        let f = Linear::new(w.clone(), n, k, Some(b.clone()), Precision::F32).unwrap();
+        let mut want = vec![0.0; m * n];
+        f.forward(&x, m, &mut want).unwrap();
+        for int8 in [true, false] {
+            let q =
+                Linear::with_kernel(w.clone(), n, k, Some(b.clone()), Precision::Q8, int8).unwrap();
+            assert_eq!(matches!(q.w, Matrix::Q8 { .. }), int8);
+            let mut got = vec![0.0; m * n];
+            q.forward(&x, m, &mut got).unwrap();
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(err < 0.02 && err > 0.0, "int8 {int8}: max err {err}");
+        }
     }
 }
