@@ -97,6 +97,8 @@ fn role_mode_uses_the_config_file() {
         force_reserve_digit: false,
         token_to_word: None,
         precision: None,
+        method: None,
+        params: None,
     };
     let r = compress_text(&args, text).unwrap();
     assert_eq!(r.skipped, None);

@@ -146,6 +146,8 @@ fn args() -> CompressArgs {
         force_reserve_digit: false,
         token_to_word: None,
         precision: None,
+        method: None,
+        params: None,
     }
 }
 

@@ -566,6 +566,9 @@ fn prefix_length<L: CausalScorer>(
     Ok(full.len() - 1)
 }
 
+/// The kept contexts, their dynamic ratios and the indices kept (`used`).
+type Selection = (Vec<String>, Vec<f64>, Vec<i64>);
+
 /// `control_context_budget` after the ranking: walks the ranking under
 /// `eval("target_token" + context_budget)`, reorders, and spreads the dynamic ratios.
 fn control_context_budget(
@@ -574,7 +577,7 @@ fn control_context_budget(
     target_token: f64,
     p: &Params,
     ranking: &[(usize, f64)],
-) -> Result<(Vec<String>, Vec<f64>, Vec<i64>), LlmlinguaError> {
+) -> Result<Selection, LlmlinguaError> {
     let mut budget = if target_token < 0.0 {
         100.0
     } else {

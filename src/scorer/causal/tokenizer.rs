@@ -11,6 +11,9 @@ use tokenizers::Tokenizer;
 
 use crate::scorer::ScorerError;
 
+/// Token ids with each token's byte range.
+pub type IdsWithOffsets = (Vec<u32>, Vec<(usize, usize)>);
+
 #[derive(Clone)]
 pub struct CausalTokenizer {
     tok: Tokenizer,
@@ -88,10 +91,7 @@ impl CausalTokenizer {
     }
 
     /// The ids of `text` (no special tokens) with each token's byte range in `text`.
-    pub fn encode_offsets(
-        &self,
-        text: &str,
-    ) -> Result<(Vec<u32>, Vec<(usize, usize)>), ScorerError> {
+    pub fn encode_offsets(&self, text: &str) -> Result<IdsWithOffsets, ScorerError> {
         let e = self
             .tok
             .encode(text, false)
