@@ -305,7 +305,8 @@ impl Policy {
         let mut edits: Vec<(Vec<PathElem>, String)> = Vec::new();
         let mut messages = Vec::with_capacity(n);
         let mut roles: BTreeMap<String, RoleReport> = BTreeMap::new();
-        for m in &conv.messages {
+        let questions = question_positions(conv);
+        for (pos, m) in conv.messages.iter().enumerate() {
             opts.work.check()?;
             let positional = if m.index < frozen {
                 Some(SkipReason::Frozen)
@@ -319,7 +320,15 @@ impl Policy {
                 None
             };
             let texts: Vec<&str> = m.segments.iter().map(|s| s.text.as_str()).collect();
-            let question = question_for(conv, m.index);
+            let question = if self.compressor_for(&m.role).uses_question() {
+                questions
+                    .get(pos)
+                    .copied()
+                    .flatten()
+                    .map(|q| message_text(&conv.messages[q]))
+            } else {
+                None
+            };
             let result = self.compress_message_for(
                 &m.role,
                 &texts,
@@ -685,28 +694,45 @@ impl Policy {
 /// The texts' token count when it is at most `limit` (0: no limit), else `Err` with a lower
 /// bound above the limit. Counting stops soon after the limit is passed, so a 4 MB text costs
 /// about as much as `limit` tokens of it.
-/// The question a message is compressed for: the latest user message before it, else the first
-/// one after it (a system prompt's documents are asked about by the user message that follows;
-/// a tool result's by the user message that led to the call). Later turns never change it, so
-/// a message compresses to the same bytes on every turn.
-fn question_for(conv: &Conversation, index: usize) -> Option<String> {
-    let text = |m: &crate::compress::Message| {
-        m.segments
-            .iter()
-            .map(|s| s.text.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
+/// For each message of `conv`, the position of the message its question comes from: the latest
+/// user message before it, else the first one after it (a system prompt's documents are asked
+/// about by the user message that follows; a tool result's by the user message that led to the
+/// call). Later turns never change it, so a message compresses to the same bytes on every turn.
+/// One pass each way: linear in the number of messages.
+fn question_positions(conv: &Conversation) -> Vec<Option<usize>> {
+    let n = conv.messages.len();
+    let mut out = vec![None; n];
+    // Messages of one API message share an index: a user message counts for the messages of
+    // the next indices only.
+    let sweep = |order: &mut dyn Iterator<Item = usize>, out: &mut Vec<Option<usize>>| {
+        let (mut done, mut group, mut group_index) = (None, None, None);
+        for pos in order {
+            let m = &conv.messages[pos];
+            if group_index != Some(m.index) {
+                done = group.or(done);
+                group = None;
+                group_index = Some(m.index);
+            }
+            if out[pos].is_none() {
+                out[pos] = done;
+            }
+            if m.role == "user" {
+                group = Some(pos);
+            }
+        }
     };
-    conv.messages
+    sweep(&mut (0..n), &mut out);
+    sweep(&mut (0..n).rev(), &mut out);
+    out
+}
+
+/// A message's text segments, one per line.
+fn message_text(m: &crate::compress::Message) -> String {
+    m.segments
         .iter()
-        .rev()
-        .find(|m| m.role == "user" && m.index < index)
-        .or_else(|| {
-            conv.messages
-                .iter()
-                .find(|m| m.role == "user" && m.index > index)
-        })
-        .map(text)
+        .map(|s| s.text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn count_within(tokenizer: TokenizerKind, texts: &[&str], limit: u64) -> Result<usize, usize> {
