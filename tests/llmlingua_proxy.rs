@@ -277,3 +277,29 @@ async fn a_slow_causal_lm_fails_open() {
     );
     assert_eq!(stats.fail_open(), 1);
 }
+
+#[test]
+fn a_missing_causal_lm_follows_on_model_unavailable() {
+    use lingua_proxy::compress::ModelUnavailable;
+    // No [model] causal_model: the LongLLMLingua roles fall back to the llmlingua2 method.
+    let hook = CompressionHook::from_configs(&config(), &ModelConfig::default()).unwrap();
+    assert!(hook.active_scorer().is_some());
+    let missing = ModelConfig {
+        causal_model: Some("/nonexistent/causal-lm".into()),
+        ..ModelConfig::default()
+    };
+    assert!(CompressionHook::from_configs(&config(), &missing).is_ok());
+    // "fail" refuses to start, naming the model.
+    let strict = CompressionConfig {
+        on_model_unavailable: ModelUnavailable::Fail,
+        ..config()
+    };
+    let err = CompressionHook::from_configs(&strict, &missing)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("/nonexistent/causal-lm"), "{err}");
+    let err = CompressionHook::from_configs(&strict, &ModelConfig::default())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("causal_model"), "{err}");
+}

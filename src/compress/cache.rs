@@ -108,6 +108,16 @@ mod tests {
         assert_ne!(k, CacheKey::new("d", &b, "text"));
         assert_ne!(k, CacheKey::new("c", &Budget::rate(0.4), "text"));
         assert_ne!(k, CacheKey::new("c", &b, "text "));
+        // LongLLMLingua's question is part of the key; no question is not an empty one.
+        let mut q = b.clone();
+        q.question = Some("which river?".into());
+        assert_ne!(k, CacheKey::new("c", &q, "text"));
+        let mut q2 = b.clone();
+        q2.question = Some("which city?".into());
+        assert_ne!(
+            CacheKey::new("c", &q, "text"),
+            CacheKey::new("c", &q2, "text")
+        );
         let mut f = b.clone();
         f.force_tokens.push("x".into());
         assert_ne!(k, CacheKey::new("c", &f, "text"));

@@ -225,6 +225,11 @@ impl Policy {
         self
     }
 
+    /// Whether any role's compressor reads [`Budget::question`].
+    fn uses_question(&self) -> bool {
+        self.compressor.uses_question() || self.role_compressors.values().any(|c| c.uses_question())
+    }
+
     /// The compressor of `role`.
     pub fn compressor_for(&self, role: &str) -> &Arc<dyn Compressor> {
         self.role_compressors.get(role).unwrap_or(&self.compressor)
@@ -305,7 +310,12 @@ impl Policy {
         let mut edits: Vec<(Vec<PathElem>, String)> = Vec::new();
         let mut messages = Vec::with_capacity(n);
         let mut roles: BTreeMap<String, RoleReport> = BTreeMap::new();
-        let questions = question_positions(conv);
+        // Only LongLLMLingua reads a question: other policies skip the lookup.
+        let questions = if self.uses_question() {
+            question_positions(conv)
+        } else {
+            Vec::new()
+        };
         for (pos, m) in conv.messages.iter().enumerate() {
             opts.work.check()?;
             let positional = if m.index < frozen {

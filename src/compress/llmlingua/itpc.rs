@@ -82,11 +82,16 @@ pub fn threshold(ppl: &[f32], ratio: f64) -> Result<f32, LlmlinguaError> {
     }
     let n = v.len() as i64;
     let k = ((n as f64 * ratio).trunc() as i64 - 1).min(n - 1).max(0) as usize;
-    // torch.sort(descending=True): NaN counts as the largest value.
-    let (mut nans, mut rest): (Vec<f32>, Vec<f32>) = v.drain(..).partition(|x| x.is_nan());
-    rest.sort_by(|a, b| b.total_cmp(a));
-    nans.append(&mut rest);
-    Ok(nans[k])
+    // The k-th value of torch.sort(descending=True), where NaN counts as the largest: a
+    // selection, not a full sort, per piece.
+    let desc = |a: &f32, b: &f32| match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        (false, false) => b.total_cmp(a),
+    };
+    let (_, kth, _) = v.select_nth_unstable_by(k, desc);
+    Ok(*kth)
 }
 
 /// `a - b` for 1-d float32 tensors, with torch's broadcasting of length-1 operands.
