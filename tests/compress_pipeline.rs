@@ -81,12 +81,15 @@ impl Compressor for Broken {
     }
 }
 
-fn hook_with(cfg: CompressionConfig, c: Arc<dyn Compressor>) -> CompressionHook {
+fn hook_with(mut cfg: CompressionConfig, c: Arc<dyn Compressor>) -> CompressionHook {
+    cfg.instructions = lingua_proxy::compress::InstructionsMode::Compress;
     CompressionHook::new(Arc::new(Policy::new(cfg, c).unwrap()))
 }
 
 fn heuristic_hook(mut cfg: CompressionConfig) -> CompressionHook {
     cfg.scorer = lingua_proxy::compress::ScorerKind::Heuristic;
+    // Instruction prose is compressed here (the default keeps it).
+    cfg.instructions = lingua_proxy::compress::InstructionsMode::Compress;
     let c = build_compressor(&cfg).unwrap();
     hook_with(cfg, c)
 }
@@ -124,6 +127,8 @@ async fn header_controls() {
     assert!(low.body.as_ref().unwrap().len() < def.body.as_ref().unwrap().len());
 
     let cfg = CompressionConfig {
+        // Instruction prose is compressed here (the default keeps it).
+        instructions: lingua_proxy::compress::InstructionsMode::Compress,
         allow_request_overrides: false,
         ..CompressionConfig::default()
     };
@@ -132,6 +137,8 @@ async fn header_controls() {
     assert!(ignored.body.is_some());
 
     let cfg = CompressionConfig {
+        // Instruction prose is compressed here (the default keeps it).
+        instructions: lingua_proxy::compress::InstructionsMode::Compress,
         enabled: false,
         ..CompressionConfig::default()
     };
@@ -156,6 +163,8 @@ async fn fail_open_on_error_panic_and_deadline() {
     assert_eq!(hook.stats().fail_open_panic.load(Ordering::Relaxed), 1);
 
     let cfg = CompressionConfig {
+        // Instruction prose is compressed here (the default keeps it).
+        instructions: lingua_proxy::compress::InstructionsMode::Compress,
         deadline_ms: 50,
         ..CompressionConfig::default()
     };
@@ -178,6 +187,8 @@ async fn fail_open_on_error_panic_and_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_skips_instead_of_waiting() {
     let cfg = CompressionConfig {
+        // Instruction prose is compressed here (the default keeps it).
+        instructions: lingua_proxy::compress::InstructionsMode::Compress,
         workers: 1,
         queue: 0,
         deadline_ms: 5_000,

@@ -74,7 +74,11 @@ fn heuristic_hook(mut cfg: CompressionConfig) -> CompressionHook {
 }
 
 fn config() -> CompressionConfig {
-    let mut cfg = CompressionConfig::default();
+    let mut cfg = CompressionConfig {
+        // Instruction prose is compressed here (the default keeps it).
+        instructions: lingua_proxy::compress::InstructionsMode::Compress,
+        ..CompressionConfig::default()
+    };
     cfg.roles.system.min_tokens = 50;
     cfg.roles.tool.min_tokens = 50;
     cfg
@@ -254,6 +258,8 @@ async fn failing_or_slow_scorers_fail_open() {
         (Some(Duration::from_millis(1500)), "deadline"),
     ] {
         let cfg = CompressionConfig {
+            // Instruction prose is compressed here (the default keeps it).
+            instructions: lingua_proxy::compress::InstructionsMode::Compress,
             deadline_ms: 100,
             ..config()
         };
@@ -284,6 +290,8 @@ async fn failing_or_slow_scorers_fail_open() {
 #[tokio::test]
 async fn on_error_reject_answers_an_openai_error_and_forwards_nothing() {
     let cfg = CompressionConfig {
+        // Instruction prose is compressed here (the default keeps it).
+        instructions: lingua_proxy::compress::InstructionsMode::Compress,
         on_error: lingua_proxy::compress::OnError::Reject,
         ..config()
     };

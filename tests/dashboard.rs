@@ -406,6 +406,8 @@ premium monitoring option with e-mail alerts, and the alert for zero production 
 
 fn heuristic_hook() -> CompressionHook {
     let mut cfg = CompressionConfig {
+        // Instruction prose is compressed here (the default keeps it).
+        instructions: lingua_proxy::compress::InstructionsMode::Compress,
         scorer: ScorerKind::Heuristic,
         ..CompressionConfig::default()
     };

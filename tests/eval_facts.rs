@@ -234,7 +234,16 @@ fn heuristic_policy() -> lingua_proxy::compress::Policy {
 
 fn summary(budgets: Budgets) -> RunSummary {
     let s = suite();
-    let outcomes = run(&heuristic_policy(), &s, budgets, TokenizerKind::O200kBase).unwrap();
+    let policy = match budgets {
+        Budgets::Defaults => heuristic_policy(),
+        Budgets::Rate(_) => policy_for(
+            &lingua_proxy::cli::eval::sweep_config(&CompressionConfig::default()),
+            ScorerKind::Heuristic,
+            None,
+        )
+        .unwrap(),
+    };
+    let outcomes = run(&policy, &s, budgets, TokenizerKind::O200kBase).unwrap();
     RunSummary::new("heuristic", budgets, &s, &outcomes)
 }
 

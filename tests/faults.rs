@@ -97,6 +97,8 @@ fn fault_hook_with(
     tweak: impl FnOnce(&mut CompressionConfig),
 ) -> Arc<CompressionHook> {
     let mut cfg = CompressionConfig {
+        // Instruction prose is compressed here (the default keeps it).
+        instructions: lingua_proxy::compress::InstructionsMode::Compress,
         scorer: ScorerKind::Heuristic,
         deadline_ms,
         ..CompressionConfig::default()

@@ -49,8 +49,10 @@ async fn offline_and_corrupt_models_follow_on_model_unavailable() {
     let long = "The quarterly planning meeting covered the migration of the billing service, the \
         new on-call rotation, and the budget for the observability platform. "
         .repeat(20);
+    // A document in a tool result (system prose is instructions, kept by default).
     let body = serde_json::json!({"model": "gpt-4o", "messages": [
-        {"role": "system", "content": long}, {"role": "user", "content": "Summarise."}]});
+        {"role": "tool", "tool_call_id": "c1", "content": long},
+        {"role": "user", "content": "Summarise."}]});
     let resp = h
         .client
         .post(h.url("/v1/chat/completions"))
@@ -64,6 +66,8 @@ async fn offline_and_corrupt_models_follow_on_model_unavailable() {
 
     // passthrough: no compression at all, even when a request asks for it.
     let config = CompressionConfig {
+        // Instruction prose is compressed here (the default keeps it).
+        instructions: lingua_proxy::compress::InstructionsMode::Compress,
         on_model_unavailable: ModelUnavailable::Passthrough,
         ..CompressionConfig::default()
     };
@@ -90,6 +94,8 @@ async fn offline_and_corrupt_models_follow_on_model_unavailable() {
 
     // fail: refuses to build, naming the model.
     let config = CompressionConfig {
+        // Instruction prose is compressed here (the default keeps it).
+        instructions: lingua_proxy::compress::InstructionsMode::Compress,
         on_model_unavailable: ModelUnavailable::Fail,
         ..CompressionConfig::default()
     };
@@ -117,6 +123,8 @@ async fn offline_and_corrupt_models_follow_on_model_unavailable() {
     let bytes = std::fs::read(&weights).unwrap();
     std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
     let config = CompressionConfig {
+        // Instruction prose is compressed here (the default keeps it).
+        instructions: lingua_proxy::compress::InstructionsMode::Compress,
         model: Some(dir.path().display().to_string()),
         ..CompressionConfig::default()
     };

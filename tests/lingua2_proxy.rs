@@ -25,6 +25,8 @@ async fn proxy_compresses_with_a_local_llmlingua2_checkpoint() {
         "/tests/models/xlm-roberta-large-tiny"
     );
     let config = CompressionConfig {
+        // Instruction prose is compressed here (the default keeps it).
+        instructions: lingua_proxy::compress::InstructionsMode::Compress,
         scorer: ScorerKind::Llmlingua2,
         model: Some(model.into()),
         ..CompressionConfig::default()
@@ -96,6 +98,8 @@ async fn llmlingua2_path_keeps_words_whole_and_units_together() {
         "/tests/models/xlm-roberta-large-tiny"
     );
     let mut config = CompressionConfig {
+        // Instruction prose is compressed here (the default keeps it).
+        instructions: lingua_proxy::compress::InstructionsMode::Compress,
         scorer: ScorerKind::Llmlingua2,
         model: Some(model.into()),
         ..CompressionConfig::default()

@@ -56,6 +56,8 @@ fn config() -> CompressionConfig {
         ..CompressionConfig::default()
     };
     c.roles.system.min_tokens = 0;
+    // RAG documents in the system message: its prose reads as documents.
+    c.roles.system.prose = lingua_proxy::compress::Prose::Documents;
     c.roles.system.rate = 0.5;
     c
 }
@@ -237,6 +239,8 @@ impl CausalScorer for SlowLm {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_causal_lm_fails_open() {
     let cfg = CompressionConfig {
+        // Instruction prose is compressed here (the default keeps it).
+        instructions: lingua_proxy::compress::InstructionsMode::Compress,
         deadline_ms: 200,
         ..config()
     };
@@ -291,6 +295,8 @@ fn a_missing_causal_lm_follows_on_model_unavailable() {
     assert!(CompressionHook::from_configs(&config(), &missing).is_ok());
     // "fail" refuses to start, naming the model.
     let strict = CompressionConfig {
+        // Instruction prose is compressed here (the default keeps it).
+        instructions: lingua_proxy::compress::InstructionsMode::Compress,
         on_model_unavailable: ModelUnavailable::Fail,
         ..config()
     };

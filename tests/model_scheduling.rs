@@ -109,6 +109,8 @@ fn slow_hook(deadline_ms: u64) -> (CompressionHook, Log) {
         sched,
     });
     let mut cfg = CompressionConfig {
+        // Instruction prose is compressed here (the default keeps it).
+        instructions: lingua_proxy::compress::InstructionsMode::Compress,
         scorer: ScorerKind::Heuristic,
         deadline_ms,
         cache_bytes: 0,
@@ -269,6 +271,8 @@ fn neural_hook(tweak: impl FnOnce(&mut CompressionConfig)) -> CompressionHook {
         "/tests/models/xlm-roberta-large-tiny"
     );
     let mut config = CompressionConfig {
+        // Instruction prose is compressed here (the default keeps it).
+        instructions: lingua_proxy::compress::InstructionsMode::Compress,
         scorer: ScorerKind::Llmlingua2,
         model: Some(model.into()),
         ..CompressionConfig::default()
@@ -368,6 +372,8 @@ async fn background_compression_fills_the_cache_for_the_next_identical_message()
     use lingua_proxy::engine::build_compressor;
     use std::sync::atomic::Ordering;
     let mut cfg = CompressionConfig {
+        // Instruction prose is compressed here (the default keeps it).
+        instructions: lingua_proxy::compress::InstructionsMode::Compress,
         scorer: ScorerKind::Heuristic,
         max_message_tokens: 100,
         background: true,

@@ -64,7 +64,9 @@ fn prose(seed: &str, n: usize) -> String {
         .join(" ")
 }
 
-fn policy(cfg: CompressionConfig) -> (Policy, Arc<EveryOther>) {
+fn policy(mut cfg: CompressionConfig) -> (Policy, Arc<EveryOther>) {
+    // Instruction prose is compressed here (the default keeps it).
+    cfg.instructions = lingua_proxy::compress::InstructionsMode::Compress;
     let c = Arc::new(EveryOther::default());
     (Policy::new(cfg, c.clone()).unwrap(), c)
 }
@@ -157,7 +159,7 @@ fn role_rates_reach_the_compressor() {
     let calls = c.calls.lock().unwrap();
     assert_eq!(calls.len(), 2);
     assert_eq!(calls[0].1.rate, 0.65);
-    assert_eq!(calls[1].1.rate, 0.9);
+    assert_eq!(calls[1].1.rate, 0.74);
     assert!(calls[0].1.keep.units && calls[0].1.keep.negations);
     assert!(calls[0].1.force_tokens.contains(&"\n".to_string()));
     assert!(calls[0].1.force_tokens.contains(&SPAN_MARKER.to_string()));
@@ -214,6 +216,8 @@ fn content_parts_only_text_is_compressed() {
 #[test]
 fn every_protected_span_kind_is_verbatim() {
     let (p, c) = policy(CompressionConfig {
+        // Instruction prose is compressed here (the default keeps it).
+        instructions: lingua_proxy::compress::InstructionsMode::Compress,
         keep_patterns: vec![r"TICKET-\d+".into()],
         ..CompressionConfig::default()
     });
@@ -275,13 +279,24 @@ fn tags_keep_and_rate_and_are_removed() {
 }
 
 #[test]
-fn tags_are_removed_from_skipped_messages_too() {
+fn tags_are_removed_from_skipped_honored_messages_and_protected_ones_stay() {
     let (p, _) = policy(CompressionConfig::default());
-    let body = json!({"messages": [{"role": "user", "content": "a <llmlingua, compress=False>b</llmlingua> c"}]});
+    let tagged = "a <llmlingua, compress=False>b</llmlingua> c";
+    let body = json!({"messages": [
+        {"role": "system", "content": tagged},
+        {"role": "user", "content": tagged}
+    ]});
     let (sent, out) = run(&p, &body);
+    // The system message is honoured (below min_tokens, still without its tags) ...
     assert_eq!(content(&sent, 0), "a b c");
     assert_eq!(
         out.report.messages[0].skipped,
+        Some(SkipReason::BelowMinTokens)
+    );
+    // ... the final user message is never altered, tags included.
+    assert_eq!(content(&sent, 1), tagged);
+    assert_eq!(
+        out.report.messages[1].skipped,
         Some(SkipReason::ProtectedLastUser)
     );
 }
@@ -289,6 +304,8 @@ fn tags_are_removed_from_skipped_messages_too() {
 #[test]
 fn protect_recent_and_last_user_off() {
     let (p, _) = policy(CompressionConfig {
+        // Instruction prose is compressed here (the default keeps it).
+        instructions: lingua_proxy::compress::InstructionsMode::Compress,
         protect_recent: 2,
         protect_last_user: false,
         ..CompressionConfig::default()
@@ -357,7 +374,11 @@ impl Compressor for Trim {
 
 #[test]
 fn min_savings_forwards_unprofitable_messages_unchanged() {
-    let p = Policy::new(CompressionConfig::default(), Arc::new(Trim)).unwrap();
+    let cfg = CompressionConfig {
+        instructions: lingua_proxy::compress::InstructionsMode::Compress,
+        ..CompressionConfig::default()
+    };
+    let p = Policy::new(cfg, Arc::new(Trim)).unwrap();
     let body = json!({"messages": [{"role": "system", "content": prose("s", 8)}, {"role": "user", "content": "q"}]});
     let (_, out) = run(&p, &body);
     assert!(out.body.is_none());
@@ -371,6 +392,8 @@ fn min_savings_forwards_unprofitable_messages_unchanged() {
     );
     let p = Policy::new(
         CompressionConfig {
+            // Instruction prose is compressed here (the default keeps it).
+            instructions: lingua_proxy::compress::InstructionsMode::Compress,
             min_savings: 0.0,
             ..CompressionConfig::default()
         },

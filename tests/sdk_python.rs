@@ -112,6 +112,8 @@ async fn python_sdks_speak_every_api_of_the_mock() {
 fn e2e_hook() -> Arc<dyn lingua_proxy::hook::RequestHook> {
     use lingua_proxy::compress::{CompressionConfig, Policy, ScorerKind};
     let mut cfg = CompressionConfig {
+        // Instruction prose is compressed here (the default keeps it).
+        instructions: lingua_proxy::compress::InstructionsMode::Compress,
         scorer: ScorerKind::Heuristic,
         ..CompressionConfig::default()
     };

@@ -4,7 +4,9 @@
 //! Request: `messages` (required; OpenAI or Anthropic shape, answered in the shape sent),
 //! `model` (required: picks the tokenizer), optional `token_budget` and
 //! `config{target_ratio, protect_recent, compress_user_messages (default false),
-//! frozen_message_count}` (`mode` and `session_id` are accepted and ignored). Without a gateway
+//! frozen_message_count}` (`mode` and `session_id` are accepted and ignored), and lingua-proxy's
+//! own `explain: true` (the reply gains `explain`: per message, each piece's content kind,
+//! transform, tokens and texts before and after). Without a gateway
 //! block, `system` and `tools` are not part of the contract and are ignored.
 //!
 //! Reply: `messages`, `tokens_before`, `tokens_after`, `tokens_saved`, `compression_ratio`
@@ -34,6 +36,8 @@ pub struct CompressCall {
     pub frozen_message_count: usize,
     /// `x-headroom-bypass: true`: echo the input.
     pub bypass: bool,
+    /// `explain: true`: report what each piece is and what was done to it.
+    pub explain: bool,
     /// `{"model", "messages"}` as the shape's API would carry them: what the surface reads and
     /// the policy rewrites.
     pub body: Vec<u8>,
@@ -157,6 +161,11 @@ impl CompressCall {
             Some(Value::Bool(b)) => *b,
             Some(_) => return Err(bad("`config.compress_user_messages` must be a boolean")),
         };
+        let explain = match obj.get("explain") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => return Err(bad("`explain` must be a boolean")),
+        };
         let shape = detect_shape(list);
         let body = serde_json::to_vec(&serde_json::json!({
             "model": model,
@@ -173,6 +182,7 @@ impl CompressCall {
             compress_user_messages,
             frozen_message_count,
             bypass,
+            explain,
             body,
         })
     }
@@ -208,6 +218,9 @@ pub struct CompressReply {
     pub compression_skipped: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skip_reason: Option<String>,
+    /// With `explain: true`: per message, its pieces (kind, transform, tokens, texts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explain: Option<Value>,
 }
 
 impl CompressReply {
@@ -232,6 +245,7 @@ impl CompressReply {
             transforms_summary: Map::new(),
             compression_skipped: false,
             skip_reason: None,
+            explain: None,
         }
     }
 
@@ -266,6 +280,7 @@ impl CompressReply {
             transforms_summary: summary,
             compression_skipped: false,
             skip_reason: None,
+            explain: None,
         }
     }
 }

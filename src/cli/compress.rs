@@ -45,6 +45,10 @@ pub struct CompressArgs {
     /// Print a JSON object instead of the compressed text.
     #[arg(long)]
     pub json: bool,
+    /// List each piece of the text with its content kind, the transform applied and its tokens
+    /// before and after (with `--json`: a `pieces` array with the texts).
+    #[arg(long, requires = "role")]
+    pub explain: bool,
     /// Suppress repeated force tokens with nothing kept in between (LLMLingua-2).
     #[arg(long)]
     pub drop_consecutive: bool,
@@ -125,6 +129,8 @@ pub struct CompressResult {
     pub skipped: Option<String>,
     /// `--role` only: the role's semantic units alone exceeded its budget (all were kept).
     pub budget_exceeded_by_units: Option<bool>,
+    /// `--explain`: what each piece is and what was done to it.
+    pub pieces: Vec<crate::compress::PieceReport>,
 }
 
 /// Runs the command on `text` (no I/O).
@@ -190,6 +196,7 @@ pub fn compress_text(args: &CompressArgs, text: &str) -> anyhow::Result<Compress
                 elapsed_ms: start.elapsed().as_secs_f64() * 1000.0,
                 skipped: None,
                 budget_exceeded_by_units: None,
+                pieces: Vec::new(),
             })
         }
         Some(role) => {
@@ -208,6 +215,7 @@ pub fn compress_text(args: &CompressArgs, text: &str) -> anyhow::Result<Compress
             let policy = Policy::new(config, compressor)?;
             let opts = RequestOptions {
                 rate_override: args.rate,
+                explain: args.explain,
                 ..RequestOptions::default()
             };
             let start = Instant::now();
@@ -220,6 +228,7 @@ pub fn compress_text(args: &CompressArgs, text: &str) -> anyhow::Result<Compress
                 .flatten()
                 .unwrap_or_else(|| text.to_string());
             Ok(CompressResult {
+                pieces: r.pieces,
                 budget_exceeded_by_units: Some(r.budget_exceeded_by_units),
                 compressed_prompt,
                 origin_tokens: r.tokens_before,
@@ -310,14 +319,60 @@ pub fn run(args: CompressArgs) -> anyhow::Result<()> {
         if let Some(b) = r.budget_exceeded_by_units {
             v["budget_exceeded_by_units"] = json!(b);
         }
-        if let Some(s) = r.skipped {
+        if let Some(s) = &r.skipped {
             v["skipped"] = json!(s);
         }
+        if args.explain {
+            v["pieces"] = json!(r.pieces);
+        }
         println!("{v}");
+    } else if args.explain {
+        print!("{}", explain_table(&r));
     } else {
         println!("{}", r.compressed_prompt);
     }
     Ok(())
+}
+
+/// The `--explain` table: one row per piece, then totals and the compressed text.
+pub fn explain_table(r: &CompressResult) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<4} {:<13} {:<18} {:>7} {:>7}  text",
+        "part", "kind", "transform", "before", "after"
+    );
+    for p in &r.pieces {
+        let first = p
+            .before
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        let preview: String = first.trim().chars().take(48).collect();
+        let _ = writeln!(
+            out,
+            "{:<4} {:<13} {:<18} {:>7} {:>7}  {preview}",
+            p.segment,
+            p.kind.as_str(),
+            p.transform.as_str(),
+            p.tokens_before,
+            p.tokens_after
+        );
+    }
+    let _ = writeln!(
+        out,
+        "total: {} -> {} tokens{}",
+        r.origin_tokens,
+        r.compressed_tokens,
+        r.skipped
+            .as_deref()
+            .map(|s| format!(" (forwarded unchanged: {s})"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(out, "---");
+    let _ = writeln!(out, "{}", r.compressed_prompt);
+    out
 }
 
 #[cfg(test)]

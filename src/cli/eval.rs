@@ -28,6 +28,158 @@ pub struct EvalArgs {
 pub enum EvalCommand {
     /// Fact retention: how many annotated facts survive compression, per scorer and budget.
     Facts(FactsArgs),
+    /// Agent traffic: savings per content kind and every integrity violation on a corpus of
+    /// agent tool outputs, at the configured defaults.
+    Agent(AgentArgs),
+}
+
+/// `eval agent` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentArgs {
+    /// Configuration file (its `[compression]` table gives the budgets and settings).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Corpus directory (one `NN-kind-name.json` per case).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_AGENT_CORPUS)]
+    pub suite: PathBuf,
+    /// Where `file` cases are read from (the repository root).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub root: PathBuf,
+    /// Scorer (default: the embedded heuristic one, or LLMLingua-2 with `--model`).
+    #[arg(long)]
+    pub scorer: Option<ScorerKind>,
+    /// LLMLingua-2 model: a local directory or a Hugging Face id.
+    #[arg(long, value_name = "DIR|HF-ID")]
+    pub model: Option<String>,
+    /// Print a JSON object.
+    #[arg(long, conflicts_with = "markdown")]
+    pub json: bool,
+    /// Print the README table.
+    #[arg(long)]
+    pub markdown: bool,
+}
+
+/// The agent corpus shipped with the repository (relative to its root).
+pub const DEFAULT_AGENT_CORPUS: &str = "benches/data/agent";
+
+/// The agent benchmark's result.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AgentRun {
+    pub scorer: String,
+    pub cases: Vec<crate::eval::agent::CaseOutcome>,
+    pub kinds: std::collections::BTreeMap<String, crate::eval::agent::KindTotals>,
+    /// Violations of the whole-request check (every case in one request, one tool result
+    /// read twice).
+    pub request_violations: Vec<crate::eval::agent::Violation>,
+    /// Tokens of that request's texts before and after.
+    pub request_tokens: (usize, usize),
+}
+
+/// Runs the agent benchmark.
+pub fn evaluate_agent(args: &AgentArgs) -> anyhow::Result<AgentRun> {
+    use crate::eval::agent::{load_corpus, run_case, run_request, totals};
+    let cases = load_corpus(&args.suite, &args.root).map_err(anyhow::Error::msg)?;
+    let base = crate::cli::compress::load_config(args.config.as_ref())?;
+    let scorer = args.scorer.unwrap_or(if args.model.is_some() {
+        ScorerKind::Llmlingua2
+    } else {
+        ScorerKind::Heuristic
+    });
+    let policy = policy_for(&base, scorer, args.model.as_deref())?;
+    let tokenizer = base.default_tokenizer;
+    let outcomes = cases
+        .iter()
+        .map(|c| run_case(&policy, c, tokenizer))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (raw, forwarded, request_violations) = run_request(&policy, &cases)?;
+    let count = |body: &[u8]| -> usize {
+        serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("messages").cloned())
+            .and_then(|m| m.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|m| m.get("content").and_then(serde_json::Value::as_str))
+            .map(|t| tokenizer.count(t))
+            .sum()
+    };
+    Ok(AgentRun {
+        scorer: scorer_name(scorer, policy.config().model.as_deref()),
+        kinds: totals(&outcomes),
+        cases: outcomes,
+        request_violations,
+        request_tokens: (count(&raw), count(&forwarded)),
+    })
+}
+
+/// The `eval agent` table: per corpus kind, then every violation.
+pub fn agent_text(run: &AgentRun, markdown: bool) -> String {
+    let mut s = String::new();
+    if markdown {
+        s.push_str("| content kind | cases | tokens before | after | saving | transforms | facts kept | integrity violations |\n|---|---|---|---|---|---|---|---|\n");
+    } else {
+        let _ = writeln!(s, "agent corpus, scorer {}", run.scorer);
+        let _ = writeln!(
+            s,
+            "{:<13} {:>5} {:>8} {:>8} {:>7}  {:<40} {:>9} {:>10}",
+            "kind", "cases", "before", "after", "saving", "transforms", "facts", "violations"
+        );
+    }
+    for (kind, t) in &run.kinds {
+        let transforms = t
+            .transforms
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let facts = if t.facts == 0 {
+            "-".to_string()
+        } else {
+            format!("{}/{}", t.facts_kept, t.facts)
+        };
+        if markdown {
+            let _ = writeln!(
+                s,
+                "| {kind} | {} | {} | {} | {} | {} | {facts} | {} |",
+                t.cases,
+                t.tokens_before,
+                t.tokens_after,
+                pct(t.saving()),
+                if transforms.is_empty() {
+                    "-"
+                } else {
+                    &transforms
+                },
+                t.violations
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "{kind:<13} {:>5} {:>8} {:>8} {:>7}  {transforms:<40} {facts:>9} {:>10}",
+                t.cases,
+                t.tokens_before,
+                t.tokens_after,
+                pct(t.saving()),
+                t.violations
+            );
+        }
+    }
+    let (before, after) = run.request_tokens;
+    let _ = writeln!(
+        s,
+        "{}whole request (every case, one tool result read twice): {before} -> {after} tokens, {} violations",
+        if markdown { "\n" } else { "" },
+        run.request_violations.len()
+    );
+    for c in &run.cases {
+        for v in &c.violations {
+            let _ = writeln!(s, "violation {} {} at {}: {}", c.id, v.rule, v.at, v.detail);
+        }
+    }
+    for v in &run.request_violations {
+        let _ = writeln!(s, "violation request {} at {}: {}", v.rule, v.at, v.detail);
+    }
+    s
 }
 
 /// `eval facts` options.
@@ -89,6 +241,15 @@ pub fn policy_for(
     Ok(Policy::new(config, compressor)?)
 }
 
+/// The configuration of a rate sweep: every role's prose is compressed, instructions included
+/// (a sweep measures the selection at each rate; the defaults row measures the defaults).
+pub fn sweep_config(base: &CompressionConfig) -> CompressionConfig {
+    CompressionConfig {
+        instructions: crate::compress::InstructionsMode::Compress,
+        ..base.clone()
+    }
+}
+
 /// The budgets the arguments ask for, in run order.
 pub fn budgets(args: &FactsArgs) -> anyhow::Result<Vec<Budgets>> {
     for r in &args.rates {
@@ -122,10 +283,15 @@ pub fn evaluate(args: &FactsArgs) -> anyhow::Result<(Suite, Vec<RunSummary>, Com
     let tokenizer = base.default_tokenizer;
     let mut runs = Vec::new();
     for scorer in scorers {
-        let policy = policy_for(&base, scorer, args.model.as_deref())?;
-        let name = scorer_name(scorer, policy.config().model.as_deref());
+        let defaults = policy_for(&base, scorer, args.model.as_deref())?;
+        let sweep = policy_for(&sweep_config(&base), scorer, args.model.as_deref())?;
+        let name = scorer_name(scorer, defaults.config().model.as_deref());
         for b in &budgets {
-            let outcomes = run(&policy, &suite, *b, tokenizer)?;
+            let policy = match b {
+                Budgets::Defaults => &defaults,
+                Budgets::Rate(_) => &sweep,
+            };
+            let outcomes = run(policy, &suite, *b, tokenizer)?;
             runs.push(RunSummary::new(&name, *b, &suite, &outcomes));
         }
     }
@@ -305,6 +471,20 @@ pub fn to_text(
 /// Entry point of `lingua-proxy eval`.
 pub fn run_command(args: EvalArgs) -> anyhow::Result<()> {
     match args.command {
+        EvalCommand::Agent(args) => {
+            let run = evaluate_agent(&args)?;
+            if args.json {
+                println!("{}", serde_json::to_string(&run)?);
+            } else {
+                print!("{}", agent_text(&run, args.markdown));
+            }
+            let violations =
+                run.kinds.get("all").map_or(0, |t| t.violations) + run.request_violations.len();
+            if violations > 0 {
+                anyhow::bail!("{violations} integrity violations");
+            }
+            Ok(())
+        }
         EvalCommand::Facts(args) => {
             let (suite, runs, config) = evaluate(&args)?;
             if args.json {

@@ -88,6 +88,69 @@ pub enum OnError {
     Reject,
 }
 
+pub use super::content::Prose;
+
+/// `[compression] instructions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum InstructionsMode {
+    /// Instructions are forwarded byte for byte.
+    #[default]
+    Keep,
+    /// Instructions are compressed between their skeleton (headings, list markers, tags,
+    /// labels and identifiers stay).
+    Compress,
+}
+
+/// `[compression] honor_tags`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HonorTags {
+    /// System and developer messages (the operator's).
+    #[default]
+    System,
+    All,
+    None,
+}
+
+impl HonorTags {
+    /// Whether tags steer compression in messages of `role`.
+    pub fn honors(self, role: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::None => false,
+            Self::System => matches!(role, "system" | "developer"),
+        }
+    }
+}
+
+/// `[compression.transforms]`: lossless rewrites of text that is never scored. Each keeps the
+/// output deterministic per text, so provider prompt caches keep hitting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Transforms {
+    /// A block that is one JSON value loses its insignificant whitespace (strings, escapes,
+    /// key order and number spellings stay). Off by default: agents edit files by exact string
+    /// match, and a minified `cat config.json` no longer matches the file.
+    pub minify_json: bool,
+    /// Runs of three or more identical log or terminal lines become the line and an explicit
+    /// count marker.
+    pub collapse_repeats: bool,
+    /// A tool result that repeats an earlier tool result of the same request byte for byte is
+    /// replaced by an explicit reference to it.
+    pub dedupe_tool_results: bool,
+}
+
+impl Default for Transforms {
+    fn default() -> Self {
+        Self {
+            minify_json: false,
+            collapse_repeats: true,
+            dedupe_tool_results: true,
+        }
+    }
+}
+
 /// Budget of one role (`[compression.roles.<role>]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -106,6 +169,10 @@ pub struct RoleConfig {
     /// This role's method, when it differs from `[compression] method`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub method: Option<MethodKind>,
+    /// How this role's plain prose reads: `"instructions"` (the operator's rules: kept unless
+    /// `[compression] instructions = "compress"`) or `"documents"` (compressed). System and
+    /// developer messages hold instructions by default, every other role documents.
+    pub prose: Prose,
 }
 
 impl Default for RoleConfig {
@@ -117,6 +184,7 @@ impl Default for RoleConfig {
             min_tokens: 200,
             must_keep: Vec::new(),
             method: None,
+            prose: Prose::Documents,
         }
     }
 }
@@ -126,6 +194,13 @@ impl RoleConfig {
         Self {
             rate,
             ..Self::default()
+        }
+    }
+
+    fn instructions(rate: f64) -> Self {
+        Self {
+            prose: Prose::Instructions,
+            ..Self::with_rate(rate)
         }
     }
 }
@@ -149,17 +224,19 @@ impl Default for RolesConfig {
     fn default() -> Self {
         Self {
             // Derived from the fact-retention suite (README "Keeping the meaning"): the lowest
-            // rates that keep >= 95% of facts with the embedded scorer; tool results are dense
-            // in figures and identifiers, so they are compressed least.
-            system: RoleConfig::with_rate(0.65),
-            developer: RoleConfig::with_rate(0.65),
+            // rates that keep >= 95% of facts with the embedded scorer. Tool results are
+            // classified first (code, data, logs and traces are never scored), so their rate
+            // applies to the documents inside them. System and developer prose is read as
+            // instructions, kept unless `instructions = "compress"`; the rate applies then.
+            system: RoleConfig::instructions(0.65),
+            developer: RoleConfig::instructions(0.65),
             user: RoleConfig::with_rate(0.7),
             assistant: RoleConfig {
                 enabled: false,
                 ..RoleConfig::with_rate(1.0)
             },
-            tool: RoleConfig::with_rate(0.9),
-            function: RoleConfig::with_rate(0.9),
+            tool: RoleConfig::with_rate(0.74),
+            function: RoleConfig::with_rate(0.74),
             prompt: RoleConfig {
                 enabled: false,
                 ..RoleConfig::with_rate(0.7)
@@ -247,6 +324,14 @@ pub struct CompressionConfig {
     /// A negation or limiting word (`not`, `never`, `only`, `unless`, `at most`, `must`, ...)
     /// is kept with what it governs, always.
     pub keep_negations: bool,
+    /// What happens to prose read as instructions (system and developer messages by default):
+    /// `"keep"` forwards it byte for byte, `"compress"` compresses it between its skeleton.
+    pub instructions: InstructionsMode,
+    /// Roles whose in-band `<llmlingua …>` tags steer compression: `"system"` (system and
+    /// developer messages, the operator's), `"all"` or `"none"`. Elsewhere tags are plain text.
+    pub honor_tags: HonorTags,
+    /// Lossless transforms of what is never scored.
+    pub transforms: Transforms,
     /// Regexes always kept in every role's messages: a match that starts and ends on word
     /// boundaries keeps the words it covers (plain words match themselves, case-sensitively).
     pub must_keep: Vec<String>,
@@ -301,6 +386,9 @@ impl Default for CompressionConfig {
             keep_units: true,
             keep_negations: true,
             must_keep: Vec::new(),
+            instructions: InstructionsMode::Keep,
+            honor_tags: HonorTags::System,
+            transforms: Transforms::default(),
             deadline_ms: 2000,
             on_error: OnError::Passthrough,
             allow_request_overrides: true,
@@ -465,8 +553,8 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.roles.system.rate, 0.65);
         assert_eq!(c.roles.developer.rate, 0.65);
-        assert_eq!(c.roles.tool.rate, 0.9);
-        assert_eq!(c.roles.function.rate, 0.9);
+        assert_eq!(c.roles.tool.rate, 0.74);
+        assert_eq!(c.roles.function.rate, 0.74);
         assert!(c.keep_units && c.keep_negations && c.must_keep.is_empty());
         assert_eq!(c.roles.user.rate, 0.7);
         assert!(!c.roles.assistant.enabled);

@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod compressor;
 pub mod config;
+pub mod content;
 pub mod conversation;
 pub mod lingua2;
 pub mod lingua2_compressor;
@@ -19,13 +20,15 @@ pub use crate::tokens::{self, TokenizerKind};
 pub use cache::{CacheKey, CompressionCache, MokaCache, NoCache};
 pub use compressor::{Budget, CompressError, CompressOutput, Compressor};
 pub use config::{
-    CompressionConfig, ConfigError, MethodKind, ModelUnavailable, OnError, PrecisionSetting,
-    RoleConfig, ScorerKind,
+    CompressionConfig, ConfigError, HonorTags, InstructionsMode, MethodKind, ModelUnavailable,
+    OnError, PrecisionSetting, Prose, RoleConfig, ScorerKind, Transforms,
 };
 pub use conversation::{Conversation, Message, PathElem, Segment};
 pub use lingua2_compressor::Lingua2Compressor;
 pub use policy::{
-    CacheStatus, MessageReport, Outcome, Policy, Report, RequestOptions, RoleReport, SkipReason,
+    CacheStatus, MessageReport, Outcome, PieceReport, Policy, Report, RequestOptions, RoleReport,
+    SkipReason,
 };
 pub use select::MeaningCompressor;
+pub use spans::Transform;
 pub use units::KeepRules;

@@ -10,9 +10,12 @@ use serde_json::Value;
 
 use super::cache::{CacheKey, CompressionCache, MokaCache, NoCache};
 use super::compressor::{Budget, CompressError, CompressOutput, Compressor};
-use super::config::{CompressionConfig, ConfigError, RoleConfig, check_rate};
+use super::config::{CompressionConfig, ConfigError, InstructionsMode, RoleConfig, check_rate};
+use super::content::Kind;
 use super::conversation::{Conversation, PathElem, rewrite};
-use super::spans::{Region, SPAN_MARKER, SpanDetector, has_tags, strip_tags};
+use super::spans::{
+    ContentRules, Piece, Region, SPAN_MARKER, SpanDetector, Transform, has_tags, strip_tags,
+};
 use super::tokens::TokenizerKind;
 use crate::scorer::WorkCtx;
 
@@ -40,6 +43,23 @@ pub struct RequestOptions {
     pub compress_user: Option<bool>,
     /// Leave the first N messages alone (`/v1/compress` `config.frozen_message_count`).
     pub frozen_messages: usize,
+    /// Report every piece of every message: its kind, the transform applied and its tokens
+    /// before and after (`compress --explain`, `/v1/compress` `explain`).
+    pub explain: bool,
+}
+
+/// One piece of a message as `--explain` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PieceReport {
+    /// The message's text segment (content part, system block, tool result part).
+    pub segment: usize,
+    pub kind: Kind,
+    pub transform: Transform,
+    pub tokens_before: usize,
+    pub tokens_after: usize,
+    /// The piece's text before and after.
+    pub before: String,
+    pub after: String,
 }
 
 /// Why a message was forwarded unchanged.
@@ -57,6 +77,9 @@ pub enum SkipReason {
     BelowMinTokens,
     WithinTarget,
     Unprofitable,
+    /// Nothing in the message may be compressed: instructions its role keeps, code, diffs,
+    /// traces, logs, data (and no lossless transform applied).
+    NothingCompressible,
     /// The text contains characters the selection reserves (U+E000, U+2581, `[NEWk]`).
     ReservedCharacters,
     /// More tokens than `max_message_tokens` (or the request more than `max_request_tokens`):
@@ -78,6 +101,9 @@ pub struct MessageReport {
     /// Honouring the semantic units (numbers with their units, negations with what they
     /// govern, must-keep words) kept more than the role's budget.
     pub budget_exceeded_by_units: bool,
+    /// With [`RequestOptions::explain`]: what each piece is and what was done to it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pieces: Vec<PieceReport>,
 }
 
 /// Totals of one role.
@@ -159,6 +185,8 @@ pub struct MessageResult {
     pub cache_misses: usize,
     /// See [`MessageReport::budget_exceeded_by_units`].
     pub budget_exceeded_by_units: bool,
+    /// See [`MessageReport::pieces`].
+    pub pieces: Vec<PieceReport>,
 }
 
 /// The compression policy over a [`Compressor`].
@@ -316,6 +344,9 @@ impl Policy {
         } else {
             Vec::new()
         };
+        // Tool results seen so far (text -> where), for `dedupe_tool_results`.
+        let mut seen_tool: std::collections::HashMap<&str, String> =
+            std::collections::HashMap::new();
         for (pos, m) in conv.messages.iter().enumerate() {
             opts.work.check()?;
             let positional = if m.index < frozen {
@@ -339,7 +370,7 @@ impl Policy {
             } else {
                 None
             };
-            let result = self.compress_message_for(
+            let mut result = self.compress_message_for(
                 &m.role,
                 &texts,
                 tokenizer,
@@ -347,6 +378,9 @@ impl Policy {
                 positional,
                 question.as_deref(),
             )?;
+            if matches!(m.role.as_str(), "tool" | "function") {
+                self.dedupe(m, positional, tokenizer, opts, &mut seen_tool, &mut result);
+            }
             for (seg, new) in m.segments.iter().zip(&result.texts) {
                 if let Some(new) = new {
                     edits.push((seg.path.clone(), new.clone()));
@@ -366,6 +400,7 @@ impl Policy {
                 cache_hits: result.cache_hits,
                 cache_misses: result.cache_misses,
                 budget_exceeded_by_units: result.budget_exceeded_by_units,
+                pieces: result.pieces,
             });
         }
         let body = (!edits.is_empty()).then(|| rewrite(raw, json, &edits));
@@ -434,7 +469,14 @@ impl Policy {
             cache_hits: 0,
             cache_misses: 0,
             budget_exceeded_by_units: false,
+            pieces: Vec::new(),
         };
+        // Tags steer only in the roles the operator allows, and never in a protected message.
+        let protected = matches!(
+            positional,
+            Some(SkipReason::ProtectedLastUser | SkipReason::ProtectedRecent | SkipReason::Frozen)
+        );
+        let tags = self.config.honor_tags.honors(role) && !protected;
         let mut lookup_only = false;
         let tokens_before = match count_within(tokenizer, texts, limit) {
             Ok(n) => n,
@@ -469,7 +511,11 @@ impl Policy {
         let unchanged = |reason: SkipReason| {
             let texts: Vec<Option<String>> = texts
                 .iter()
-                .map(|t| has_tags(t).then(|| strip_tags(t)).filter(|s| s != t))
+                .map(|t| {
+                    (tags && has_tags(t))
+                        .then(|| strip_tags(t))
+                        .filter(|s| s != t)
+                })
                 .collect();
             MessageResult {
                 tokens_after: 0,
@@ -479,6 +525,7 @@ impl Policy {
                 cache_hits: 0,
                 cache_misses: 0,
                 budget_exceeded_by_units: false,
+                pieces: Vec::new(),
             }
         };
         let finish = |mut r: MessageResult, originals: &[&str]| {
@@ -495,11 +542,68 @@ impl Policy {
             return Ok(finish(unchanged(reason), texts));
         };
 
-        // Regions of every segment and the message's effective rate.
-        let regions: Vec<Vec<Region>> = texts
+        // Pieces of every segment (each part judged on its own size) and the message's
+        // effective rate.
+        let rules = ContentRules {
+            tags,
+            prose: role_cfg.prose,
+            compress_instructions: self.config.instructions == InstructionsMode::Compress,
+            minify_json: self.config.transforms.minify_json,
+            collapse_repeats: self.config.transforms.collapse_repeats,
+        };
+        let pieces: Vec<Vec<Piece>> = texts
             .iter()
-            .map(|t| self.spans.regions_within(t, &opts.work))
+            .map(|t| {
+                if texts.len() > 1 && (tokenizer.count(t) as u64) < role_cfg.min_tokens {
+                    let kept = if tags { strip_tags(t) } else { t.to_string() };
+                    return Ok(vec![Piece {
+                        region: Region::Verbatim(kept),
+                        kind: match role_cfg.prose {
+                            super::content::Prose::Instructions => Kind::Instructions,
+                            super::content::Prose::Documents => Kind::Document,
+                        },
+                        transform: Transform::BelowMinTokens,
+                        original: t.to_string(),
+                    }]);
+                }
+                self.spans.classified(t, rules, &opts.work)
+            })
             .collect::<Result<_, _>>()?;
+        let untouched = |p: &Piece| {
+            matches!(p.region, Region::Verbatim(_))
+                && matches!(
+                    p.transform,
+                    Transform::Kept | Transform::BelowMinTokens | Transform::TagKept
+                )
+        };
+        if pieces.iter().flatten().all(untouched) {
+            let mut r = finish(unchanged(SkipReason::NothingCompressible), texts);
+            if opts.explain {
+                r.pieces = pieces
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(segment, ps)| {
+                        ps.iter().map(move |p| {
+                            let n = tokenizer.count(&p.original);
+                            PieceReport {
+                                segment,
+                                kind: p.kind,
+                                transform: p.transform,
+                                tokens_before: n,
+                                tokens_after: n,
+                                before: p.original.clone(),
+                                after: p.original.clone(),
+                            }
+                        })
+                    })
+                    .collect();
+            }
+            return Ok(r);
+        }
+        let regions: Vec<Vec<Region>> = pieces
+            .iter()
+            .map(|p| p.iter().map(|p| p.region.clone()).collect())
+            .collect();
         let rate = match self.message_rate(role_cfg, &regions, tokenizer, opts) {
             Some(r) => r,
             None => return Ok(finish(unchanged(SkipReason::WithinTarget), texts)),
@@ -520,10 +624,12 @@ impl Policy {
             lookup_only,
         };
         let mut new_texts = Vec::with_capacity(texts.len());
-        for (text, regions) in texts.iter().zip(&regions) {
+        let mut reports = Vec::new();
+        for (segment, (text, pieces)) in texts.iter().zip(&pieces).enumerate() {
             let mut out = String::with_capacity(text.len());
-            for region in regions {
-                match region {
+            for piece in pieces {
+                let start = out.len();
+                match &piece.region {
                     Region::Verbatim(s) => out.push_str(s),
                     Region::Compress {
                         text: marked,
@@ -540,6 +646,13 @@ impl Policy {
                             &counters,
                             &opts.work,
                         )? {
+                            // Instructions never lose a line.
+                            Some((text, _))
+                                if piece.kind == Kind::Instructions
+                                    && !lines_intact(&piece.original, &text) =>
+                            {
+                                out.push_str(&piece.original);
+                            }
                             Some((text, over)) => {
                                 exceeded |= over;
                                 out.push_str(&text);
@@ -547,6 +660,17 @@ impl Policy {
                             None => return Ok(too_large(tokens_before)),
                         }
                     }
+                }
+                if opts.explain {
+                    reports.push(PieceReport {
+                        segment,
+                        kind: piece.kind,
+                        transform: piece.transform,
+                        tokens_before: tokenizer.count(&piece.original),
+                        tokens_after: tokenizer.count(&out[start..]),
+                        before: piece.original.clone(),
+                        after: out[start..].to_string(),
+                    });
                 }
             }
             new_texts.push(out);
@@ -565,6 +689,14 @@ impl Policy {
             r.cache_hits = hits;
             r.cache_misses = misses;
             r.budget_exceeded_by_units = exceeded;
+            r.pieces = reports
+                .into_iter()
+                .map(|p| PieceReport {
+                    tokens_after: p.tokens_before,
+                    after: p.before.clone(),
+                    ..p
+                })
+                .collect();
             return Ok(r);
         }
         Ok(MessageResult {
@@ -579,7 +711,61 @@ impl Policy {
             cache_hits: hits,
             cache_misses: misses,
             budget_exceeded_by_units: exceeded,
+            pieces: reports,
         })
+    }
+
+    /// `dedupe_tool_results`: a tool result segment equal to an earlier one (at least
+    /// `min_tokens` long, outside protected positions) becomes a reference to it.
+    fn dedupe<'a>(
+        &self,
+        m: &'a crate::compress::Message,
+        positional: Option<SkipReason>,
+        tokenizer: TokenizerKind,
+        opts: &RequestOptions,
+        seen: &mut std::collections::HashMap<&'a str, String>,
+        result: &mut MessageResult,
+    ) {
+        let min = self.config.roles.get(&m.role).map_or(0, |r| r.min_tokens);
+        let mut changed = false;
+        for (i, seg) in m.segments.iter().enumerate() {
+            let Some(earlier) = seen.get(seg.text.as_str()) else {
+                seen.insert(seg.text.as_str(), json_path(&seg.path));
+                continue;
+            };
+            if !self.config.transforms.dedupe_tool_results
+                || positional.is_some()
+                || (tokenizer.count(&seg.text) as u64) < min.max(1)
+            {
+                continue;
+            }
+            let marker = dedupe_marker(earlier);
+            if opts.explain {
+                result.pieces.retain(|p| p.segment != i);
+                result.pieces.push(PieceReport {
+                    segment: i,
+                    kind: Kind::Document,
+                    transform: Transform::Deduplicated,
+                    tokens_before: tokenizer.count(&seg.text),
+                    tokens_after: tokenizer.count(&marker),
+                    before: seg.text.clone(),
+                    after: marker.clone(),
+                });
+            }
+            if let Some(t) = result.texts.get_mut(i) {
+                *t = Some(marker);
+                changed = true;
+            }
+        }
+        if changed {
+            result.skipped = None;
+            result.tokens_after = m
+                .segments
+                .iter()
+                .zip(&result.texts)
+                .map(|(s, new)| tokenizer.count(new.as_deref().unwrap_or(&s.text)))
+                .sum();
+        }
     }
 
     /// The rate for a message, `None` when its target is already met.
@@ -734,6 +920,45 @@ fn question_positions(conv: &Conversation) -> Vec<Option<usize>> {
     sweep(&mut (0..n), &mut out);
     sweep(&mut (0..n).rev(), &mut out);
     out
+}
+
+/// The text that replaces a tool result identical to the one at `earlier` (a JSON path).
+pub fn dedupe_marker(earlier: &str) -> String {
+    format!(
+        "[lingua-proxy: identical to the earlier tool result at {earlier}; not repeated to save tokens]"
+    )
+}
+
+/// A path as `messages[3].content[0].text`.
+pub fn json_path(path: &[PathElem]) -> String {
+    let mut out = String::new();
+    for p in path {
+        match p {
+            PathElem::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            PathElem::Index(i) => {
+                out.push('[');
+                out.push_str(&i.to_string());
+                out.push(']');
+            }
+        }
+    }
+    out
+}
+
+/// Every line of `original` is still there in `compressed` (same line count, and a line with
+/// words keeps at least one).
+fn lines_intact(original: &str, compressed: &str) -> bool {
+    let words = |l: &str| l.chars().any(char::is_alphanumeric);
+    original.lines().count() == compressed.lines().count()
+        && original
+            .lines()
+            .zip(compressed.lines())
+            .all(|(o, c)| !words(o) || words(c))
 }
 
 /// A message's text segments, one per line.

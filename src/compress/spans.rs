@@ -9,8 +9,10 @@ use std::ops::Range;
 use std::sync::LazyLock;
 
 use regex::Regex;
+use serde::Serialize;
 use serde::de::IgnoredAny;
 
+use super::content::{self, Kind, Prose};
 use crate::model::{Interrupted, Pace, WorkCtx};
 
 /// Loop iterations (bytes, lines, matches, candidates) between two checks of the work context.
@@ -30,6 +32,63 @@ pub enum Region {
         protected: Vec<String>,
         rate: Option<f64>,
     },
+}
+
+/// What the policy did to one region (`--explain`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transform {
+    /// Forwarded byte for byte (its kind is never scored, or its role keeps it).
+    Kept,
+    /// Scored and compressed (or left whole when nothing could go).
+    Compressed,
+    /// Inside `<llmlingua, compress=False>`.
+    TagKept,
+    /// Runs of repeated lines collapsed with a count marker.
+    CollapsedRepeats,
+    /// JSON without insignificant whitespace.
+    MinifiedJson,
+    /// Replaced by a reference to an identical earlier tool result.
+    Deduplicated,
+    /// A part under the role's `min_tokens`.
+    BelowMinTokens,
+}
+
+impl Transform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kept => "kept",
+            Self::Compressed => "compressed",
+            Self::TagKept => "tag_kept",
+            Self::CollapsedRepeats => "collapsed_repeats",
+            Self::MinifiedJson => "minified_json",
+            Self::Deduplicated => "deduplicated",
+            Self::BelowMinTokens => "below_min_tokens",
+        }
+    }
+}
+
+/// How one text is cut into regions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContentRules {
+    /// `<llmlingua …>` tags steer compression (else they are plain text).
+    pub tags: bool,
+    /// How plain prose reads.
+    pub prose: Prose,
+    /// Prose read as instructions may be compressed.
+    pub compress_instructions: bool,
+    pub minify_json: bool,
+    pub collapse_repeats: bool,
+}
+
+/// A region with what it is and what was done to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Piece {
+    pub region: Region,
+    pub kind: Kind,
+    pub transform: Transform,
+    /// The original text (for explanations and token counts).
+    pub original: String,
 }
 
 /// Detects protected spans: fenced code, inline code, JSON that parses, URLs, e-mail addresses,
@@ -144,6 +203,140 @@ impl SpanDetector {
         self.regions_paced(text, &mut ctx.pace(CHECK_EVERY))
     }
 
+    /// Cuts `text` into regions by content kind ([`content::classify`]): only prose the rules
+    /// allow is compressible, with its skeleton and identifiers protected; every other block is
+    /// verbatim, or transformed losslessly when the rules say so.
+    pub fn classified(
+        &self,
+        text: &str,
+        rules: ContentRules,
+        ctx: &WorkCtx,
+    ) -> Result<Vec<Piece>, Interrupted> {
+        let pace = &mut ctx.pace(CHECK_EVERY);
+        let parts = if rules.tags {
+            split_tags(text)
+        } else {
+            vec![(text, Tag::None)]
+        };
+        let mut out = Vec::new();
+        for (part, tag) in parts {
+            let rate = match tag {
+                Tag::Keep => {
+                    out.push(Piece {
+                        region: Region::Verbatim(part.to_string()),
+                        kind: rules.prose_kind(),
+                        transform: Transform::TagKept,
+                        original: part.to_string(),
+                    });
+                    continue;
+                }
+                Tag::Rate(r) => Some(r),
+                Tag::None => None,
+            };
+            let blocks = content::classify(part, rules.prose, pace)?;
+            let mut run: Option<(usize, usize, Kind)> = None;
+            for b in blocks {
+                let compressible = b.kind == Kind::Document
+                    || (b.kind == Kind::Instructions && rules.compress_instructions);
+                if compressible {
+                    run = Some(match run {
+                        Some((start, _, kind)) => (start, b.range.end, kind),
+                        None => (b.range.start, b.range.end, b.kind),
+                    });
+                    continue;
+                }
+                if let Some((start, end, kind)) = run.take() {
+                    self.push_prose(&mut out, &part[start..end], kind, rate, pace)?;
+                }
+                let original = &part[b.range.clone()];
+                let (text, transform) = match b.kind {
+                    Kind::Log if rules.collapse_repeats => content::collapse_repeats(original)
+                        .map_or((None, Transform::Kept), |t| {
+                            (Some(t), Transform::CollapsedRepeats)
+                        }),
+                    Kind::Data if rules.minify_json => content::minify_json(original)
+                        .map_or((None, Transform::Kept), |t| {
+                            (Some(t), Transform::MinifiedJson)
+                        }),
+                    _ => (None, Transform::Kept),
+                };
+                out.push(Piece {
+                    region: Region::Verbatim(text.unwrap_or_else(|| original.to_string())),
+                    kind: b.kind,
+                    transform,
+                    original: original.to_string(),
+                });
+            }
+            if let Some((start, end, kind)) = run.take() {
+                self.push_prose(&mut out, &part[start..end], kind, rate, pace)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// A run of prose as compressible pieces: documents as one (the scorer sees the context,
+    /// LLMLingua's coarse filter the documents), instructions line by line, so that a line that
+    /// would vanish can be kept alone.
+    fn push_prose(
+        &self,
+        out: &mut Vec<Piece>,
+        text: &str,
+        kind: Kind,
+        rate: Option<f64>,
+        pace: &mut Pace<'_>,
+    ) -> Result<(), Interrupted> {
+        if kind != Kind::Instructions {
+            out.push(self.prose_piece(text, kind, rate, pace)?);
+            return Ok(());
+        }
+        for line in text.split_inclusive('\n') {
+            if line.trim().is_empty() {
+                out.push(Piece {
+                    region: Region::Verbatim(line.to_string()),
+                    kind,
+                    transform: Transform::Kept,
+                    original: line.to_string(),
+                });
+            } else {
+                out.push(self.prose_piece(line, kind, rate, pace)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// A compressible region of prose with its protected spans marked.
+    fn prose_piece(
+        &self,
+        text: &str,
+        kind: Kind,
+        rate: Option<f64>,
+        pace: &mut Pace<'_>,
+    ) -> Result<Piece, Interrupted> {
+        let mut spans = self.find_paced(text, pace)?;
+        spans.extend(content::skeleton_spans(text, pace)?);
+        let spans = merge(spans);
+        let mut marked = String::with_capacity(text.len());
+        let mut protected = Vec::with_capacity(spans.len());
+        let mut at = 0;
+        for r in spans {
+            marked.push_str(&text[at..r.start]);
+            marked.push_str(SPAN_MARKER);
+            protected.push(text[r.clone()].to_string());
+            at = r.end;
+        }
+        marked.push_str(&text[at..]);
+        Ok(Piece {
+            region: Region::Compress {
+                text: marked,
+                protected,
+                rate,
+            },
+            kind,
+            transform: Transform::Compressed,
+            original: text.to_string(),
+        })
+    }
+
     fn regions_paced(&self, text: &str, pace: &mut Pace<'_>) -> Result<Vec<Region>, Interrupted> {
         let mut out = Vec::new();
         for (part, tag) in split_tags(text) {
@@ -174,6 +367,15 @@ impl SpanDetector {
             }
         }
         Ok(out)
+    }
+}
+
+impl ContentRules {
+    fn prose_kind(&self) -> Kind {
+        match self.prose {
+            Prose::Instructions => Kind::Instructions,
+            Prose::Documents => Kind::Document,
+        }
     }
 }
 

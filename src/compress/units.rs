@@ -248,6 +248,12 @@ const NEGATIONS: &[&str] = &[
     "prohibited",
     "always",
     "if",
+    // conditions in time and order: "only before the parcel reaches the hub"
+    "before",
+    "after",
+    "until",
+    "till",
+    "avoid",
 ];
 
 /// Auxiliaries a negation may follow (`do not`, `are never`).

@@ -2,4 +2,5 @@
 //! compressed text against its original. No HTTP here; the `eval` command runs these through
 //! the policy.
 
+pub mod agent;
 pub mod facts;

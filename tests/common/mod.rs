@@ -127,13 +127,14 @@ reported during the transfer and the seal number 884213 matches the loading reco
     })
 }
 
-/// A compression hook with the embedded heuristic scorer and low per-role minimums, so that
-/// [`compressible_body`] gets compressed.
+/// A compression hook with the embedded heuristic scorer, instruction compression on and low
+/// per-role minimums, so that [`compressible_body`] gets compressed.
 pub fn heuristic_hook() -> lingua_proxy::pipeline::CompressionHook {
-    use lingua_proxy::compress::{CompressionConfig, Policy, ScorerKind};
+    use lingua_proxy::compress::{CompressionConfig, InstructionsMode, Policy, ScorerKind};
     use lingua_proxy::engine::build_compressor;
     let mut cfg = CompressionConfig {
         scorer: ScorerKind::Heuristic,
+        instructions: InstructionsMode::Compress,
         ..CompressionConfig::default()
     };
     cfg.roles.system.min_tokens = 50;
