@@ -52,6 +52,9 @@ pub struct HookReport {
     pub tokens: Option<Tokens>,
     /// `hit`, `miss` or `partial` (when the policy ran to completion).
     pub cache: Option<&'static str>,
+    /// Per message: its pieces with their content kind, transform, tokens and texts (only when
+    /// the hook explains, with `[telemetry] log_content = true`).
+    pub explain: Option<serde_json::Value>,
 }
 
 /// A refusal, rendered by the server as an OpenAI-shaped error.

@@ -164,7 +164,8 @@ fn build_hook(config: &Config) -> anyhow::Result<Arc<dyn RequestHook>> {
         .filter_map(|r| r.tokenizer.map(|t| (r.model_prefix.clone(), t)))
         .collect();
     let hook = CompressionHook::from_configs(&config.compression, &config.model)?
-        .with_route_tokenizers(routes);
+        .with_route_tokenizers(routes)
+        .with_explain(config.telemetry.log_content);
     Ok(Arc::new(hook))
 }
 

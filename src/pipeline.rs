@@ -104,6 +104,8 @@ struct Inner {
     root: WorkCtx,
     /// Background compression queue (`[compression] background = true`).
     background: Option<std::sync::mpsc::SyncSender<BackgroundJob>>,
+    /// Report each message's pieces (kind, transform, tokens, texts) for the event log.
+    explain: bool,
 }
 
 /// A request to compress again off the request path.
@@ -160,6 +162,7 @@ impl CompressionHook {
             model_queue: None,
             root,
             background,
+            explain: false,
             admission: Arc::new(Semaphore::new(workers + cfg.queue)),
             workers: Arc::new(Semaphore::new(workers)),
             deadline: Duration::from_millis(cfg.deadline_ms),
@@ -228,6 +231,12 @@ impl CompressionHook {
         self.rebuild(|i| i.route_tokenizers = routes)
     }
 
+    /// Reports what was done to each piece of each message (`[telemetry] log_content = true`:
+    /// the event log keeps it beside the prompt). Costs a token count per piece.
+    pub fn with_explain(self, explain: bool) -> Self {
+        self.rebuild(|i| i.explain = explain)
+    }
+
     fn rebuild(self, f: impl FnOnce(&mut Inner)) -> Self {
         let i = &self.inner;
         let mut inner = Inner {
@@ -244,6 +253,7 @@ impl CompressionHook {
             model_queue: i.model_queue.clone(),
             root: i.root.clone(),
             background: i.background.clone(),
+            explain: i.explain,
         };
         f(&mut inner);
         Self {
@@ -359,8 +369,26 @@ fn skipped(reason: &'static str, failed: bool) -> HookOutcome {
             reason: Some(reason),
             tokens: None,
             cache: None,
+            explain: None,
         }),
     }
+}
+
+/// Per message: index, role, skip reason and pieces (the event log's `explain`).
+fn explain_of(r: &crate::compress::policy::Report) -> serde_json::Value {
+    serde_json::Value::Array(
+        r.messages
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "index": m.index,
+                    "role": m.role,
+                    "skipped": m.skipped,
+                    "pieces": m.pieces,
+                })
+            })
+            .collect(),
+    )
 }
 
 /// The policy report in the event log's shape.
@@ -461,6 +489,7 @@ impl Inner {
             rate_override: c.rate,
             tokenizer,
             work: work.clone(),
+            explain: self.explain,
             ..RequestOptions::default()
         };
         let conv = req
@@ -813,6 +842,7 @@ impl Inner {
                 tokens: Some(tokens_of(r)),
                 // no lookup happened when nothing needed compressing
                 cache: (r.cache_hits + r.cache_misses > 0).then(|| r.cache.as_str()),
+                explain: self.explain.then(|| explain_of(r)),
             }),
         }
     }

@@ -451,3 +451,68 @@ async fn compress_endpoint_explains() {
     // Corpus files exist where the tests expect them.
     assert_eq!(Transform::Compressed.as_str(), "compressed");
 }
+
+/// With `log_content = true` the event log keeps what was done to each message's pieces; the
+/// hook explains only when asked (the server builds it so from `[telemetry] log_content`).
+#[tokio::test]
+async fn the_event_log_explains_each_message_with_log_content() {
+    let doc: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            root().join("benches/data/agent/51-prose-incident-postmortem.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let tool = format!("{}\n{SHELL}", doc["text"].as_str().unwrap());
+    let body = json!({"model": "gpt-4o", "messages": [
+        {"role": "system", "content": SUPPORT},
+        {"role": "tool", "tool_call_id": "a", "content": tool},
+        {"role": "user", "content": "What happened?"}
+    ]});
+    for log_content in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let events = dir.path().join("events.jsonl");
+        let path = events.clone();
+        let hook = lingua_proxy::pipeline::CompressionHook::new(Arc::new(policy(|_| {})))
+            .with_explain(log_content);
+        let h = common::start_with(
+            move |c| {
+                c.telemetry.events_path = Some(path);
+                c.telemetry.log_content = log_content;
+            },
+            Arc::new(hook),
+        )
+        .await;
+        let resp = h
+            .client
+            .post(h.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let ev = common::read_events(&events, 1).await;
+        let explain = ev[0].explain.clone();
+        if !log_content {
+            assert!(explain.is_none());
+            continue;
+        }
+        let explain = explain.unwrap();
+        let messages = explain.as_array().unwrap();
+        assert_eq!(messages[0]["role"], "system");
+        assert!(!messages[0]["skipped"].is_null(), "{explain}");
+        let tool_pieces = messages[1]["pieces"].as_array().unwrap();
+        assert!(
+            tool_pieces
+                .iter()
+                .any(|p| p["kind"] == "document" && p["transform"] == "compressed")
+        );
+        assert!(tool_pieces.iter().any(|p| p["kind"] == "log"));
+        let after: String = tool_pieces
+            .iter()
+            .map(|p| p["after"].as_str().unwrap())
+            .collect();
+        let sent = h.mock.state.last_request().unwrap().json().unwrap();
+        assert_eq!(sent["messages"][1]["content"], after.as_str());
+    }
+}

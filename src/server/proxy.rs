@@ -227,6 +227,9 @@ async fn plan_request(
             e.fail_open = r.reason.map(str::to_owned);
             e.tokens = r.tokens.clone();
             e.cache = r.cache.map(str::to_owned);
+            if tele.log_content {
+                e.explain = r.explain.clone();
+            }
         }
         e.latency_ms.compression = hook_ms;
     };
@@ -258,6 +261,7 @@ async fn plan_request(
                 copy.fail_open = None;
                 copy.tokens = None;
                 copy.cache = None;
+                copy.explain = None;
                 copy.latency_ms.compression = 0.0;
                 copy.prompt = log_messages(&raw);
                 mirror = Some(raw.clone());

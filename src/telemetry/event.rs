@@ -63,6 +63,10 @@ pub struct Event {
     pub answer: Option<String>,
     /// The forwarded request's messages (only with `log_content = true`).
     pub prompt: Option<serde_json::Value>,
+    /// What compression did to each message (only with `log_content = true`): its pieces with
+    /// content kind, transform, tokens and texts before and after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explain: Option<serde_json::Value>,
 }
 
 /// Prompt tokens before and after compression, total and per role.
