@@ -176,6 +176,10 @@ pub struct AuthConfig {
     /// Local endpoints (`/healthz`, `/readyz`, `/metrics`, `/stats`, `/dashboard`) answered
     /// without a proxy key. Proxied paths always need one.
     pub public_paths: Vec<String>,
+    /// Start on a non-loopback address with an injected upstream key (`api_key_env`) and no
+    /// proxy keys. Off: that combination is refused, since anyone who reaches the proxy would
+    /// spend the operator's key.
+    pub allow_unauthenticated: bool,
 }
 
 impl Default for AuthConfig {
@@ -184,6 +188,7 @@ impl Default for AuthConfig {
             keys_env: None,
             keys_file: None,
             public_paths: vec!["/healthz".into()],
+            allow_unauthenticated: false,
         }
     }
 }
@@ -291,7 +296,7 @@ impl Config {
     /// Loads defaults, then `file` (required to exist when given), then the environment, then
     /// `overrides`, and validates the result.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
-        Self::load_with_env(file, overrides, Env::prefixed(ENV_PREFIX).split("__"))
+        Self::load_with_env(file, overrides, config_env(ENV_PREFIX))
     }
 
     /// Like [`Config::load`] with an explicit environment provider (tests use this).
@@ -356,6 +361,7 @@ impl Config {
             }
         }
         self.validate_server()?;
+        self.refuse_open_relay()?;
         validate_env_name("upstream.api_key_env", self.upstream.api_key_env.as_deref())?;
         validate_env_name("auth.keys_env", self.auth.keys_env.as_deref())?;
         for (i, route) in self.routes.iter().enumerate() {
@@ -501,6 +507,28 @@ impl Config {
         Ok(())
     }
 
+    /// A non-loopback listener that injects an upstream key needs proxy keys (or the operator's
+    /// explicit `auth.allow_unauthenticated = true`): otherwise it is an open relay for the key.
+    fn refuse_open_relay(&self) -> Result<(), ConfigError> {
+        let injects = self.upstream.api_key_env.is_some()
+            || self.routes.iter().any(|r| r.api_key_env.is_some());
+        let public = !self.listen_addr()?.ip().is_loopback();
+        if public && injects && !self.auth.enabled() && !self.auth.allow_unauthenticated {
+            return Err(ConfigError::invalid(
+                "auth",
+                format!(
+                    "`{}` is reachable from other hosts and the proxy injects an upstream key \
+                     (api_key_env), but no proxy keys are configured: anyone who reaches it would \
+                     spend that key",
+                    self.listen
+                ),
+                "auth.keys_env or auth.keys_file, a loopback listen address, or \
+                 auth.allow_unauthenticated = true to accept the risk",
+            ));
+        }
+        Ok(())
+    }
+
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.listen.parse().map_err(|_| {
             ConfigError::invalid(
@@ -545,6 +573,22 @@ fn validate_env_name(key: &str, value: Option<&str>) -> Result<(), ConfigError> 
         }
         _ => Ok(()),
     }
+}
+
+/// The `PREFIX*` environment variables that name a configuration key (`__` between levels).
+/// Others with the prefix are not configuration: `LINGUA_PROXY_CONFIG` (the file, read by the
+/// command line), the variables `keys_env` and `api_key_env` name (`LINGUA_PROXY_KEYS`), and
+/// whatever else an operator calls so. They are left out instead of failing as unknown keys; a
+/// misspelt key below a known table (`LINGUA_PROXY_UPSTREAM__BASE_ULR`) still fails.
+pub fn config_env(prefix: &str) -> Env {
+    let tables: Vec<String> = serde_json::to_value(Config::default())
+        .ok()
+        .and_then(|v| v.as_object().map(|o| o.keys().cloned().collect()))
+        .unwrap_or_default();
+    Env::prefixed(prefix).split("__").filter(move |key| {
+        let top = key.as_str().split('.').next().unwrap_or_default();
+        tables.iter().any(|t| t.eq_ignore_ascii_case(top))
+    })
 }
 
 /// Renders a figment error as "key `a.b`: message (in source)".
@@ -630,6 +674,59 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("max_body_bytes"), "{e}");
+    }
+
+    /// Variables with the prefix that are not configuration (`LINGUA_PROXY_CONFIG`, the keys
+    /// `keys_env` names) stay out of the config layer; configuration keys and misspelt nested
+    /// keys still reach it.
+    #[test]
+    fn only_configuration_variables_are_merged() {
+        let prefix = "LINGUA_PROXY_T2_";
+        // SAFETY: tests in this module use unique variable names.
+        unsafe {
+            std::env::set_var(format!("{prefix}CONFIG"), "proxy.toml");
+            std::env::set_var(format!("{prefix}KEYS"), "k1,k2");
+            std::env::set_var(format!("{prefix}LOG__LEVEL"), "debug");
+        }
+        let c = Config::load_with_env(None, &Overrides::default(), config_env(prefix)).unwrap();
+        assert_eq!(c.log.level, "debug");
+        let raw = Env::prefixed(prefix).split("__");
+        assert!(Config::load_with_env(None, &Overrides::default(), raw).is_err());
+        let prefix = "LINGUA_PROXY_T3_";
+        // SAFETY: as above.
+        unsafe { std::env::set_var(format!("{prefix}UPSTREAM__BASE_ULR"), "http://x.example") };
+        let e = Config::load_with_env(None, &Overrides::default(), config_env(prefix))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("base_ulr"), "{e}");
+    }
+
+    /// A public listener injecting the operator's key without proxy keys is refused, unless
+    /// the operator says so; loopback, or proxy keys, are fine.
+    #[test]
+    fn an_open_relay_for_the_upstream_key_is_refused() {
+        let mut c = Config {
+            listen: "0.0.0.0:8080".into(),
+            ..Config::default()
+        };
+        c.upstream.api_key_env = Some("OPENAI_API_KEY".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("auth") && e.contains("allow_unauthenticated"),
+            "{e}"
+        );
+        c.auth.allow_unauthenticated = true;
+        c.validate().unwrap();
+        c.auth.allow_unauthenticated = false;
+        c.auth.keys_env = Some("LINGUA_PROXY_KEYS".into());
+        c.validate().unwrap();
+        c.auth.keys_env = None;
+        c.listen = "127.0.0.1:8080".into();
+        c.validate().unwrap();
+        // Without an injected key the client's own key passes through: no relay.
+        c.listen = "0.0.0.0:8080".into();
+        c.upstream.api_key_env = None;
+        c.validate().unwrap();
     }
 
     #[test]

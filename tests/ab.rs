@@ -488,3 +488,33 @@ async fn shutdown_puts_every_event_on_disk() {
     let lines = std::fs::read_to_string(&events).unwrap();
     assert_eq!(lines.lines().count(), 20);
 }
+
+/// A client that repeats its `x-request-id` cannot merge mirror pairs: the pair id is the
+/// proxy's own, the client's id stays the event's `request_id`.
+#[tokio::test]
+async fn pair_ids_are_the_proxys_own() {
+    let s = setup(|c| {
+        c.ab.mode = Mode::Mirror;
+        c.ab.mirror_percent = 100.0;
+    })
+    .await;
+    let body = serde_json::to_vec(&compressible_body(false)).unwrap();
+    for _ in 0..3 {
+        let resp = post(
+            &s.h,
+            &body,
+            &[("x-request-id", "same-id"), ("x-session-id", "m")],
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+        resp.bytes().await.unwrap();
+    }
+    let events = read_events(&s.events, 6).await;
+    assert_eq!(events.len(), 6);
+    assert!(events.iter().all(|e| e.request_id == "same-id"));
+    let mut pairs: Vec<String> = events.iter().map(|e| e.pair_id.clone().unwrap()).collect();
+    pairs.sort();
+    pairs.dedup();
+    assert_eq!(pairs.len(), 3, "{pairs:?}");
+    assert!(pairs.iter().all(|p| p != "same-id"));
+}

@@ -148,3 +148,145 @@ fn ab_telemetry_and_prices_are_validated_by_key() {
     assert_eq!(ok.ab.mode, lingua_proxy::ab::Mode::Mirror);
     assert_eq!(ok.prices["my-model"].input, 1.0);
 }
+
+/// Starts `lingua-proxy serve` with `args` and `env` and waits for it to listen (it logs the
+/// address); returns whether it did within 20 s, and its stderr so far.
+fn starts(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    use std::io::{BufRead, BufReader};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lingua-proxy"));
+    cmd.arg("serve")
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("LINGUA_PROXY_COMPRESSION__SCORER", "heuristic")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut log = String::new();
+    let mut up = false;
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                up |= line.contains("listening");
+                log.push_str(&line);
+                log.push('\n');
+                if up {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    (up, log)
+}
+
+/// Every environment variable README names works: `LINGUA_PROXY_CONFIG` instead of `--config`,
+/// and `keys_env = "LINGUA_PROXY_KEYS"` (README's and proxy.toml's recipe) with the keys set.
+#[test]
+fn documented_environment_variables_start_the_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(&path, "listen = \"127.0.0.1:0\"\n").unwrap();
+    let (up, log) = starts(&[], &[("LINGUA_PROXY_CONFIG", path.to_str().unwrap())]);
+    assert!(up, "{log}");
+
+    let auth = dir.path().join("auth.toml");
+    std::fs::write(
+        &auth,
+        "listen = \"127.0.0.1:0\"\n[upstream]\napi_key_env = \"LP_TEST_UPSTREAM_KEY\"\n\
+         [auth]\nkeys_env = \"LINGUA_PROXY_KEYS\"\n",
+    )
+    .unwrap();
+    let (up, log) = starts(
+        &["--config", auth.to_str().unwrap()],
+        &[
+            ("LINGUA_PROXY_KEYS", "k1,k2"),
+            ("LP_TEST_UPSTREAM_KEY", "sk-test"),
+        ],
+    );
+    assert!(up, "{log}");
+
+    // Every LINGUA_PROXY_* name in README is a configuration key or one of the documented
+    // non-configuration variables.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let defaults = serde_json::to_value(lingua_proxy::config::Config::default()).unwrap();
+    let mut names: Vec<&str> = readme
+        .match_indices("LINGUA_PROXY_")
+        .map(|(i, _)| {
+            let rest = &readme[i..];
+            let end = rest
+                .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+                .unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        let key = name
+            .trim_start_matches("LINGUA_PROXY_")
+            .trim_end_matches('_');
+        if matches!(key, "CONFIG" | "KEYS" | "KEY" | "CHROMIUM" | "") {
+            continue;
+        }
+        let path: Vec<String> = key.split("__").map(str::to_ascii_lowercase).collect();
+        let mut v = &defaults;
+        for p in &path {
+            v = v
+                .get(p)
+                .unwrap_or_else(|| panic!("README names {name}, not a configuration key"));
+        }
+    }
+}
+
+/// The binary refuses to be an open relay for the operator's key, and creates its event log
+/// readable by the owner only.
+#[test]
+fn open_relay_is_refused_and_the_event_log_is_private() {
+    let out = run_serve(
+        "listen = \"0.0.0.0:0\"\n[upstream]\napi_key_env = \"LP_TEST_RELAY_KEY\"\n",
+        &[("LP_TEST_RELAY_KEY", "sk-operator")],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("allow_unauthenticated"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"0.0.0.0:0\"\n[upstream]\napi_key_env = \"LP_TEST_RELAY_KEY\"\n\
+             [auth]\nallow_unauthenticated = true\n[telemetry]\nevents_path = {events:?}\n\
+             log_content = true\n"
+        ),
+    )
+    .unwrap();
+    let (up, log) = starts(
+        &["--config", path.to_str().unwrap()],
+        &[("LP_TEST_RELAY_KEY", "sk-operator")],
+    );
+    assert!(up, "{log}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&events).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+}

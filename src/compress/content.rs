@@ -474,6 +474,15 @@ pub fn classify(text: &str, prose: Prose, pace: &mut Pace<'_>) -> Result<Vec<Blo
         .filter(|l| l.2 != Line::Blank && machine(l.1))
         .count();
     if total > 0 && output * 5 >= total * 3 {
+        // The next machine-output kind at or after each line (one backward pass).
+        let mut next_machine: Vec<Option<Kind>> = vec![None; n + 1];
+        for k in (0..n).rev() {
+            next_machine[k] = if machine(lines[k].1) {
+                lines[k].1
+            } else {
+                next_machine[k + 1]
+            };
+        }
         let mut i = 0;
         let mut last: Option<Kind> = None;
         while i < n {
@@ -483,11 +492,7 @@ pub fn classify(text: &str, prose: Prose, pace: &mut Pace<'_>) -> Result<Vec<Blo
                 while i < n && lines[i].2 != Line::Blank && lines[i].1.is_some_and(Kind::is_prose) {
                     i += 1;
                 }
-                let next = lines[i..]
-                    .iter()
-                    .map(|l| l.1)
-                    .find(|k| machine(*k))
-                    .flatten();
+                let next = next_machine[i];
                 if i - start <= 2
                     && let Some(k) = last.or(next)
                 {
@@ -820,6 +825,22 @@ mod tests {
                 .iter()
                 .all(|(k, _)| *k == Kind::Data)
         );
+    }
+
+    /// Many short prose paragraphs before the machine output that dominates the text: linear
+    /// (each paragraph used to look ahead to the next log line).
+    #[test]
+    fn short_paragraphs_in_machine_output_take_linear_work() {
+        let n = 20_000;
+        let text = format!(
+            "{}{}",
+            "a short note\n\n".repeat(n),
+            "2024-05-01T10:00:00Z INFO line\n".repeat(4 * n)
+        );
+        let mut pace = Pace::unbounded();
+        let b = classify(&text, Prose::Documents, &mut pace).unwrap();
+        assert!(b.iter().all(|b| b.kind == Kind::Log));
+        assert!(pace.steps() < 40 * n, "{} steps", pace.steps());
     }
 
     #[test]

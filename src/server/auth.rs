@@ -1,13 +1,20 @@
-//! Optional proxy credentials, compared in constant time.
+//! Optional proxy credentials, compared in constant time: keys are kept as SHA-256 digests and
+//! a presented key is hashed before the comparison, so neither its bytes nor its length shows
+//! in the time taken (`subtle`'s slice comparison returns early when the lengths differ).
 
 use std::path::Path;
 
 use http::{HeaderMap, header};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// The set of keys a client may present to the proxy.
+/// The set of keys a client may present to the proxy, as digests.
 pub struct ProxyKeys {
-    keys: Vec<Vec<u8>>,
+    keys: Vec<[u8; 32]>,
+}
+
+fn digest(key: &[u8]) -> [u8; 32] {
+    Sha256::digest(key).into()
 }
 
 impl std::fmt::Debug for ProxyKeys {
@@ -33,7 +40,7 @@ impl ProxyKeys {
                     .split(',')
                     .map(str::trim)
                     .filter(|k| !k.is_empty())
-                    .map(|k| k.as_bytes().to_vec()),
+                    .map(|k| digest(k.as_bytes())),
             );
         }
         if let Some(path) = file {
@@ -43,7 +50,7 @@ impl ProxyKeys {
                 text.lines()
                     .map(str::trim)
                     .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(|k| k.as_bytes().to_vec()),
+                    .map(|k| digest(k.as_bytes())),
             );
         }
         if keys.is_empty() {
@@ -67,21 +74,14 @@ impl ProxyKeys {
         }
         let mut ok = subtle::Choice::from(0u8);
         for p in &presented {
-            for k in &self.keys {
-                ok |= p.ct_eq(k.as_slice());
-            }
+            ok |= self.matches(p);
         }
         bool::from(ok)
     }
 
     /// True when `value` (a header's bytes, e.g. `X-Headroom-Proxy-Token`) is a proxy key.
     pub fn admits_token(&self, value: &[u8]) -> bool {
-        let value = value.trim_ascii();
-        let mut ok = subtle::Choice::from(0u8);
-        for k in &self.keys {
-            ok |= value.ct_eq(k.as_slice());
-        }
-        bool::from(ok)
+        bool::from(self.matches(value.trim_ascii()))
     }
 
     /// True when the request carries `Authorization: Basic` whose password (any user name) is
@@ -102,12 +102,18 @@ impl ProxyKeys {
         let Some(colon) = decoded.iter().position(|c| *c == b':') else {
             return false;
         };
-        let password = &decoded[colon + 1..];
+        bool::from(self.matches(&decoded[colon + 1..]))
+    }
+
+    /// Whether `presented` is one of the keys: its digest against every key's digest, each
+    /// comparison over 32 bytes.
+    fn matches(&self, presented: &[u8]) -> subtle::Choice {
+        let d = digest(presented);
         let mut ok = subtle::Choice::from(0u8);
         for k in &self.keys {
-            ok |= password.ct_eq(k.as_slice());
+            ok |= d.ct_eq(k);
         }
-        bool::from(ok)
+        ok
     }
 }
 
@@ -118,8 +124,22 @@ mod tests {
 
     fn keys() -> ProxyKeys {
         ProxyKeys {
-            keys: vec![b"alpha".to_vec(), b"beta".to_vec()],
+            keys: vec![digest(b"alpha"), digest(b"beta")],
         }
+    }
+
+    /// Keys are held as digests and every comparison is of two 32-byte digests, whatever the
+    /// presented key's length (a length mismatch no longer returns early).
+    #[test]
+    fn comparisons_are_of_fixed_length_digests() {
+        let k = keys();
+        assert!(k.keys.iter().all(|d| d.len() == 32));
+        assert!(!k.keys.iter().any(|d| d.starts_with(b"alpha")));
+        for presented in [&b"a"[..], b"alph", b"alpha-but-longer", b""] {
+            assert!(!bool::from(k.matches(presented)));
+        }
+        assert!(bool::from(k.matches(b"alpha")));
+        assert!(k.admits_token(b" beta "));
     }
 
     #[test]

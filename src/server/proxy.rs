@@ -138,6 +138,15 @@ fn request_id(headers: &HeaderMap) -> String {
         .map_or_else(|| format!("lp-{:016x}", fastrand::u64(..)), str::to_owned)
 }
 
+/// A fresh id for the two events of a mirrored request.
+fn pair_id() -> String {
+    format!(
+        "lp-pair-{:016x}{:016x}",
+        fastrand::u64(..),
+        fastrand::u64(..)
+    )
+}
+
 fn is_true(v: Option<&serde_json::Value>) -> bool {
     v.and_then(serde_json::Value::as_bool).unwrap_or(false)
 }
@@ -288,9 +297,12 @@ async fn plan_request(
         }
     };
     if mirror.is_some() {
-        event.pair_id = Some(id.clone());
+        // The pair id is the proxy's own: a client's `x-request-id` (kept as `request_id`) could
+        // be repeated to merge pairs in the report.
+        let pair = pair_id();
+        event.pair_id = Some(pair.clone());
         if let Some(m) = &mut mirror_event {
-            m.pair_id = Some(id.clone());
+            m.pair_id = Some(pair);
         }
     } else if event.mode == Mode::Mirror {
         // Nothing to compare (compression left the request as it was): no mirror copy.

@@ -72,7 +72,15 @@ fn open(path: &Path) -> std::io::Result<(BufWriter<File>, u64, FileId)> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    let mut options = OpenOptions::new();
+    options.create(true).append(true);
+    // Prompts and answers may be inside (`log_content`): owner only, rotations included (a
+    // rename keeps the mode), and a file an older version left readable is narrowed.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path)?;
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let meta = file.metadata()?;
     Ok((BufWriter::new(file), meta.len(), file_id(&meta)))
 }
@@ -291,6 +299,28 @@ mod tests {
 
     fn ids(range: std::ops::Range<usize>) -> Vec<String> {
         range.map(|i| format!("r{i:03}")).collect()
+    }
+
+    /// The log and its rotations are readable by the owner only.
+    #[cfg(unix)]
+    #[test]
+    fn files_are_created_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("events.jsonl");
+        std::fs::write(&path, "").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let log = EventLog::open(&path, 200, 2, 1024).unwrap_or_else(|e| panic!("{e}"));
+        append_ids(&log, 0..20);
+        let mode = |p: &Path| {
+            std::fs::metadata(p)
+                .map(|m| m.permissions().mode() & 0o777)
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        assert_eq!(mode(&path), 0o600);
+        assert!(rotated_path(&path, 1).exists());
+        assert_eq!(mode(&rotated_path(&path, 1)), 0o600);
     }
 
     #[test]
