@@ -258,6 +258,16 @@ pub struct RouteConfig {
     /// unset: chosen from the model name, else `compression.default_tokenizer`.
     #[serde(default)]
     pub tokenizer: Option<TokenizerKind>,
+    /// With `[auth]` and no `api_key_env` of its own, send `[upstream]`'s key to this route's
+    /// host. Off: a key goes only to the host it was configured for (a route on the same
+    /// scheme, host and port as `upstream.base_url` gets it anyway).
+    #[serde(default)]
+    pub use_default_key: bool,
+    /// Ask streamed Chat Completions and completions on this route for the usage chunk
+    /// (`stream_options.include_usage`); unset: `[telemetry] stream_usage`. Off for upstreams
+    /// that reject `stream_options`.
+    #[serde(default)]
+    pub stream_usage: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]

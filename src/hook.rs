@@ -38,6 +38,9 @@ pub struct HookOutcome {
     pub reject: Option<Rejection>,
     /// What the hook did, for the event log and metrics (`None`: the hook does not report).
     pub report: Option<HookReport>,
+    /// The client asked for its own bytes (`x-lingua-compress: off`): nothing is added either,
+    /// not even the stream usage request.
+    pub verbatim: bool,
 }
 
 /// What compression did to one request.

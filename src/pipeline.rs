@@ -364,6 +364,7 @@ fn skipped(reason: &'static str, failed: bool) -> HookOutcome {
         body: None,
         response_headers: header(HEADER_SKIPPED, reason).into_iter().collect(),
         reject: None,
+        verbatim: false,
         report: Some(HookReport {
             compression: if failed { "fail_open" } else { "skipped" },
             reason: Some(reason),
@@ -467,7 +468,9 @@ impl Inner {
         if c.compress == Some(false) || (!cfg.enabled && c.compress != Some(true)) {
             stats.skipped_off.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("lingua_compression_skipped_total", "reason" => "off").increment(1);
-            return skipped(if cfg.enabled { "off" } else { "disabled" }, false);
+            let mut out = skipped(if cfg.enabled { "off" } else { "disabled" }, false);
+            out.verbatim = c.compress == Some(false);
+            return out;
         }
         if self.root.is_cancelled() {
             return skipped("shutting_down", false);
@@ -836,6 +839,7 @@ impl Inner {
             body: outcome.body.map(Bytes::from),
             response_headers,
             reject: None,
+            verbatim: false,
             report: Some(HookReport {
                 compression: if changed { "compressed" } else { "unchanged" },
                 reason: None,

@@ -146,3 +146,70 @@ async fn missing_key_env_fails_at_startup() {
     assert!(err.contains("LP_TEST_DEFINITELY_UNSET"), "{err}");
     assert!(err.contains("upstream.api_key_env"), "{err}");
 }
+
+/// With `[auth]`, the `[upstream]` key goes only to its own host: a route to another host with
+/// no key of its own gets none, unless it opts in with `use_default_key`; a route on the same
+/// origin gets it.
+#[tokio::test]
+async fn the_default_key_goes_only_to_its_own_host() {
+    // SAFETY: variable names unique to this test; set before any reader starts.
+    unsafe {
+        std::env::set_var("LP_TEST_LEAK_PROXY_KEYS", "pk-leak");
+        std::env::set_var("LP_TEST_LEAK_UPSTREAM_KEY", "sk-openai");
+    }
+    let llama = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let opted = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let (llama_url, opted_url) = (llama.base_url(), opted.base_url());
+    let h = start_with(
+        |c| {
+            c.auth.keys_env = Some("LP_TEST_LEAK_PROXY_KEYS".into());
+            c.upstream.api_key_env = Some("LP_TEST_LEAK_UPSTREAM_KEY".into());
+            let same_origin = format!("{}/other-path", c.upstream.base_url);
+            c.routes = vec![
+                RouteConfig {
+                    model_prefix: "llama".into(),
+                    base_url: llama_url,
+                    ..RouteConfig::default()
+                },
+                RouteConfig {
+                    model_prefix: "opted".into(),
+                    base_url: opted_url,
+                    use_default_key: true,
+                    ..RouteConfig::default()
+                },
+                RouteConfig {
+                    model_prefix: "same".into(),
+                    base_url: same_origin,
+                    ..RouteConfig::default()
+                },
+            ];
+        },
+        Arc::new(Passthrough),
+    )
+    .await;
+    let send = |model: &'static str| {
+        let mut body = chat_body(false);
+        body["model"] = model.into();
+        h.client
+            .post(h.url("/v1/chat/completions"))
+            .header("authorization", "Bearer pk-leak")
+            .body(serde_json::to_vec(&body).unwrap())
+            .send()
+    };
+    send("llama-3").await.unwrap().bytes().await.unwrap();
+    let seen = llama.state.last_request().unwrap();
+    assert!(
+        !seen.headers.contains_key("authorization"),
+        "{:?}",
+        seen.headers
+    );
+    send("opted-1").await.unwrap().bytes().await.unwrap();
+    assert_eq!(
+        opted.state.last_request().unwrap().headers["authorization"],
+        "Bearer sk-openai"
+    );
+    send("same-1").await.unwrap().bytes().await.unwrap();
+    let seen = h.mock.state.last_request().unwrap();
+    assert_eq!(seen.headers["authorization"], "Bearer sk-openai");
+    assert!(seen.path_and_query.contains("/other-path"));
+}

@@ -410,3 +410,59 @@ async fn http2_cleartext_clients_are_served() {
     let got = resp.bytes().await.unwrap();
     assert_eq!(&got, &h.mock.state.responses()[0]);
 }
+
+/// `x-lingua-compress: off` forwards the client's exact bytes, streamed chat completions
+/// included (the proxy adds no usage request); a route can switch the usage request off for
+/// upstreams that reject `stream_options`.
+#[tokio::test]
+async fn compress_off_is_byte_for_byte_on_streams_and_routes_can_skip_usage() {
+    let other = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let other_url = other.base_url();
+    let h = start_with(
+        |c| {
+            c.routes = vec![RouteConfig {
+                model_prefix: "plain-".into(),
+                base_url: other_url,
+                stream_usage: Some(false),
+                ..RouteConfig::default()
+            }];
+        },
+        Arc::new(common::heuristic_hook()),
+    )
+    .await;
+    let raw = serde_json::to_vec(&chat_body(true)).unwrap();
+    post(&h, "/v1/chat/completions", &raw)
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let sent = h.mock.state.last_request().unwrap().body;
+    assert!(
+        String::from_utf8_lossy(&sent).contains("include_usage"),
+        "the proxy asks for stream usage by default"
+    );
+    let got = h
+        .client
+        .post(h.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .header(HEADER_COMPRESS, "off")
+        .body(raw.clone())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(h.mock.state.last_request().unwrap().body.as_ref(), &raw[..]);
+    assert!(!String::from_utf8_lossy(&got).contains("\"usage\""));
+
+    let mut body = chat_body(true);
+    body["model"] = "plain-model".into();
+    let raw = serde_json::to_vec(&body).unwrap();
+    post(&h, "/v1/chat/completions", &raw)
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(other.state.last_request().unwrap().body.as_ref(), &raw[..]);
+}

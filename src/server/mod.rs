@@ -86,6 +86,8 @@ pub(crate) struct Upstream {
     pub(crate) base_url: String,
     /// The header that carries the configured key, and its value.
     pub(crate) authorization: Option<(http::HeaderName, HeaderValue)>,
+    /// Ask streams for their usage chunk (`None`: `[telemetry] stream_usage`).
+    pub(crate) stream_usage: Option<bool>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -240,11 +242,20 @@ impl AppState {
                 r.api_key_env.as_deref(),
                 r.key_header,
             )?;
+            // With proxy auth the client's key never goes upstream. The default upstream's key
+            // goes only to its own host, or to a route that opts in by name.
             if upstream.authorization.is_none() && keys.is_some() {
-                // With proxy auth, the client's key never goes upstream: fall back to the
-                // default upstream's key.
-                upstream.authorization = default_upstream.authorization.clone();
+                if r.use_default_key || same_origin(&r.base_url, &config.upstream.base_url) {
+                    upstream.authorization = default_upstream.authorization.clone();
+                } else if default_upstream.authorization.is_some() {
+                    tracing::warn!(
+                        route = %name,
+                        "route has no api_key_env and another host than [upstream]: its requests \
+                         go without an upstream key (set use_default_key = true to send it)"
+                    );
+                }
             }
+            upstream.stream_usage = r.stream_usage;
             routes.push(Route {
                 model_prefix: r.model_prefix.clone(),
                 path_prefix: r.path_prefix.clone(),
@@ -293,6 +304,21 @@ impl AppState {
     }
 }
 
+/// Whether two base URLs share scheme, host and port.
+fn same_origin(a: &str, b: &str) -> bool {
+    let origin = |u: &str| {
+        u.parse::<http::Uri>().ok().map(|u| {
+            let scheme = u.scheme_str().unwrap_or_default().to_ascii_lowercase();
+            let port = u
+                .port_u16()
+                .unwrap_or(if scheme == "https" { 443 } else { 80 });
+            let host = u.host().unwrap_or_default().to_ascii_lowercase();
+            (scheme, host, port)
+        })
+    };
+    origin(a).is_some() && origin(a) == origin(b)
+}
+
 fn resolve_upstream(
     name: &str,
     key: &str,
@@ -331,6 +357,7 @@ fn resolve_upstream(
         name: name.to_string(),
         base_url: base_url.trim_end_matches('/').to_string(),
         authorization,
+        stream_usage: None,
     })
 }
 

@@ -160,7 +160,7 @@ async fn plan_request(
     raw: Bytes,
     json: serde_json::Value,
     headers: &HeaderMap,
-    route: &str,
+    upstream: &super::Upstream,
     api_key: Option<[u8; 32]>,
     started: Instant,
 ) -> Result<Plan, (ProxyError, Event)> {
@@ -189,7 +189,7 @@ async fn plan_request(
         arm: Some(assignment.arm),
         mode: assignment.mode,
         served: true,
-        route: route.to_owned(),
+        route: upstream.name.clone(),
         api: Some(surface.api()),
         model: surface.model(&json).map(str::to_owned),
         stream,
@@ -310,7 +310,12 @@ async fn plan_request(
     }
     event.prompt = log_messages(&body);
 
-    let inject = opt_in_usage && stream && !client_wants_usage && tele.stream_usage;
+    // `x-lingua-compress: off` means the client's bytes: no usage request either.
+    let inject = opt_in_usage
+        && stream
+        && !client_wants_usage
+        && !outcome.verbatim
+        && upstream.stream_usage.unwrap_or(tele.stream_usage);
     let (body, strip_usage) = match inject
         .then(|| inject_include_usage(&body, has_stream_options))
         .flatten()
@@ -418,12 +423,11 @@ async fn forward(
                 Ok(json) => {
                     *intercepted = true;
                     model = surface.model(&json).map(str::to_owned);
-                    let route = state
+                    let upstream = state
                         .upstream_for(parts.uri.path(), model.as_deref())
-                        .name
                         .clone();
                     match plan_request(
-                        state, surface, raw, json, &headers, &route, api_key, started,
+                        state, surface, raw, json, &headers, &upstream, api_key, started,
                     )
                     .await
                     {
