@@ -14,7 +14,6 @@ use lingua_proxy::api::Api;
 use lingua_proxy::cli::eval::{AgentArgs, evaluate_agent};
 use lingua_proxy::compress::{
     CompressionConfig, HonorTags, InstructionsMode, Policy, Prose, RequestOptions, ScorerKind,
-    Transform,
 };
 use lingua_proxy::engine::build_compressor;
 use lingua_proxy::eval::agent::{check_bodies, check_text};
@@ -22,6 +21,26 @@ use serde_json::{Value, json};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `text` of a corpus case.
+fn corpus(name: &str) -> String {
+    let path = root().join("benches/data/agent").join(name);
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    v["text"].as_str().unwrap().to_string()
+}
+
+/// `POST path` with a JSON body on the proxy, answered as JSON.
+async fn post_json(h: &common::Harness, path: &str, body: &Value) -> Value {
+    h.client
+        .post(h.url(path))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 fn agent_args(scorer: ScorerKind, model: Option<&Path>) -> AgentArgs {
@@ -212,11 +231,8 @@ fn instructions_are_kept_by_default_and_compressed_only_within_their_skeleton() 
 /// and documents in the long one are compressed when the role reads prose as documents.
 #[test]
 fn parts_are_gated_on_their_own_size() {
-    let docs =
-        std::fs::read_to_string(root().join("benches/data/agent/47-prose-encyclopedia-lake.json"))
-            .unwrap();
-    let docs: Value = serde_json::from_str(&docs).unwrap();
-    let docs = docs["text"].as_str().unwrap();
+    let docs = corpus("47-prose-encyclopedia-lake.json");
+    let docs = docs.as_str();
     let header = "x-anthropic-billing-header: cc_version=2.1.197; cc_entrypoint=cli;";
     let p = policy(|c| c.roles.system.prose = Prose::Documents);
     let body = json!({
@@ -234,11 +250,8 @@ fn parts_are_gated_on_their_own_size() {
 /// altered, tags included.
 #[test]
 fn tags_steer_only_where_honored() {
-    let doc =
-        std::fs::read_to_string(root().join("benches/data/agent/49-prose-news-hosepipe-ban.json"))
-            .unwrap();
-    let doc: Value = serde_json::from_str(&doc).unwrap();
-    let doc = doc["text"].as_str().unwrap();
+    let doc = corpus("49-prose-news-hosepipe-ban.json");
+    let doc = doc.as_str();
     let tagged = format!("<llmlingua, compress=False>{doc}</llmlingua>");
     let body = json!({"model": "gpt-4o", "messages": [
         {"role": "system", "content": tagged},
@@ -322,15 +335,9 @@ fn binary() -> &'static str {
 /// `compress --explain` lists each piece with its kind, transform and tokens.
 #[test]
 fn compress_explain_lists_kinds_and_transforms() {
-    let doc: Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            root().join("benches/data/agent/55-mixed-issue-with-traceback.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let doc_text = corpus("55-mixed-issue-with-traceback.json");
     let file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(file.path(), doc["text"].as_str().unwrap()).unwrap();
+    std::fs::write(file.path(), doc_text.as_str()).unwrap();
     let out = Command::new(binary())
         .args([
             "compress",
@@ -381,7 +388,7 @@ fn compress_explain_lists_kinds_and_transforms() {
         .map(|p| p["after"].as_str().unwrap())
         .collect();
     assert_eq!(joined, v["compressed_prompt"].as_str().unwrap());
-    assert!(check_text(doc["text"].as_str().unwrap(), &joined).is_empty());
+    assert!(check_text(doc_text.as_str(), &joined).is_empty());
     // --explain needs a role's policy.
     let out = Command::new(binary())
         .args(["compress", "--scorer", "heuristic", "--explain"])
@@ -398,27 +405,12 @@ async fn compress_endpoint_explains() {
         Arc::new(lingua_proxy::pipeline::CompressionHook::new(Arc::new(p)))
     };
     let h = common::start_with(|_| {}, hook).await;
-    let doc: Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            root().join("benches/data/agent/44-prose-support-ticket-thread.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let doc_text = corpus("44-prose-support-ticket-thread.json");
     let body = json!({"model": "gpt-4o", "explain": true, "messages": [
-        {"role": "tool", "tool_call_id": "a", "content": format!("{}\n{SHELL}", doc["text"].as_str().unwrap())},
+        {"role": "tool", "tool_call_id": "a", "content": format!("{}\n{SHELL}", doc_text.as_str())},
         {"role": "user", "content": "summarise"}
     ]});
-    let r: Value = h
-        .client
-        .post(h.url("/v1/compress"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = post_json(&h, "/v1/compress", &body).await;
     let pieces = r["explain"][0]["pieces"].as_array().unwrap();
     assert!(
         pieces
@@ -437,33 +429,16 @@ async fn compress_endpoint_explains() {
     // Without it, no explanation.
     let mut plain = body.clone();
     plain.as_object_mut().unwrap().remove("explain");
-    let r: Value = h
-        .client
-        .post(h.url("/v1/compress"))
-        .json(&plain)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = post_json(&h, "/v1/compress", &plain).await;
     assert!(r.get("explain").is_none());
-    // Corpus files exist where the tests expect them.
-    assert_eq!(Transform::Compressed.as_str(), "compressed");
 }
 
 /// With `log_content = true` the event log keeps what was done to each message's pieces; the
 /// hook explains only when asked (the server builds it so from `[telemetry] log_content`).
 #[tokio::test]
 async fn the_event_log_explains_each_message_with_log_content() {
-    let doc: Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            root().join("benches/data/agent/51-prose-incident-postmortem.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    let tool = format!("{}\n{SHELL}", doc["text"].as_str().unwrap());
+    let doc_text = corpus("51-prose-incident-postmortem.json");
+    let tool = format!("{}\n{SHELL}", doc_text.as_str());
     let body = json!({"model": "gpt-4o", "messages": [
         {"role": "system", "content": SUPPORT},
         {"role": "tool", "tool_call_id": "a", "content": tool},

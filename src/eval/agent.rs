@@ -340,28 +340,14 @@ fn marker(line: &str) -> &str {
     &line[..indent + m]
 }
 
+/// Punctuation around a token that is not part of it.
+const AROUND: &[char] = &[
+    '.', ',', ';', ':', '!', '?', '(', ')', '[', ']', '"', '\'', '“', '”', '‘', '’',
+];
+
 /// The token with surrounding punctuation trimmed.
 fn token(raw: &str) -> &str {
-    raw.trim_matches(|c: char| {
-        matches!(
-            c,
-            '.' | ','
-                | ';'
-                | ':'
-                | '!'
-                | '?'
-                | '('
-                | ')'
-                | '['
-                | ']'
-                | '"'
-                | '\''
-                | '“'
-                | '”'
-                | '‘'
-                | '’'
-        )
-    })
+    raw.trim_matches(AROUND)
 }
 
 /// Whether a token names something an agent acts on.
