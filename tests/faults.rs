@@ -33,9 +33,9 @@ use lingua_proxy_testkit::mock::{MockConfig, MockUpstream};
 use serde_json::{Value, json};
 
 /// A word that makes [`FaultScorer`] panic.
-const PANIC_WORD: &str = "PANICWORD";
+const PANIC_WORD: &str = "panicword";
 /// A word that makes [`FaultScorer`] take [`SLOW`] per call.
-const SLOW_WORD: &str = "SLOWWORD";
+const SLOW_WORD: &str = "slowword";
 const SLOW: Duration = Duration::from_secs(3);
 
 /// Slow scoring calls that stopped early, by why (deadline, cancelled), over the whole binary.
