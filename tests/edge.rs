@@ -563,3 +563,33 @@ async fn max_connections_makes_new_connections_wait() {
         .unwrap();
     assert_eq!(&buf, b"HTTP/1.1 200");
 }
+
+/// A transfer coding other than `chunked` (`gzip, chunked`) is refused with 501 before anything
+/// goes upstream: decoding the chunks would drop the gzip coding and forward gzip bytes as
+/// plain JSON.
+#[tokio::test]
+async fn unknown_transfer_codings_are_refused() {
+    let h = common::start().await;
+    let body = serde_json::to_string(&chat_body(false)).unwrap();
+    let chunked = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+    for coding in ["gzip, chunked", "deflate,chunked", "x-custom, chunked"] {
+        let req = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+             Content-Type: application/json\r\nTransfer-Encoding: {coding}\r\n\r\n{chunked}"
+        );
+        let resp = raw(h.proxy.addr, req.as_bytes()).await;
+        assert_eq!(status_of(&resp), 501, "{coding}: {resp}");
+        assert_eq!(
+            body_of(&resp)["error"]["code"],
+            "unsupported_transfer_coding"
+        );
+    }
+    assert_eq!(h.mock.state.request_count(), 0);
+    // chunked alone (any case) still goes through
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: Chunked\r\n\r\n{chunked}"
+    );
+    let resp = raw(h.proxy.addr, req.as_bytes()).await;
+    assert_eq!(status_of(&resp), 200, "{resp}");
+}

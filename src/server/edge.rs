@@ -139,6 +139,26 @@ fn is_loopback_name(host: &str) -> bool {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AmbiguousLength;
 
+/// A request's `Transfer-Encoding` may name `chunked` only: the server decodes chunked framing,
+/// and any other coding (`gzip, chunked`) would be dropped on the way upstream, leaving coded
+/// bytes labelled as plain. RFC 9112 section 6.1: 501 for a coding the server does not
+/// understand.
+pub(crate) fn check_transfer_coding(headers: &http::HeaderMap) -> Result<(), ProxyError> {
+    for value in headers.get_all(http::header::TRANSFER_ENCODING) {
+        let text = value.to_str().unwrap_or("?");
+        let unknown = text
+            .split(',')
+            .map(str::trim)
+            .any(|c| !c.eq_ignore_ascii_case("chunked"));
+        if unknown {
+            return Err(ProxyError::UnsupportedTransferCoding(
+                text.chars().take(64).collect(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Largest request head the scanner buffers; beyond it scanning stops (hyper refuses such heads).
 const MAX_HEAD: usize = 256 * 1024;
 const MAX_HEADERS: usize = 128;

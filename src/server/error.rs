@@ -28,6 +28,11 @@ pub enum ProxyError {
     InvalidPath(&'static str),
     #[error("the request carries both Content-Length and Transfer-Encoding (RFC 9112 section 6.3)")]
     AmbiguousLength,
+    #[error(
+        "the request's Transfer-Encoding `{0}` is not supported: only `chunked` is (a coding the \
+         proxy would drop must not reach the upstream as plain bytes)"
+    )]
+    UnsupportedTransferCoding(String),
     #[error("the request body did not arrive within {0} ms")]
     RequestTimeout(u64),
     #[error("forbidden: {0}")]
@@ -54,6 +59,7 @@ impl ProxyError {
             Self::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::UnsupportedTransferCoding(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Rejected(r) => {
                 StatusCode::from_u16(r.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
@@ -70,6 +76,7 @@ impl ProxyError {
             | Self::BadRequest(_)
             | Self::InvalidPath(_)
             | Self::AmbiguousLength
+            | Self::UnsupportedTransferCoding(_)
             | Self::RequestTimeout(_)
             | Self::Forbidden(_)
             | Self::NotFound(_) => "invalid_request_error",
@@ -89,6 +96,7 @@ impl ProxyError {
             Self::BadRequest(_) => "invalid_request",
             Self::InvalidPath(_) => "invalid_path",
             Self::AmbiguousLength => "ambiguous_length",
+            Self::UnsupportedTransferCoding(_) => "unsupported_transfer_coding",
             Self::RequestTimeout(_) => "request_timeout",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",

@@ -80,6 +80,7 @@ fn edge_checks(state: &AppState, req: &Request<Incoming>) -> Result<(), ProxyErr
     if req.extensions().get::<edge::AmbiguousLength>().is_some() {
         return Err(ProxyError::AmbiguousLength);
     }
+    edge::check_transfer_coding(req.headers())?;
     edge::check_path(req.uri().path())?;
     let host = edge::request_host(req.uri(), req.headers());
     if state.loopback_host_check {
