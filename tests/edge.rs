@@ -593,3 +593,33 @@ async fn unknown_transfer_codings_are_refused() {
     let resp = raw(h.proxy.addr, req.as_bytes()).await;
     assert_eq!(status_of(&resp), 200, "{resp}");
 }
+
+/// The Content-Length + Transfer-Encoding refusal cannot be bypassed by an earlier request on
+/// the same connection that stops the framing scanner (an `Upgrade`, `h2c`, `CONNECT`): the
+/// answer to that request closes the connection, and the ambiguous request never goes upstream.
+#[tokio::test]
+async fn an_earlier_request_cannot_switch_the_framing_check_off() {
+    let h = common::start().await;
+    let body = serde_json::to_string(&chat_body(false)).unwrap();
+    let chunked = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+    let smuggled = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n{chunked}"
+    );
+    for first in [
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+        "CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\n\r\n",
+    ] {
+        let resp = raw(h.proxy.addr, format!("{first}{smuggled}").as_bytes()).await;
+        assert!(
+            resp.to_ascii_lowercase().contains("connection: close")
+                || resp.contains("ambiguous_length"),
+            "{first:?}: {resp}"
+        );
+        assert_eq!(h.mock.state.request_count(), 0, "{first:?}: {resp}");
+    }
+    // A plain request on a fresh connection still works.
+    let resp = raw(h.proxy.addr, &chat_request("/v1/chat/completions", "")).await;
+    assert_eq!(status_of(&resp), 200, "{resp}");
+}

@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::body::{BoxError, ProxyBody};
-use super::edge::{AmbiguousLength, ScanIo};
+use super::edge::{AmbiguousLength, ScanIo, ScanReport};
 use super::{AppState, proxy};
 
 /// How long the event log may take to reach the disk after the connections closed.
@@ -194,23 +194,34 @@ pub(crate) async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
-        let flagged = Arc::new(AtomicU64::new(0));
+        let report = Arc::new(ScanReport::default());
         let seen = Arc::new(AtomicU64::new(0));
-        let io = TokioIo::new(ScanIo::new(stream, flagged.clone()));
+        let io = TokioIo::new(ScanIo::new(stream, report.clone()));
         let state = state.clone();
         let service_activity = activity.clone();
         let service = service_fn(move |mut req: Request<Incoming>| {
             // HTTP/1 requests of a connection reach the service in order: the n-th is the one
             // the scanner numbered n.
             let n = seen.fetch_add(1, Ordering::Relaxed) + 1;
-            if flagged.load(Ordering::Relaxed) == n {
+            let http1 = req.version() < http::Version::HTTP_2;
+            let blind_after = report.blind_after.load(Ordering::Relaxed);
+            // A request the scanner could not follow is refused like an ambiguous one; the
+            // one after which it stopped is answered, then the connection closes.
+            if report.flagged.load(Ordering::Relaxed) == n || (http1 && n > blind_after) {
                 req.extensions_mut().insert(AmbiguousLength);
             }
+            let close = http1 && n >= blind_after;
             req.extensions_mut().insert(super::edge::PeerAddr(peer));
             let guard = service_activity.begin();
             let state = state.clone();
             async move {
-                let response = proxy::handle(state, req).await;
+                let mut response = proxy::handle(state, req).await;
+                if close {
+                    response.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
                 Ok::<_, Infallible>(response.map(|inner| Tracked {
                     inner,
                     _guard: guard,

@@ -175,23 +175,44 @@ enum ScanState {
     Done,
 }
 
-/// Follows HTTP/1 message framing on the raw request bytes of one connection and records the
-/// 1-based number of the first request whose head has both `Content-Length` and
-/// `Transfer-Encoding`.
+/// What the scanner of one connection found, shared with the connection's service.
+#[derive(Debug)]
+pub(crate) struct ScanReport {
+    /// 1-based number of the first request whose head has both `Content-Length` and
+    /// `Transfer-Encoding` (0: none).
+    pub(crate) flagged: AtomicU64,
+    /// The number of request heads read when the scanner had to stop following the framing
+    /// (an upgrade, `CONNECT`, a flagged request, a head over [`MAX_HEAD`], bytes that are not
+    /// HTTP/1); `u64::MAX` while it follows. HTTP/1 requests after it cannot be vouched for:
+    /// the response to that request closes the connection, and later ones are refused.
+    pub(crate) blind_after: AtomicU64,
+}
+
+impl Default for ScanReport {
+    fn default() -> Self {
+        Self {
+            flagged: AtomicU64::new(0),
+            blind_after: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+/// Follows HTTP/1 message framing on the raw request bytes of one connection (see
+/// [`ScanReport`]).
 pub(crate) struct LengthScan {
     state: ScanState,
     buf: Vec<u8>,
     requests: u64,
-    flagged: Arc<AtomicU64>,
+    report: Arc<ScanReport>,
 }
 
 impl LengthScan {
-    pub(crate) fn new(flagged: Arc<AtomicU64>) -> Self {
+    pub(crate) fn new(report: Arc<ScanReport>) -> Self {
         Self {
             state: ScanState::Head,
             buf: Vec::new(),
             requests: 0,
-            flagged,
+            report,
         }
     }
 
@@ -263,6 +284,9 @@ impl LengthScan {
     fn stop(&mut self) {
         self.state = ScanState::Done;
         self.buf = Vec::new();
+        self.report
+            .blind_after
+            .fetch_min(self.requests, Ordering::Relaxed);
     }
 
     fn on_line(&mut self, line: &[u8]) {
@@ -323,7 +347,7 @@ impl LengthScan {
             }
         }
         if content_length.is_some() && transfer_encoding {
-            self.flagged.store(self.requests, Ordering::Relaxed);
+            self.report.flagged.store(self.requests, Ordering::Relaxed);
             self.stop();
             return None;
         }
@@ -339,7 +363,7 @@ impl LengthScan {
             }
         };
         if matches!(self.state, ScanState::Done) {
-            self.buf = Vec::new();
+            self.stop();
             return None;
         }
         Some(len)
@@ -353,10 +377,10 @@ pub(crate) struct ScanIo<T> {
 }
 
 impl<T> ScanIo<T> {
-    pub(crate) fn new(inner: T, flagged: Arc<AtomicU64>) -> Self {
+    pub(crate) fn new(inner: T, report: Arc<ScanReport>) -> Self {
         Self {
             inner,
-            scan: LengthScan::new(flagged),
+            scan: LengthScan::new(report),
         }
     }
 }
@@ -491,12 +515,41 @@ mod tests {
     }
 
     fn scan(chunks: &[&[u8]]) -> u64 {
-        let flagged = Arc::new(AtomicU64::new(0));
-        let mut s = LengthScan::new(flagged.clone());
+        scan_report(chunks).flagged.load(Ordering::Relaxed)
+    }
+
+    fn scan_report(chunks: &[&[u8]]) -> Arc<ScanReport> {
+        let report = Arc::new(ScanReport::default());
+        let mut s = LengthScan::new(report.clone());
         for c in chunks {
             s.feed(c);
         }
-        flagged.load(Ordering::Relaxed)
+        report
+    }
+
+    /// Where the scanner has to stop following the framing, it says after which request, so
+    /// the connection can be closed instead of passing unscanned requests.
+    #[test]
+    fn records_where_it_goes_blind() {
+        let blind = |chunks: &[&[u8]]| scan_report(chunks).blind_after.load(Ordering::Relaxed);
+        let plain = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(blind(&[plain, plain]), u64::MAX);
+        for opaque in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: foo\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+        ] {
+            assert_eq!(
+                blind(&[plain, opaque]),
+                2,
+                "{}",
+                String::from_utf8_lossy(opaque)
+            );
+        }
+        let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(MAX_HEAD + 10));
+        assert_eq!(blind(&[plain, huge.as_bytes()]), 1);
+        let both = b"POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(blind(&[plain, both]), 2);
     }
 
     #[test]
