@@ -639,47 +639,56 @@ impl Inner {
             explain: call.explain,
             ..RequestOptions::default()
         };
-        // Counted here only when the reply needs it before the policy runs (which counts too).
         let tokenizer = self.policy.tokenizer_for(&json, &opts);
-        let count = || -> usize {
-            conv.messages
-                .iter()
-                .flat_map(|m| &m.segments)
-                .map(|s| tokenizer.count(&s.text))
-                .sum()
-        };
-        if call.bypass {
-            outcome("bypass");
-            return CompressReply::unchanged(&call, count() as u64);
-        }
-        if !cfg.enabled {
+        if !cfg.enabled && !call.bypass {
             outcome("disabled");
             return CompressReply::skipped(&call, "disabled");
         }
-        let budget_rate = match call.token_budget {
-            Some(b) => {
-                let before = count();
-                if before as u64 <= b {
-                    outcome("unchanged");
-                    return CompressReply::unchanged(&call, before as u64);
-                }
-                Some((b as f64 / before.max(1) as f64).clamp(0.01, 1.0))
-            }
-            None => None,
-        };
-        opts.rate_override = match (call.target_ratio, budget_rate) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
         if self.root.is_cancelled() {
             outcome("skipped");
             return CompressReply::skipped(&call, "shutting_down");
         }
+        // Admission first: counting a large call is work like compressing it.
         let Ok(admission) = self.admission.clone().try_acquire_owned() else {
             self.stats.skipped_overload.fetch_add(1, Ordering::Relaxed);
             outcome("skipped");
             return CompressReply::skipped(&call, "overloaded");
         };
+        // Counted before the policy only when the reply needs it (bypass, token_budget): in a
+        // worker, stopping past `max_request_tokens` as proxied traffic does.
+        if call.bypass || call.token_budget.is_some() {
+            let counted = self
+                .count_in_worker(&conv, tokenizer, Instant::now() + self.deadline)
+                .await;
+            let before = match counted {
+                Ok(Ok(n)) => n,
+                Ok(Err(_)) => {
+                    outcome("skipped");
+                    return CompressReply::skipped(&call, "too_large");
+                }
+                Err(_) => {
+                    outcome("skipped");
+                    return CompressReply::skipped(&call, "compression_timeout");
+                }
+            };
+            if call.bypass {
+                outcome("bypass");
+                return CompressReply::unchanged(&call, before as u64);
+            }
+            if let Some(b) = call.token_budget {
+                if before as u64 <= b {
+                    outcome("unchanged");
+                    return CompressReply::unchanged(&call, before as u64);
+                }
+                let budget_rate = (b as f64 / before.max(1) as f64).clamp(0.01, 1.0);
+                opts.rate_override = Some(
+                    call.target_ratio
+                        .map_or(budget_rate, |a| a.min(budget_rate)),
+                );
+            }
+        } else {
+            opts.rate_override = call.target_ratio;
+        }
         let deadline = Instant::now() + self.deadline;
         let work = self.root.child(Some(deadline), Priority::Normal);
         let _cancel = work.cancel_on_drop();
@@ -740,6 +749,40 @@ impl Inner {
         );
         outcome("skipped");
         CompressReply::skipped(&call, reason)
+    }
+
+    /// The conversation's text tokens, counted on a worker thread under the worker pool;
+    /// `Err(lower bound)` past `max_request_tokens`.
+    async fn count_in_worker(
+        &self,
+        conv: &Conversation,
+        tokenizer: TokenizerKind,
+        deadline: Instant,
+    ) -> Result<Result<usize, usize>, Failure> {
+        let texts: Vec<String> = conv
+            .messages
+            .iter()
+            .flat_map(|m| m.segments.iter().map(|s| s.text.clone()))
+            .collect();
+        let limit = self.policy.config().max_request_tokens;
+        let workers = self.workers.clone();
+        let work = async move {
+            let permit = workers
+                .acquire_owned()
+                .await
+                .map_err(|_| Failure::Error(CompressError::Internal("pool closed".into())))?;
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+                crate::compress::policy::count_within(tokenizer, &texts, limit)
+            })
+            .await
+            .map_err(|_| Failure::Panic)
+        };
+        match tokio::time::timeout_at(deadline.into(), work).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure::Deadline),
+        }
     }
 
     async fn compress(

@@ -491,3 +491,45 @@ async fn the_event_log_explains_each_message_with_log_content() {
         assert_eq!(sent["messages"][1]["content"], after.as_str());
     }
 }
+
+/// `/v1/compress` counts tokens (for `token_budget` and `x-headroom-bypass`) in a worker after
+/// admission, stopping past `max_request_tokens`: three large calls at once leave `/healthz`
+/// answering promptly and come back `too_large`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compress_endpoint_counts_off_the_runtime() {
+    let hook = Arc::new(lingua_proxy::pipeline::CompressionHook::new(Arc::new(
+        policy(|_| {}),
+    )));
+    let h = Arc::new(common::start_with(|_| {}, hook).await);
+    let big = "The river carries silt from the northern hills to the delta every spring. "
+        .repeat(300_000);
+    let body = json!({"model": "gpt-4o", "token_budget": 10, "messages": [
+        {"role": "tool", "tool_call_id": "a", "content": big},
+        {"role": "user", "content": "summarise"}
+    ]});
+    // More calls than runtime threads: counting on the runtime would block every one of them.
+    let calls: Vec<_> = (0..3)
+        .map(|_| {
+            let (h, body) = (h.clone(), body.clone());
+            tokio::spawn(async move { post_json(&h, "/v1/compress", &body).await })
+        })
+        .collect();
+    let mut slowest = std::time::Duration::ZERO;
+    while !calls.iter().all(|c| c.is_finished()) {
+        let t = std::time::Instant::now();
+        let resp = h.client.get(h.url("/healthz")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        slowest = slowest.max(t.elapsed());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for c in calls {
+        let r = c.await.unwrap();
+        assert_eq!(r["compression_skipped"], true, "{}", r["skip_reason"]);
+        assert_eq!(r["skip_reason"], "too_large");
+    }
+    println!("slowest /healthz: {slowest:?}");
+    assert!(
+        slowest < std::time::Duration::from_millis(500),
+        "/healthz took {slowest:?}"
+    );
+}

@@ -887,9 +887,6 @@ impl Policy {
     }
 }
 
-/// The texts' token count when it is at most `limit` (0: no limit), else `Err` with a lower
-/// bound above the limit. Counting stops soon after the limit is passed, so a 4 MB text costs
-/// about as much as `limit` tokens of it.
 /// For each message of `conv`, the position of the message its question comes from: the latest
 /// user message before it, else the first one after it (a system prompt's documents are asked
 /// about by the user message that follows; a tool result's by the user message that led to the
@@ -970,7 +967,10 @@ fn message_text(m: &crate::compress::Message) -> String {
         .join("\n")
 }
 
-fn count_within(tokenizer: TokenizerKind, texts: &[&str], limit: u64) -> Result<usize, usize> {
+/// The texts' token count when it is at most `limit` (0: no limit), else `Err` with a lower
+/// bound above the limit. Counting stops soon after the limit is passed, so a 4 MB text costs
+/// about as much as `limit` tokens of it.
+pub fn count_within(tokenizer: TokenizerKind, texts: &[&str], limit: u64) -> Result<usize, usize> {
     if limit == 0 || texts.iter().map(|t| t.len() as u64).sum::<u64>() <= limit {
         return Ok(texts.iter().map(|t| tokenizer.count(t)).sum());
     }
