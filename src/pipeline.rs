@@ -751,8 +751,36 @@ impl Inner {
         CompressReply::skipped(&call, reason)
     }
 
-    /// The conversation's text tokens, counted on a worker thread under the worker pool;
-    /// `Err(lower bound)` past `max_request_tokens`.
+    /// Runs `f` on a blocking thread under a worker permit, by `deadline`; a panic is
+    /// [`Failure::Panic`].
+    async fn in_worker<T: Send + 'static>(
+        &self,
+        deadline: Instant,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, Failure> {
+        let workers = self.workers.clone();
+        let work = async move {
+            let permit = workers
+                .acquire_owned()
+                .await
+                .map_err(|_| Failure::Error(CompressError::Internal("pool closed".into())))?;
+            let task = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                std::panic::catch_unwind(AssertUnwindSafe(f))
+            });
+            match task.await {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(_)) | Err(_) => Err(Failure::Panic),
+            }
+        };
+        match tokio::time::timeout_at(deadline.into(), work).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure::Deadline),
+        }
+    }
+
+    /// The conversation's text tokens, counted in a worker; `Err(lower bound)` past
+    /// `max_request_tokens`.
     async fn count_in_worker(
         &self,
         conv: &Conversation,
@@ -765,24 +793,11 @@ impl Inner {
             .flat_map(|m| m.segments.iter().map(|s| s.text.clone()))
             .collect();
         let limit = self.policy.config().max_request_tokens;
-        let workers = self.workers.clone();
-        let work = async move {
-            let permit = workers
-                .acquire_owned()
-                .await
-                .map_err(|_| Failure::Error(CompressError::Internal("pool closed".into())))?;
-            tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-                crate::compress::policy::count_within(tokenizer, &texts, limit)
-            })
-            .await
-            .map_err(|_| Failure::Panic)
-        };
-        match tokio::time::timeout_at(deadline.into(), work).await {
-            Ok(r) => r,
-            Err(_) => Err(Failure::Deadline),
-        }
+        self.in_worker(deadline, move || {
+            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            crate::compress::policy::count_within(tokenizer, &texts, limit)
+        })
+        .await
     }
 
     async fn compress(
@@ -794,28 +809,9 @@ impl Inner {
         deadline: Instant,
     ) -> Result<Outcome, Failure> {
         let policy = self.policy.clone();
-        let workers = self.workers.clone();
-        let work = async move {
-            let permit = workers
-                .acquire_owned()
-                .await
-                .map_err(|_| Failure::Error(CompressError::Internal("pool closed".into())))?;
-            let task = tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    policy.apply(&raw, &json, &conv, &opts)
-                }))
-            });
-            match task.await {
-                Ok(Ok(Ok(outcome))) => Ok(outcome),
-                Ok(Ok(Err(e))) => Err(Failure::Error(e)),
-                Ok(Err(_)) | Err(_) => Err(Failure::Panic),
-            }
-        };
-        match tokio::time::timeout_at(deadline.into(), work).await {
-            Ok(r) => r,
-            Err(_) => Err(Failure::Deadline),
-        }
+        self.in_worker(deadline, move || policy.apply(&raw, &json, &conv, &opts))
+            .await?
+            .map_err(Failure::Error)
     }
 
     fn success(&self, outcome: Outcome) -> HookOutcome {

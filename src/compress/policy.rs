@@ -345,7 +345,7 @@ impl Policy {
             Vec::new()
         };
         // Tool results seen so far (text -> where), for `dedupe_tool_results`.
-        let mut seen_tool: std::collections::HashMap<&str, String> =
+        let mut seen_tool: std::collections::HashMap<&str, &[PathElem]> =
             std::collections::HashMap::new();
         for (pos, m) in conv.messages.iter().enumerate() {
             opts.work.check()?;
@@ -378,7 +378,9 @@ impl Policy {
                 positional,
                 question.as_deref(),
             )?;
-            if matches!(m.role.as_str(), "tool" | "function") {
+            if self.config.transforms.dedupe_tool_results
+                && matches!(m.role.as_str(), "tool" | "function")
+            {
                 self.dedupe(m, positional, tokenizer, opts, &mut seen_tool, &mut result);
             }
             for (seg, new) in m.segments.iter().zip(&result.texts) {
@@ -478,8 +480,14 @@ impl Policy {
         );
         let tags = self.config.honor_tags.honors(role) && !protected;
         let mut lookup_only = false;
-        let tokens_before = match count_within(tokenizer, texts, limit) {
-            Ok(n) => n,
+        // Each part's tokens (each part is gated on its own size); empty when not counted to
+        // the end.
+        let mut part_tokens = Vec::new();
+        let tokens_before = match count_each_within(tokenizer, texts, limit) {
+            Ok(counts) => {
+                part_tokens = counts;
+                part_tokens.iter().sum()
+            }
             // Background compression may have stored this message's regions: serve them from
             // the cache, never score.
             Err(lower) if self.config.background && positional.is_none() => {
@@ -553,8 +561,17 @@ impl Policy {
         };
         let pieces: Vec<Vec<Piece>> = texts
             .iter()
-            .map(|t| {
-                if texts.len() > 1 && (tokenizer.count(t) as u64) < role_cfg.min_tokens {
+            .enumerate()
+            .map(|(i, t)| {
+                // (A too-large message served from the cache was not counted to the end.)
+                let small = texts.len() > 1 && {
+                    let n = part_tokens
+                        .get(i)
+                        .copied()
+                        .unwrap_or_else(|| tokenizer.count(t));
+                    (n as u64) < role_cfg.min_tokens
+                };
+                if small {
                     let kept = if tags { strip_tags(t) } else { t.to_string() };
                     return Ok(vec![Piece {
                         region: Region::Verbatim(kept),
@@ -723,23 +740,20 @@ impl Policy {
         positional: Option<SkipReason>,
         tokenizer: TokenizerKind,
         opts: &RequestOptions,
-        seen: &mut std::collections::HashMap<&'a str, String>,
+        seen: &mut std::collections::HashMap<&'a str, &'a [PathElem]>,
         result: &mut MessageResult,
     ) {
         let min = self.config.roles.get(&m.role).map_or(0, |r| r.min_tokens);
         let mut changed = false;
         for (i, seg) in m.segments.iter().enumerate() {
             let Some(earlier) = seen.get(seg.text.as_str()) else {
-                seen.insert(seg.text.as_str(), json_path(&seg.path));
+                seen.insert(seg.text.as_str(), &seg.path);
                 continue;
             };
-            if !self.config.transforms.dedupe_tool_results
-                || positional.is_some()
-                || (tokenizer.count(&seg.text) as u64) < min.max(1)
-            {
+            if positional.is_some() || (tokenizer.count(&seg.text) as u64) < min.max(1) {
                 continue;
             }
-            let marker = dedupe_marker(earlier);
+            let marker = dedupe_marker(&json_path(earlier));
             if opts.explain {
                 result.pieces.retain(|p| p.segment != i);
                 result.pieces.push(PieceReport {
@@ -971,18 +985,31 @@ fn message_text(m: &crate::compress::Message) -> String {
 /// bound above the limit. Counting stops soon after the limit is passed, so a 4 MB text costs
 /// about as much as `limit` tokens of it.
 pub fn count_within(tokenizer: TokenizerKind, texts: &[&str], limit: u64) -> Result<usize, usize> {
+    count_each_within(tokenizer, texts, limit).map(|counts| counts.iter().sum())
+}
+
+/// [`count_within`], per text.
+fn count_each_within(
+    tokenizer: TokenizerKind,
+    texts: &[&str],
+    limit: u64,
+) -> Result<Vec<usize>, usize> {
     if limit == 0 || texts.iter().map(|t| t.len() as u64).sum::<u64>() <= limit {
-        return Ok(texts.iter().map(|t| tokenizer.count(t)).sum());
+        return Ok(texts.iter().map(|t| tokenizer.count(t)).collect());
     }
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut counts = Vec::with_capacity(texts.len());
     let mut total = 0usize;
     for t in texts {
         match tokenizer.count_up_to(t, limit - total.min(limit)) {
-            Ok(n) => total += n,
+            Ok(n) => {
+                total += n;
+                counts.push(n);
+            }
             Err(n) => return Err(total + n),
         }
     }
-    Ok(total)
+    Ok(counts)
 }
 
 static PLACEHOLDER_LIKE: std::sync::LazyLock<Option<regex::Regex>> =
