@@ -205,6 +205,7 @@ async fn mirror_case(stream: bool) {
     let s = setup(|c| {
         c.ab.mode = Mode::Mirror;
         c.ab.mirror_percent = 100.0;
+        c.ab.salt = "a-secret-test-salt".into();
         c.telemetry.log_content = true;
     })
     .await;
@@ -496,6 +497,7 @@ async fn pair_ids_are_the_proxys_own() {
     let s = setup(|c| {
         c.ab.mode = Mode::Mirror;
         c.ab.mirror_percent = 100.0;
+        c.ab.salt = "a-secret-test-salt".into();
     })
     .await;
     let body = serde_json::to_vec(&compressible_body(false)).unwrap();

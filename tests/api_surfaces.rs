@@ -452,6 +452,7 @@ async fn shadow_and_mirror_on_every_surface() {
             c.ab.enabled = true;
             c.ab.mode = Mode::Mirror;
             c.ab.mirror_percent = 100.0;
+            c.ab.salt = "a-secret-test-salt".into();
         })
         .await;
         assert_eq!(post(&s.h, path, body).await.status(), 200);

@@ -140,9 +140,19 @@ fn ab_telemetry_and_prices_are_validated_by_key() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("prices.m"), "{err}");
+    // Mirror copies with the public salt: a client could pick always-mirrored session ids.
+    for salt in ["", "salt = \"lingua-proxy\"\n", "salt = \"short\"\n"] {
+        let err = load(&format!(
+            "[ab]\nenabled = true\nmode = \"mirror\"\nmirror_percent = 5\n{salt}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("ab.salt") && err.contains("secret"), "{err}");
+    }
     let ok = load(
         "[ab]\nenabled = true\nraw_percent = 10\nsticky_key = \"header:x-conversation\"\n\
-         mode = \"mirror\"\nmirror_percent = 5\n[prices]\n\"my-model\" = { input = 1.0, output = 2.0 }\n",
+         mode = \"mirror\"\nmirror_percent = 5\nsalt = \"3f9a1c0e5b7d2468\"\n\
+         [prices]\n\"my-model\" = { input = 1.0, output = 2.0 }\n",
     )
     .unwrap();
     assert_eq!(ok.ab.mode, lingua_proxy::ab::Mode::Mirror);

@@ -58,6 +58,7 @@ async fn openai_python_sdk_with_ab_mirror() {
             c.ab.enabled = true;
             c.ab.mode = lingua_proxy::ab::Mode::Mirror;
             c.ab.mirror_percent = 100.0;
+            c.ab.salt = "a-secret-test-salt".into();
             c.telemetry.events_path = Some(path);
         },
         Arc::new(common::heuristic_hook()),

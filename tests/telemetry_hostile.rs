@@ -247,6 +247,7 @@ async fn mirror_copies_beyond_the_bound_are_skipped() {
         c.ab.enabled = true;
         c.ab.mode = Mode::Mirror;
         c.ab.mirror_percent = 100.0;
+        c.ab.salt = "a-secret-test-salt".into();
         c.ab.max_mirror_inflight = 1;
     })
     .await;
@@ -327,6 +328,7 @@ async fn mirror_at_shutdown(delay: Duration, grace_ms: u64) -> (Vec<Event>, Dura
         c.ab.enabled = true;
         c.ab.mode = Mode::Mirror;
         c.ab.mirror_percent = 100.0;
+        c.ab.salt = "a-secret-test-salt".into();
     })
     .await;
     let resp = post(&s.h, &body, &[("x-session-id", "shutdown-1")]).await;

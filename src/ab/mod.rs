@@ -87,6 +87,13 @@ pub struct AbConfig {
     pub max_mirror_inflight: usize,
 }
 
+/// The default salt. It is public, so anyone can compute which sessions land in which bucket:
+/// it is refused when mirror copies are on.
+pub const PUBLIC_SALT: &str = "lingua-proxy";
+
+/// Shortest salt accepted with mirror copies on.
+pub const MIN_MIRROR_SALT: usize = 16;
+
 /// Largest accepted `max_mirror_inflight`.
 pub const MAX_MIRROR_INFLIGHT: usize = 100_000;
 
@@ -99,7 +106,7 @@ impl Default for AbConfig {
             mode: Mode::Normal,
             mirror_percent: 0.0,
             allow_arm_override: true,
-            salt: "lingua-proxy".into(),
+            salt: PUBLIC_SALT.into(),
             max_mirror_inflight: 64,
         }
     }
@@ -162,6 +169,20 @@ impl AbConfig {
                 reason: format!(
                     "{} is above the largest accepted value, {MAX_MIRROR_INFLIGHT}",
                     self.max_mirror_inflight
+                ),
+            });
+        }
+        let mirrors =
+            self.mode == Mode::Mirror && self.mirror_percent > 0.0 && self.max_mirror_inflight > 0;
+        if mirrors && (self.salt == PUBLIC_SALT || self.salt.chars().count() < MIN_MIRROR_SALT) {
+            return Err(AbConfigError {
+                key: "salt",
+                reason: format!(
+                    "with mirror copies on (`mode = \"mirror\"`, `mirror_percent` > 0), the salt \
+                     must be a secret of at least {MIN_MIRROR_SALT} characters, the same on every \
+                     replica (for example `openssl rand -hex 16`): with the public default a \
+                     client can pick session ids that are always mirrored, sending each of its \
+                     requests upstream twice"
                 ),
             });
         }
