@@ -53,6 +53,13 @@ pub struct Config {
     pub listen: String,
     /// Largest request body accepted, in bytes; larger bodies get 413.
     pub max_body_bytes: u64,
+    /// Bytes of buffered request bodies the process holds at once, counting each body and an
+    /// estimate of its parsed form; past it a request waits (up to
+    /// `server.body_read_timeout_ms`), then gets 503 `overloaded`.
+    pub max_buffered_bytes: u64,
+    /// JSON values (objects, arrays, keys, scalars) an intercepted body may have to be parsed
+    /// and compressed; a body with more is forwarded unchanged (`/v1/compress` answers 400).
+    pub max_json_values: u64,
     /// How long in-flight requests and streams may run after SIGINT/SIGTERM.
     pub shutdown_grace_ms: u64,
     /// The client-facing edge: timeouts, connection cap, Origin/Host checks.
@@ -77,6 +84,8 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 32 * 1024 * 1024,
+            max_buffered_bytes: 256 * 1024 * 1024,
+            max_json_values: 262_144,
             shutdown_grace_ms: 30_000,
             server: ServerConfig::default(),
             upstream: UpstreamConfig::default(),
@@ -350,6 +359,20 @@ impl Config {
                 "a number of bytes > 0",
             ));
         }
+        if self.max_buffered_bytes < self.max_body_bytes {
+            return Err(ConfigError::invalid(
+                "max_buffered_bytes",
+                "must be at least `max_body_bytes` (one largest body must fit)",
+                "a number of bytes >= max_body_bytes",
+            ));
+        }
+        if self.max_json_values == 0 {
+            return Err(ConfigError::invalid(
+                "max_json_values",
+                "must be positive",
+                "a number of JSON values > 0",
+            ));
+        }
         validate_base_url("upstream.base_url", &self.upstream.base_url)?;
         for (key, value) in [
             (
@@ -439,6 +462,13 @@ impl Config {
                 "telemetry.queue",
                 "must be positive",
                 "a number of events > 0",
+            ));
+        }
+        if self.telemetry.queue_bytes == 0 {
+            return Err(ConfigError::invalid(
+                "telemetry.queue_bytes",
+                "must be positive",
+                "a number of bytes > 0",
             ));
         }
         for (model, p) in &self.prices {

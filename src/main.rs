@@ -11,6 +11,11 @@ use lingua_proxy::config::{Config, LogFormat, Overrides};
 use lingua_proxy::hook::RequestHook;
 use lingua_proxy::pipeline::CompressionHook;
 
+/// Returns freed memory to the system: after a large request the process shrinks back
+/// (README "Memory per request").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "lingua-proxy",
@@ -106,6 +111,9 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // An idle blocking thread (one that scanned or parsed a large body) exits after 1 s
+        // instead of 10 s, handing the memory it freed back to the system sooner.
+        .thread_keep_alive(Duration::from_secs(1))
         .build()
     {
         Ok(rt) => rt,

@@ -111,8 +111,8 @@ struct Inner {
 /// A request to compress again off the request path.
 struct BackgroundJob {
     raw: Bytes,
-    json: serde_json::Value,
-    conv: Conversation,
+    json: Arc<serde_json::Value>,
+    conv: Arc<Conversation>,
     opts: RequestOptions,
 }
 
@@ -495,18 +495,32 @@ impl Inner {
             explain: self.explain,
             ..RequestOptions::default()
         };
-        let conv = req
-            .api
-            .surface()
-            .conversation(&req.json)
-            .unwrap_or_default();
-        let retry = self.background.is_some().then(|| BackgroundJob {
-            raw: req.raw.clone(),
-            json: req.json.clone(),
-            conv: conv.clone(),
-            opts: opts.clone(),
-        });
-        let result = self.compress(req.raw, req.json, conv, opts, deadline).await;
+        // The conversation (a copy of every text with its path) is built in a worker too: a
+        // large request would otherwise hold the async runtime.
+        let surface = req.api.surface();
+        let json = req.json;
+        let built = self
+            .in_worker(deadline, move || {
+                let conv = surface.conversation(&json).unwrap_or_default();
+                (Arc::new(json), Arc::new(conv))
+            })
+            .await;
+        let result = match built {
+            Ok((json, conv)) => {
+                let retry = self.background.is_some().then(|| BackgroundJob {
+                    raw: req.raw.clone(),
+                    json: json.clone(),
+                    conv: conv.clone(),
+                    opts: opts.clone(),
+                });
+                (
+                    self.compress(req.raw, json, conv, opts, deadline).await,
+                    retry,
+                )
+            }
+            Err(f) => (Err(f), None),
+        };
+        let (result, retry) = result;
         drop(admission);
         match result {
             Ok(outcome) => {
@@ -626,11 +640,20 @@ impl Inner {
         let outcome = |result: &'static str| {
             metrics::counter!("lingua_compress_endpoint_total", "result" => result).increment(1);
         };
-        let Ok(json) = serde_json::from_slice::<serde_json::Value>(&call.body) else {
+        // Parsed and read into a conversation in a worker, off the async runtime.
+        let body = Bytes::from(call.body.clone());
+        let (input, surface) = (body.clone(), call.shape.surface());
+        let built = self
+            .in_worker(Instant::now() + self.deadline, move || {
+                let json = serde_json::from_slice::<serde_json::Value>(&input).ok()?;
+                let conv = surface.conversation(&json).unwrap_or_default();
+                Some((Arc::new(json), Arc::new(conv)))
+            })
+            .await;
+        let Ok(Some((json, conv))) = built else {
             outcome("error");
             return CompressReply::skipped(&call, "internal_error");
         };
-        let conv = call.shape.surface().conversation(&json).unwrap_or_default();
         let mut opts = RequestOptions {
             tokenizer: self.route_tokenizer(&json),
             protect_recent: call.protect_recent,
@@ -693,7 +716,6 @@ impl Inner {
         let work = self.root.child(Some(deadline), Priority::Normal);
         let _cancel = work.cancel_on_drop();
         opts.work = work.clone();
-        let body = Bytes::from(call.body.clone());
         let result = self.compress(body, json, conv, opts, deadline).await;
         drop(admission);
         let reason = match result {
@@ -803,8 +825,8 @@ impl Inner {
     async fn compress(
         &self,
         raw: Bytes,
-        json: serde_json::Value,
-        conv: Conversation,
+        json: Arc<serde_json::Value>,
+        conv: Arc<Conversation>,
         opts: RequestOptions,
         deadline: Instant,
     ) -> Result<Outcome, Failure> {

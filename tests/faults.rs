@@ -967,12 +967,17 @@ const BOUNDED_ROLES: [&str; 7] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn million_role_request_keeps_labels_and_stats_bounded() {
     const ROLES: usize = 1_000_000;
-    // A million messages of ~34 bytes do not fit the default 32 MiB body limit, and their
-    // million tokens would make the request too large to look at (`max_request_tokens`).
+    // A million messages of ~34 bytes do not fit the default 32 MiB body limit, their five
+    // million JSON values are past `max_json_values` (the body would be forwarded unread), and
+    // their million tokens would make the request too large to look at (`max_request_tokens`).
     let fx = Fx::start_with(
         "roles",
         None,
-        |c| c.max_body_bytes = 64 * 1024 * 1024,
+        |c| {
+            c.max_body_bytes = 64 * 1024 * 1024;
+            c.max_buffered_bytes = 2 * 1024 * 1024 * 1024;
+            c.max_json_values = 6 * ROLES as u64;
+        },
         fault_hook_with(60_000, |c| c.max_request_tokens = 4 * ROLES as u64),
     )
     .await;

@@ -52,3 +52,38 @@ async fn streams_under_load_have_no_errors_and_flat_rss() {
         r.rss_end_kb
     );
 }
+
+/// Issue 18's probe: 1.15 million tiny messages (31 MB, under `max_body_bytes`), three at once,
+/// with the default limits. Such a body is never parsed into a tree (more than
+/// `max_json_values`): it goes upstream unchanged, the process stays far under a gigabyte and
+/// shrinks back, and `/healthz` keeps answering. `cargo bench --bench memory` prints the figures
+/// for 1, 3 and 10 at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_json_values_cost_bounded_memory_and_return_it() {
+    let r = common::memload::run(
+        env!("CARGO_BIN_EXE_lingua-proxy").as_ref(),
+        3,
+        1_150_000,
+        250.0,
+    )
+    .await;
+    eprintln!("{r:?}");
+    assert!(r.body_bytes > 30_000_000, "{}", r.body_bytes);
+    assert_eq!(r.statuses, vec![200; 3]);
+    assert_eq!(
+        r.forwarded_unchanged, 3,
+        "the bodies must reach the upstream as sent"
+    );
+    assert!(r.rss_peak_mib < 1024.0, "peak {} MiB", r.rss_peak_mib);
+    assert!(
+        r.settled_after_s.is_some(),
+        "RSS still {} MiB 10 s after the answers",
+        r.rss_after_mib
+    );
+    assert!(r.healthz_polls > 0);
+    assert!(
+        r.healthz_max_ms < 500.0,
+        "/healthz took {} ms",
+        r.healthz_max_ms
+    );
+}

@@ -466,3 +466,121 @@ async fn compress_off_is_byte_for_byte_on_streams_and_routes_can_skip_usage() {
         .unwrap();
     assert_eq!(other.state.last_request().unwrap().body.as_ref(), &raw[..]);
 }
+
+/// A body of many tiny JSON values is never parsed into a tree past `max_json_values`: it goes
+/// upstream byte for byte, uncompressed, and is counted; a body within the limit is compressed.
+#[tokio::test]
+async fn bodies_past_max_json_values_are_forwarded_unchanged() {
+    let h = start_with(
+        |c| {
+            c.max_json_values = 400;
+            c.compression.enabled = true;
+        },
+        Arc::new(common::heuristic_hook()),
+    )
+    .await;
+    let fits = serde_json::to_vec(&common::compressible_body(false)).unwrap();
+    let resp = post(&h, "/v1/chat/completions", &fits).await;
+    assert_eq!(resp.status(), 200);
+    let (before, after) = common::token_counts(&resp);
+    assert!(after < before, "{before} -> {after}");
+    assert_ne!(
+        h.mock.state.last_request().unwrap().body.as_ref(),
+        fits.as_slice()
+    );
+
+    let mut body = common::compressible_body(false);
+    let tiny = serde_json::json!({"role": "user", "content": "b"});
+    for _ in 0..100 {
+        body["messages"].as_array_mut().unwrap().push(tiny.clone());
+    }
+    let raw = serde_json::to_vec(&body).unwrap();
+    let resp = post(&h, "/v1/chat/completions", &raw).await;
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()
+            .get(lingua_proxy::headers::HEADER_TOKENS_AFTER)
+            .is_none()
+    );
+    assert_eq!(
+        h.mock.state.last_request().unwrap().body.as_ref(),
+        raw.as_slice()
+    );
+    assert_eq!(h.proxy.state.stats.too_complex.load(Ordering::Relaxed), 1);
+
+    // `/v1/compress` is the judge of its own input: 400 in Headroom's shape.
+    let call = serde_json::json!({"model": "gpt-4o", "messages": body["messages"]});
+    let resp = post(&h, "/v1/compress", &serde_json::to_vec(&call).unwrap()).await;
+    assert_eq!(resp.status(), 400);
+    let err: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["type"], "invalid_request");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_json_values"),
+        "{err}"
+    );
+}
+
+/// `max_buffered_bytes` bounds the request bytes held at once: a request that does not fit
+/// waits, then gets 503 in its provider's shape; once the bytes are released the next one
+/// passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_bytes_past_the_budget_get_a_503() {
+    let slow = MockUpstream::start(MockConfig {
+        first_byte_delay: Duration::from_millis(1500),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let slow_url = slow.base_url();
+    let h = start_with(
+        |c| {
+            c.upstream.base_url = slow_url;
+            c.max_body_bytes = 64 * 1024;
+            c.max_buffered_bytes = 64 * 1024;
+            c.server.body_read_timeout_ms = 300;
+        },
+        Arc::new(Passthrough),
+    )
+    .await;
+    let mut big = chat_body(false);
+    big["messages"][1]["content"] = "x ".repeat(25_000).into();
+    let big = serde_json::to_vec(&big).unwrap();
+    let small = serde_json::to_vec(&chat_body(false)).unwrap();
+    let first = {
+        let (client, url, big) = (h.client.clone(), h.url("/v1/chat/completions"), big.clone());
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(big)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    // The first request holds its 50 KB until its (slow) upstream answers.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut second = chat_body(false);
+    second["messages"][1]["content"] = "y ".repeat(10_000).into();
+    let resp = post(
+        &h,
+        "/v1/chat/completions",
+        &serde_json::to_vec(&second).unwrap(),
+    )
+    .await;
+    assert_eq!(resp.status(), 503);
+    let err: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "overloaded", "{err}");
+    assert_eq!(err["error"]["type"], "api_error", "{err}");
+    let resp = post(&h, "/v1/messages", &serde_json::to_vec(&second).unwrap()).await;
+    assert_eq!(resp.status(), 503);
+    let err: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(err["type"], "error", "Anthropic's shape: {err}");
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(post(&h, "/v1/chat/completions", &small).await.status(), 200);
+    assert_eq!(slow.state.request_count(), 2);
+}

@@ -17,7 +17,7 @@ use super::AppState;
 use super::body::{ProxyBody, full};
 use super::edge::PeerAddr;
 use super::error::ProxyError;
-use super::proxy::collect_limited;
+use super::intake::{self, Reservation, Shape};
 use crate::api::ErrorShape;
 use crate::api::headroom::CompressCall;
 
@@ -51,18 +51,47 @@ pub(crate) async fn serve(state: &Arc<AppState>, req: Request<Incoming>) -> Resp
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
     let limit = state.config.max_body_bytes;
     let timeout = Duration::from_millis(state.config.server.body_read_timeout_ms);
-    let raw = match collect_limited(req.into_body(), limit, timeout).await {
-        Ok(raw) => raw,
+    let content_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut held = Reservation::default();
+    let call = async {
+        let raw = intake::collect(
+            req.into_body(),
+            content_length,
+            limit,
+            timeout,
+            &state.buffered,
+            &mut held,
+        )
+        .await?;
+        let parsed = intake::parse_with(
+            &raw,
+            state.config.max_json_values,
+            &state.buffered,
+            &mut held,
+            move |b| CompressCall::parse(b, bypass),
+        )
+        .await?;
+        let message = match parsed {
+            Ok(Ok(call)) => return Ok(call),
+            Ok(Err(message)) => message,
+            Err(Shape::Invalid(e)) => format!("the body is not valid JSON: {e}"),
+            Err(Shape::TooComplex { limit }) => {
+                format!("the body has more than {limit} JSON values (`max_json_values`)")
+            }
+            Err(Shape::Fits { .. }) => "the body could not be read".into(),
+        };
+        tracing::debug!(error = %message, "/v1/compress: invalid request");
+        Err(ProxyError::BadRequest(message))
+    };
+    let call = match call.await {
+        Ok(c) => c,
         Err(e) => return e.into_response_shaped(shape),
     };
-    let call = match CompressCall::parse(&raw, bypass) {
-        Ok(c) => c,
-        Err(message) => {
-            tracing::debug!(error = %message, "/v1/compress: invalid request");
-            return ProxyError::BadRequest(message).into_response_shaped(shape);
-        }
-    };
     let reply = state.hook.compress_call(call).await;
+    drop(held);
     match serde_json::to_vec(&reply) {
         Ok(body) => {
             let mut resp = Response::new(full(body));

@@ -41,6 +41,8 @@ pub enum ProxyError {
     NotFound(String),
     #[error("internal proxy error: {0}")]
     Internal(String),
+    #[error("the proxy is busy ({0}); retry shortly")]
+    Overloaded(&'static str),
     #[error("{}", .0.message)]
     Rejected(crate::hook::Rejection),
 }
@@ -61,6 +63,7 @@ impl ProxyError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::UnsupportedTransferCoding(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Rejected(r) => {
                 StatusCode::from_u16(r.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
             }
@@ -83,6 +86,7 @@ impl ProxyError {
             Self::UpstreamUnreachable(_)
             | Self::UpstreamTimeout(_)
             | Self::Internal(_)
+            | Self::Overloaded(_)
             | Self::Rejected(_) => "api_error",
         }
     }
@@ -103,6 +107,7 @@ impl ProxyError {
             Self::UpstreamUnreachable(_) => "upstream_unreachable",
             Self::UpstreamTimeout(_) => "upstream_timeout",
             Self::Internal(_) => "internal_error",
+            Self::Overloaded(_) => "overloaded",
             Self::Rejected(r) => &r.code,
         }
     }

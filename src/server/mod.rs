@@ -12,6 +12,7 @@ mod edge;
 pub mod error;
 pub(crate) mod fuzz;
 pub mod headers;
+pub mod intake;
 mod local;
 mod mirror;
 mod observe;
@@ -60,6 +61,8 @@ pub struct Stats {
     pub requests: AtomicU64,
     pub intercepted: AtomicU64,
     pub invalid_json: AtomicU64,
+    /// Intercepted bodies with more than `max_json_values` values, forwarded unchanged.
+    pub too_complex: AtomicU64,
     pub upstream_errors: AtomicU64,
     pub upstream_timeouts: AtomicU64,
     pub rejected_auth: AtomicU64,
@@ -137,6 +140,8 @@ pub struct AppState {
     pub telemetry: Arc<Telemetry>,
     /// Listening on loopback without proxy keys: only loopback Host names are answered.
     pub(crate) loopback_host_check: bool,
+    /// Buffered request bytes held at once (`max_buffered_bytes`).
+    pub(crate) buffered: intake::ByteBudget,
 }
 
 /// Where finished events go: live statistics, Prometheus metrics and the event log.
@@ -162,7 +167,13 @@ impl Telemetry {
     fn new(config: &Config) -> Result<Self, StartError> {
         let t = &config.telemetry;
         let log = match &t.events_path {
-            Some(path) => Some(EventLog::open(path, t.rotate_bytes, t.keep_files, t.queue)?),
+            Some(path) => Some(EventLog::open(
+                path,
+                t.rotate_bytes,
+                t.keep_files,
+                t.queue,
+                t.queue_bytes,
+            )?),
             None => None,
         };
         let ab = AbSummary {
@@ -274,8 +285,13 @@ impl AppState {
         let loopback_host_check = config.server.loopback_host_check
             && keys.is_none()
             && config.listen_addr().is_ok_and(|a| a.ip().is_loopback());
+        let buffered = intake::ByteBudget::new(
+            config.max_buffered_bytes,
+            Duration::from_millis(config.server.body_read_timeout_ms),
+        );
         Ok(Self {
             loopback_host_check,
+            buffered,
             assigner: Assigner::new(config.ab.clone()),
             mirrors: mirror::Mirrors::new(config.ab.max_mirror_inflight),
             telemetry,

@@ -15,6 +15,7 @@ use super::body::{BoxError, ProxyBody, TimeoutBody};
 use super::edge;
 use super::error::ProxyError;
 use super::headers::{strip_control_headers, strip_hop_by_hop};
+use super::intake;
 use super::local::Local;
 use super::mirror;
 use super::observe::{self, EventGuard, inject_include_usage};
@@ -205,14 +206,6 @@ async fn plan_request(
     );
     let run_hook =
         assignment.arm == Arm::Compressed || assignment.mode == Mode::Shadow || assignment.mirror;
-    let log_messages = |body: &[u8]| -> Option<serde_json::Value> {
-        if !tele.log_content {
-            return None;
-        }
-        serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| surface.prompt(&v))
-    };
 
     let mut outcome = HookOutcome::default();
     let mut hook_ms = 0.0;
@@ -273,7 +266,6 @@ async fn plan_request(
                 copy.cache = None;
                 copy.explain = None;
                 copy.latency_ms.compression = 0.0;
-                copy.prompt = log_messages(&raw);
                 mirror = Some(raw.clone());
                 mirror_event = Some(copy);
                 c.clone()
@@ -290,7 +282,6 @@ async fn plan_request(
                 copy.arm = Some(Arm::Compressed);
                 copy.served = false;
                 describe(&mut copy);
-                copy.prompt = log_messages(c);
                 mirror = Some(c.clone());
                 mirror_event = Some(copy);
             }
@@ -309,7 +300,13 @@ async fn plan_request(
         // Nothing to compare (compression left the request as it was): no mirror copy.
         event.mode = Mode::Normal;
     }
-    event.prompt = log_messages(&body);
+    if tele.log_content {
+        // Each copy's prompt as forwarded, parsed off the runtime.
+        event.prompt = logged_prompt(surface, &body).await;
+        if let (Some(copy), Some(sent)) = (&mut mirror_event, &mirror) {
+            copy.prompt = logged_prompt(surface, sent).await;
+        }
+    }
 
     // `x-lingua-compress: off` means the client's bytes: no usage request either.
     let inject = opt_in_usage
@@ -354,6 +351,19 @@ async fn plan_request(
     })
 }
 
+/// The messages of a forwarded body, for the event log (`log_content = true`).
+async fn logged_prompt(surface: &'static dyn Surface, body: &Bytes) -> Option<serde_json::Value> {
+    let body = body.clone();
+    intake::off_runtime(move || {
+        serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| surface.prompt(&v))
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
 /// Finishes an event that never got a response body (the proxy answered with an error).
 fn finish_failed(state: &AppState, mut event: Event, started: Instant, err: &ProxyError) {
     let total = started.elapsed().as_secs_f64() * 1e3;
@@ -390,12 +400,11 @@ async fn forward(
 
     let limit = state.config.max_body_bytes;
     let body_timeout = Duration::from_millis(state.config.server.body_read_timeout_ms);
-    if let Some(len) = headers
+    let content_length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        && len > limit
-    {
+        .and_then(|v| v.parse::<u64>().ok());
+    if content_length.is_some_and(|len| len > limit) {
         return Err(ProxyError::BodyTooLarge { limit });
     }
 
@@ -415,13 +424,31 @@ async fn forward(
 
     let mut model: Option<String> = None;
     let mut plan: Option<Plan> = None;
+    // What this request holds of `max_buffered_bytes`, until its upstream answers.
+    let mut held = intake::Reservation::default();
     let body = if api.is_some() || wants_model_peek {
-        let raw = collect_limited(incoming, limit, body_timeout).await?;
+        let raw = intake::collect(
+            incoming,
+            content_length,
+            limit,
+            body_timeout,
+            &state.buffered,
+            &mut held,
+        )
+        .await?;
         if let Some(api) = api {
             let surface = api.surface();
             Stats::bump(&state.stats.intercepted);
-            match serde_json::from_slice::<serde_json::Value>(&raw) {
-                Ok(json) => {
+            let parsed = intake::parse_with(
+                &raw,
+                state.config.max_json_values,
+                &state.buffered,
+                &mut held,
+                |b| serde_json::from_slice::<serde_json::Value>(b),
+            )
+            .await?;
+            match parsed {
+                Ok(Ok(json)) => {
                     *intercepted = true;
                     model = surface.model(&json).map(str::to_owned);
                     let upstream = state
@@ -444,7 +471,21 @@ async fn forward(
                         }
                     }
                 }
-                Err(_) => {
+                Err(intake::Shape::TooComplex { limit }) => {
+                    // Compressing it would cost more than it saves: its bytes go on unchanged.
+                    Stats::bump(&state.stats.too_complex);
+                    metrics::counter!("lingua_compression_skipped_total", "reason" => "too_complex")
+                        .increment(1);
+                    tracing::warn!(
+                        %api,
+                        max_json_values = limit,
+                        "request body has more JSON values than max_json_values; forwarding unchanged"
+                    );
+                    let peek = raw.clone();
+                    model = intake::off_runtime(move || peek_model(&peek)).await?;
+                    OutBody::Buffered(raw)
+                }
+                Ok(Err(_)) | Err(_) => {
                     // Not ours to judge: the upstream decides what to say about it.
                     Stats::bump(&state.stats.invalid_json);
                     tracing::debug!(%api, "request body is not valid JSON; forwarding unchanged");
@@ -452,7 +493,8 @@ async fn forward(
                 }
             }
         } else {
-            model = peek_model(&raw);
+            let peek = raw.clone();
+            model = intake::off_runtime(move || peek_model(&peek)).await?;
             OutBody::Buffered(raw)
         }
     } else {
@@ -610,26 +652,6 @@ pub(super) async fn send(
         ))),
         Ok(Err(e)) => Err(classify_send_error(e, limit)),
         Ok(Ok(r)) => Ok(r),
-    }
-}
-
-/// Reads the whole body within `timeout`, failing with 413 past `limit` bytes and with 408
-/// when the client is too slow (a partial body is never forwarded).
-pub(super) async fn collect_limited(
-    incoming: Incoming,
-    limit: u64,
-    timeout: Duration,
-) -> Result<Bytes, ProxyError> {
-    let collect = Limited::new(incoming, limit as usize).collect();
-    let Ok(collected) = tokio::time::timeout(timeout, collect).await else {
-        return Err(ProxyError::RequestTimeout(timeout.as_millis() as u64));
-    };
-    match collected {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(ProxyError::BodyTooLarge { limit })
-        }
-        Err(e) => Err(ProxyError::BadRequestBody(e.to_string())),
     }
 }
 

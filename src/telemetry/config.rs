@@ -16,6 +16,10 @@ pub struct TelemetryConfig {
     pub keep_files: usize,
     /// Events queued for the writer thread; beyond this they are dropped and counted.
     pub queue: usize,
+    /// Bytes the queued events may hold (prompts and answers with `log_content = true`
+    /// included). Past it an event's content is left out (`content_omitted: true`), and an
+    /// event that still does not fit is dropped and counted.
+    pub queue_bytes: u64,
     /// Write prompts and answers into the event log (off: only counts and timings).
     pub log_content: bool,
     /// Ask the upstream for the usage chunk of streams (`stream_options.include_usage`) so that
@@ -35,6 +39,7 @@ impl Default for TelemetryConfig {
             rotate_bytes: 64 * 1024 * 1024,
             keep_files: 5,
             queue: 8192,
+            queue_bytes: 64 * 1024 * 1024,
             log_content: false,
             stream_usage: true,
             metrics: true,

@@ -67,6 +67,51 @@ pub struct Event {
     /// content kind, transform, tokens and texts before and after.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub explain: Option<serde_json::Value>,
+    /// The prompt, answer and explanation were left out: the event log's queue was at
+    /// `queue_bytes`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub content_omitted: bool,
+}
+
+impl Event {
+    /// Heap bytes the event holds, roughly: fixed fields plus its content.
+    pub fn approx_bytes(&self) -> u64 {
+        const FIXED: u64 = 1024;
+        FIXED
+            + self.answer.as_ref().map_or(0, |a| a.len() as u64)
+            + self.prompt.as_ref().map_or(0, value_bytes)
+            + self.explain.as_ref().map_or(0, value_bytes)
+    }
+
+    /// Drops the prompt, answer and explanation, keeping counts and timings.
+    pub fn omit_content(&mut self) {
+        self.answer = None;
+        self.prompt = None;
+        self.explain = None;
+        self.content_omitted = true;
+    }
+}
+
+/// Heap bytes of a JSON value: its strings and a node for each value.
+fn value_bytes(v: &serde_json::Value) -> u64 {
+    const NODE: u64 = 128;
+    let mut total = 0;
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        total += NODE;
+        match v {
+            serde_json::Value::String(s) => total += s.len() as u64,
+            serde_json::Value::Array(a) => stack.extend(a),
+            serde_json::Value::Object(o) => {
+                for (k, v) in o {
+                    total += NODE + k.len() as u64;
+                    stack.push(v);
+                }
+            }
+            _ => {}
+        }
+    }
+    total
 }
 
 /// Prompt tokens before and after compression, total and per role.

@@ -1,7 +1,9 @@
 //! The event log: JSON lines appended by a dedicated writer thread, rotated by size.
 //!
-//! Request handlers only push into a bounded channel; when it is full the event is dropped and
-//! counted (`lingua_events_dropped_total`) rather than slowing a request down. The writer flushes
+//! Request handlers only push into a channel bounded by events and by bytes (`queue`,
+//! `queue_bytes`); past the bytes an event's content is left out, and when it still does not fit
+//! the event is dropped and counted (`lingua_events_dropped_total`) rather than slowing a request
+//! down or holding prompt copies without bound. The writer flushes
 //! whenever the channel runs empty, so a quiet proxy's log is always complete on disk.
 //!
 //! The log survives its file being moved or deleted by someone else (an operator, logrotate
@@ -21,8 +23,11 @@ use super::event::Event;
 /// Handle for appending events; cheap to clone.
 #[derive(Clone)]
 pub struct EventLog {
-    tx: SyncSender<Event>,
+    tx: SyncSender<(Event, u64)>,
     dropped: Arc<AtomicU64>,
+    /// Bytes held by queued events, and their bound.
+    queued_bytes: Arc<AtomicU64>,
+    max_bytes: u64,
     /// Events accepted but not yet written and flushed.
     pending: Arc<AtomicU64>,
     path: PathBuf,
@@ -150,19 +155,21 @@ impl Writer {
         Ok(())
     }
 
-    fn run(mut self, rx: Receiver<Event>, pending: Arc<AtomicU64>) {
+    fn run(mut self, rx: Receiver<(Event, u64)>, pending: Arc<AtomicU64>, bytes: Arc<AtomicU64>) {
         while let Ok(first) = rx.recv() {
             if let Err(e) = self.follow_path() {
                 tracing::error!(path = %self.path.display(), error = %e, "cannot reopen the event log");
             }
             let mut next = Some(first);
             let mut batch = 0;
-            while let Some(event) = next {
+            while let Some((event, size)) = next {
                 batch += 1;
                 if let Err(e) = self.write(&event) {
                     tracing::error!(path = %self.path.display(), error = %e, "cannot write the event log");
                     metrics::counter!("lingua_events_dropped_total", "reason" => "io").increment(1);
                 }
+                drop(event);
+                bytes.fetch_sub(size, Ordering::AcqRel);
                 next = rx.try_recv().ok();
             }
             if let Err(e) = self.out.flush() {
@@ -175,12 +182,14 @@ impl Writer {
 }
 
 impl EventLog {
-    /// Opens (appending to) `path` and starts the writer thread.
+    /// Opens (appending to) `path` and starts the writer thread; at most `capacity` events and
+    /// `max_bytes` bytes wait for it.
     pub fn open(
         path: &Path,
         rotate_bytes: u64,
         keep_files: usize,
         capacity: usize,
+        max_bytes: u64,
     ) -> Result<Self, EventLogError> {
         let (out, size, id) = open(path).map_err(|source| EventLogError {
             path: path.to_owned(),
@@ -197,9 +206,11 @@ impl EventLog {
         let (tx, rx) = std::sync::mpsc::sync_channel(capacity.max(1));
         let pending = Arc::new(AtomicU64::new(0));
         let writer_pending = pending.clone();
+        let queued_bytes = Arc::new(AtomicU64::new(0));
+        let writer_bytes = queued_bytes.clone();
         std::thread::Builder::new()
             .name("lingua-events".into())
-            .spawn(move || writer.run(rx, writer_pending))
+            .spawn(move || writer.run(rx, writer_pending, writer_bytes))
             .map_err(|source| EventLogError {
                 path: path.to_owned(),
                 source,
@@ -207,6 +218,8 @@ impl EventLog {
         Ok(Self {
             tx,
             dropped: Arc::new(AtomicU64::new(0)),
+            queued_bytes,
+            max_bytes,
             pending,
             path: path.to_owned(),
         })
@@ -217,21 +230,52 @@ impl EventLog {
     }
 
     /// Queues one event; never blocks.
-    pub fn append(&self, event: Event) {
+    pub fn append(&self, mut event: Event) {
+        let mut size = event.approx_bytes();
+        if !self.take_bytes(size) {
+            event.omit_content();
+            size = event.approx_bytes();
+            metrics::counter!("lingua_events_content_omitted_total").increment(1);
+            if !self.take_bytes(size) {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("lingua_events_dropped_total", "reason" => "queue_bytes")
+                    .increment(1);
+                return;
+            }
+        }
         self.pending.fetch_add(1, Ordering::AcqRel);
-        match self.tx.try_send(event) {
+        match self.tx.try_send((event, size)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                self.pending.fetch_sub(1, Ordering::AcqRel);
+                self.give_back(size);
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("lingua_events_dropped_total", "reason" => "queue_full")
                     .increment(1);
             }
             Err(TrySendError::Disconnected(_)) => {
-                self.pending.fetch_sub(1, Ordering::AcqRel);
+                self.give_back(size);
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Counts `size` more queued bytes unless that passes `max_bytes`.
+    fn take_bytes(&self, size: u64) -> bool {
+        self.queued_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(size).filter(|&n| n <= self.max_bytes)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, size: u64) {
+        self.pending.fetch_sub(1, Ordering::AcqRel);
+        self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+    }
+
+    /// Bytes held by events waiting for the writer.
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued_bytes.load(Ordering::Acquire)
     }
 
     /// Events accepted but not yet on disk (written and flushed).
@@ -275,7 +319,8 @@ mod tests {
     fn wait_flushed_means_on_disk() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("events.jsonl");
-        let log = EventLog::open(&path, 1 << 20, 1, 1024).unwrap_or_else(|e| panic!("{e}"));
+        let log =
+            EventLog::open(&path, 1 << 20, 1, 1024, u64::MAX).unwrap_or_else(|e| panic!("{e}"));
         for i in 0..200 {
             log.append(Event {
                 request_id: format!("r{i}"),
@@ -285,6 +330,53 @@ mod tests {
         assert!(log.wait_flushed(std::time::Duration::from_secs(10)));
         assert_eq!(log.pending(), 0);
         assert_eq!(read_ids(&path).len(), 200);
+    }
+
+    #[test]
+    fn queued_bytes_are_bounded_content_first() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("events.jsonl");
+        let log =
+            EventLog::open(&path, 1 << 30, 1, 1024, 64 * 1024).unwrap_or_else(|e| panic!("{e}"));
+        let big = |id: &str| Event {
+            request_id: id.into(),
+            prompt: Some(serde_json::json!([{"role": "user", "content": "x".repeat(100_000)}])),
+            answer: Some("y".repeat(1000)),
+            ..Event::default()
+        };
+        // Fits: kept whole.
+        log.append(Event {
+            prompt: None,
+            answer: Some("small answer".into()),
+            ..big("small")
+        });
+        log.append(Event {
+            prompt: None,
+            ..big("mid")
+        });
+        // A prompt larger than the whole queue: the event stays, its content goes.
+        log.append(big("big"));
+        assert!(log.wait_flushed(std::time::Duration::from_secs(10)));
+        assert_eq!(log.queued_bytes(), 0);
+        let events: Vec<Event> = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        assert_eq!(events.len(), 3);
+        assert!(!events[1].content_omitted);
+        assert_eq!(events[1].answer.as_deref().map(str::len), Some(1000));
+        assert_eq!(events[2].request_id, "big");
+        assert!(events[2].content_omitted);
+        assert!(events[2].prompt.is_none() && events[2].answer.is_none());
+        assert_eq!(log.dropped(), 0);
+
+        // A queue smaller than an event's fixed part: dropped and counted.
+        let tiny = EventLog::open(&dir.path().join("tiny.jsonl"), 1 << 20, 1, 1024, 100)
+            .unwrap_or_else(|e| panic!("{e}"));
+        tiny.append(Event::default());
+        assert_eq!(tiny.dropped(), 1);
+        assert_eq!(tiny.pending(), 0);
     }
 
     fn append_ids(log: &EventLog, ids: std::ops::Range<usize>) {
@@ -311,7 +403,7 @@ mod tests {
         std::fs::write(&path, "").unwrap_or_else(|e| panic!("{e}"));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
             .unwrap_or_else(|e| panic!("{e}"));
-        let log = EventLog::open(&path, 200, 2, 1024).unwrap_or_else(|e| panic!("{e}"));
+        let log = EventLog::open(&path, 200, 2, 1024, u64::MAX).unwrap_or_else(|e| panic!("{e}"));
         append_ids(&log, 0..20);
         let mode = |p: &Path| {
             std::fs::metadata(p)
@@ -327,7 +419,8 @@ mod tests {
     fn reopens_a_deleted_file() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("events.jsonl");
-        let log = EventLog::open(&path, 1 << 20, 2, 1024).unwrap_or_else(|e| panic!("{e}"));
+        let log =
+            EventLog::open(&path, 1 << 20, 2, 1024, u64::MAX).unwrap_or_else(|e| panic!("{e}"));
         append_ids(&log, 0..10);
         std::fs::remove_file(&path).unwrap_or_else(|e| panic!("{e}"));
         append_ids(&log, 10..25);
@@ -340,7 +433,7 @@ mod tests {
         let path = dir.path().join("events.jsonl");
         let moved = dir.path().join("archived.jsonl");
         // small files: the proxy's own rotation runs too, before and after the move
-        let log = EventLog::open(&path, 2000, 3, 1024).unwrap_or_else(|e| panic!("{e}"));
+        let log = EventLog::open(&path, 2000, 3, 1024, u64::MAX).unwrap_or_else(|e| panic!("{e}"));
         append_ids(&log, 0..3);
         std::fs::rename(&path, &moved).unwrap_or_else(|e| panic!("{e}"));
         append_ids(&log, 3..14);
@@ -365,7 +458,8 @@ mod tests {
         );
         // moved while the writer is busy: every event lands in one of the two files
         let busy = dir.path().join("busy.jsonl");
-        let log = EventLog::open(&busy, 1 << 20, 0, 4096).unwrap_or_else(|e| panic!("{e}"));
+        let log =
+            EventLog::open(&busy, 1 << 20, 0, 4096, u64::MAX).unwrap_or_else(|e| panic!("{e}"));
         let mover = {
             let (busy, gone) = (busy.clone(), dir.path().join("busy.old"));
             std::thread::spawn(move || {
@@ -399,7 +493,7 @@ mod tests {
     fn rotates_by_size_and_keeps_every_line() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("logs/events.jsonl");
-        let log = EventLog::open(&path, 600, 2, 64).unwrap_or_else(|e| panic!("{e}"));
+        let log = EventLog::open(&path, 600, 2, 64, u64::MAX).unwrap_or_else(|e| panic!("{e}"));
         for i in 0..12 {
             log.append(Event {
                 v: 1,

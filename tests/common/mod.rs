@@ -3,6 +3,7 @@
 
 pub mod faults;
 pub mod load;
+pub mod memload;
 pub mod sdk;
 
 use std::sync::Arc;
