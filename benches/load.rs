@@ -1,11 +1,15 @@
-//! Load figures for README: N concurrent streaming clients (default 500) for S seconds (default
+//! Load figures for docs/reliability.md: N concurrent streaming clients (default 500) for S seconds (default
 //! 60) through the release proxy binary (heuristic scorer, compression on, every request a new
 //! prompt) to the in-process mock. Prints the error count, the proxy's RSS at start, half time
 //! and end, and time-to-first-byte percentiles.
 //!
 //! `cargo build --release && cargo bench --bench load` (`LOAD_CLIENTS`, `LOAD_SECONDS`,
 //! `LOAD_CHUNKS`, `LOAD_CHUNK_DELAY_MS` override the defaults).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests and benches fail loudly on a broken setup"
+)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;

@@ -1,5 +1,5 @@
 #!/bin/sh
-# RUSTC_WRAPPER for a fast fuzz build (see README, "Fuzzing"): afl's coverage instrumentation
+# RUSTC_WRAPPER for a fast fuzz build (see docs/reliability.md, "Fuzzing"): afl's coverage instrumentation
 # (the flags `cargo afl build` sets) for the crate under test and the two targets only. Every
 # dependency is compiled as the main crate's dev profile compiles it, so a copy of the main
 # crate's `target/debug` is reused instead of rebuilding the whole tree instrumented.

@@ -76,6 +76,7 @@ if [ -z "${LINGUA_PROXY_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 
     apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
 fi
 
+python3 tools/check_doc_links.py  # every link and anchor of README.md and docs/
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked

@@ -1,5 +1,9 @@
 //! The binary rejects bad configuration before listening, naming the key.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests and benches fail loudly on a broken setup"
+)]
 
 use std::process::Command;
 
@@ -204,8 +208,8 @@ fn starts(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     (up, log)
 }
 
-/// Every environment variable README names works: `LINGUA_PROXY_CONFIG` instead of `--config`,
-/// and `keys_env = "LINGUA_PROXY_KEYS"` (README's and proxy.toml's recipe) with the keys set.
+/// Every environment variable the documentation names works: `LINGUA_PROXY_CONFIG` instead of `--config`,
+/// and `keys_env = "LINGUA_PROXY_KEYS"` (docs' and proxy.toml's recipe) with the keys set.
 #[test]
 fn documented_environment_variables_start_the_proxy() {
     let dir = tempfile::tempdir().unwrap();
@@ -230,10 +234,13 @@ fn documented_environment_variables_start_the_proxy() {
     );
     assert!(up, "{log}");
 
-    // Every LINGUA_PROXY_* name in README is a configuration key or one of the documented
-    // non-configuration variables.
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    // Every LINGUA_PROXY_* name in README and docs/ is a configuration key or one of the
+    // documented non-configuration variables.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    for doc in std::fs::read_dir(root.join("docs")).unwrap() {
+        readme += &std::fs::read_to_string(doc.unwrap().path()).unwrap();
+    }
     let defaults = serde_json::to_value(lingua_proxy::config::Config::default()).unwrap();
     let mut names: Vec<&str> = readme
         .match_indices("LINGUA_PROXY_")
@@ -257,9 +264,9 @@ fn documented_environment_variables_start_the_proxy() {
         let path: Vec<String> = key.split("__").map(str::to_ascii_lowercase).collect();
         let mut v = &defaults;
         for p in &path {
-            v = v
-                .get(p)
-                .unwrap_or_else(|| panic!("README names {name}, not a configuration key"));
+            v = v.get(p).unwrap_or_else(|| {
+                panic!("the documentation names {name}, not a configuration key")
+            });
         }
     }
 }

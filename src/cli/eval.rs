@@ -54,7 +54,7 @@ pub struct AgentArgs {
     /// Print a JSON object.
     #[arg(long, conflicts_with = "markdown")]
     pub json: bool,
-    /// Print the README table.
+    /// Print the table of docs/benchmarks.md.
     #[arg(long)]
     pub markdown: bool,
 }
@@ -209,7 +209,7 @@ pub struct FactsArgs {
     /// Print a JSON object.
     #[arg(long, conflicts_with = "markdown")]
     pub json: bool,
-    /// Print the README table (one row per scorer and budget).
+    /// Print the table of docs/benchmarks.md (one row per scorer and budget).
     #[arg(long)]
     pub markdown: bool,
     /// List every lost fact (text output).
@@ -330,7 +330,7 @@ pub fn to_json(
     })
 }
 
-/// The README table: retention and saving per scorer and budget, overall and per role.
+/// The table of docs/benchmarks.md: retention and saving per scorer and budget, overall and per role.
 pub fn to_markdown(runs: &[RunSummary]) -> String {
     let roles: Vec<&String> = runs
         .first()
