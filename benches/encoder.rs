@@ -29,8 +29,7 @@ fn model_dir() -> PathBuf {
             d.display()
         );
         if let Err(e) = RandomSpec::bert_base(0).write(&d, None) {
-            eprintln!("cannot write the bench model: {e}");
-            std::process::exit(1);
+            panic!("cannot write the bench model: {e}");
         }
     }
     d
@@ -44,8 +43,7 @@ fn windows(dir: &Path, text: &str) -> Vec<Vec<u32>> {
             match tok.encode(text, false) {
                 Ok(enc) => enc.get_ids().to_vec(),
                 Err(e) => {
-                    eprintln!("tokenizer failed: {e}");
-                    std::process::exit(1);
+                    panic!("tokenizer failed: {e}");
                 }
             }
         }
@@ -130,8 +128,7 @@ fn main() {
         let m = match TokenClassifier::load(&files, "cpu", precision) {
             Ok(m) => m,
             Err(e) => {
-                eprintln!("load failed: {e}");
-                std::process::exit(1);
+                panic!("load failed: {e}");
             }
         };
         if let Ok(p) = m.keep_probs(&batch) {
@@ -203,8 +200,7 @@ fn main() {
         ) {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("load failed: {e}");
-                std::process::exit(1);
+                panic!("load failed: {e}");
             }
         };
         let opts = lingua_proxy::compress::lingua2::Lingua2Options {

@@ -1,10 +1,14 @@
-//! Memory per request, for README: 1, 3 and 10 concurrent chat requests of 1.15 million tiny
+//! Memory per request, for docs/reliability.md: 1, 3 and 10 concurrent chat requests of 1.15 million tiny
 //! messages each (31 MB) through the release proxy binary with the default limits, while
 //! `/healthz` is polled every 20 ms. Prints peak RSS, RSS after the answers and the slowest
 //! `/healthz`.
 //!
 //! `cargo bench --bench memory` (`MEM_MESSAGES` and `MEM_CONCURRENCY=1,3,10` override).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests and benches fail loudly on a broken setup"
+)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;

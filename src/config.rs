@@ -1,7 +1,7 @@
 //! Configuration: built-in defaults, then the TOML file, then `LINGUA_PROXY_*` environment
 //! variables (`__` separates nesting levels), then command-line flags.
 //!
-//! Every key is documented in `proxy.toml` and README's configuration reference. Loading validates
+//! Every key is documented in `proxy.toml` and docs/configuration.md. Loading validates
 //! every value and names the offending key in its error, before anything listens.
 
 use std::collections::BTreeMap;
@@ -133,7 +133,7 @@ impl Default for UpstreamConfig {
     }
 }
 
-/// The client-facing edge (README "Hardened edge").
+/// The client-facing edge (docs/reliability.md, "Hardened edge").
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
@@ -654,6 +654,10 @@ fn describe_figment(e: &figment::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(
+        unsafe_code,
+        reason = "the tests set environment variables before starting threads"
+    )]
     use super::*;
     use std::io::Write;
 

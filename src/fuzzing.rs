@@ -164,7 +164,6 @@ fn same_shape(a: &Value, b: &Value, path: &mut String) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]

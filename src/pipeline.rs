@@ -37,8 +37,7 @@ use crate::hook::{HookOutcome, HookReport, Intercepted, RequestHook};
 use crate::model::{Interrupted, ModelConfig, ModelQueue, Priority, WorkCtx};
 use crate::telemetry::{RoleTokens, Tokens};
 
-/// The header names, defined once in [`crate::headers`].
-pub use crate::headers::*;
+use crate::headers::*;
 
 /// Counters of the pipeline (also reported through the `metrics` facade).
 #[derive(Debug, Default)]

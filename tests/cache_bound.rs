@@ -1,7 +1,15 @@
 //! The compression cache keeps to its byte bound, counted by a global allocator: many tiny
 //! entries (tagged regions, short parts) weigh what they really cost, moka's bookkeeping
 //! included.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests and benches fail loudly on a broken setup"
+)]
+#![allow(
+    unsafe_code,
+    reason = "a counting global allocator that measures the cache"
+)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;

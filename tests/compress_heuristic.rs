@@ -1,4 +1,8 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests and benches fail loudly on a broken setup"
+)]
 //! The embedded heuristic scorer through the real LLMLingua-2 selection and the policy.
 
 use std::sync::Arc;
@@ -30,7 +34,7 @@ fn compresses_to_about_the_rate_and_keeps_key_facts() {
         .compress(
             TEXT,
             &Budget::rate(0.5),
-            &lingua_proxy::scorer::WorkCtx::none(),
+            &lingua_proxy::model::WorkCtx::none(),
         )
         .unwrap();
     let ratio = out.compressed_tokens as f64 / out.origin_tokens as f64;
@@ -45,14 +49,14 @@ fn compresses_to_about_the_rate_and_keeps_key_facts() {
         .compress(
             TEXT,
             &Budget::rate(0.9),
-            &lingua_proxy::scorer::WorkCtx::none(),
+            &lingua_proxy::model::WorkCtx::none(),
         )
         .unwrap();
     let lo = c
         .compress(
             TEXT,
             &Budget::rate(0.3),
-            &lingua_proxy::scorer::WorkCtx::none(),
+            &lingua_proxy::model::WorkCtx::none(),
         )
         .unwrap();
     assert!(hi.compressed_tokens > out.compressed_tokens);
@@ -65,7 +69,7 @@ fn target_tokens_budget() {
     let mut b = Budget::rate(0.5);
     b.target_tokens = Some(40);
     let out = c
-        .compress(TEXT, &b, &lingua_proxy::scorer::WorkCtx::none())
+        .compress(TEXT, &b, &lingua_proxy::model::WorkCtx::none())
         .unwrap();
     assert!(
         out.compressed_tokens <= 60,
@@ -81,7 +85,7 @@ fn byte_identical_every_time() {
         .compress(
             TEXT,
             &Budget::rate(0.4),
-            &lingua_proxy::scorer::WorkCtx::none(),
+            &lingua_proxy::model::WorkCtx::none(),
         )
         .unwrap();
     for _ in 0..3 {
@@ -90,7 +94,7 @@ fn byte_identical_every_time() {
                 .compress(
                     TEXT,
                     &Budget::rate(0.4),
-                    &lingua_proxy::scorer::WorkCtx::none()
+                    &lingua_proxy::model::WorkCtx::none()
                 )
                 .unwrap(),
             a

@@ -1,4 +1,8 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests and benches fail loudly on a broken setup"
+)]
 //! The fail-open hook, called directly (the proxy-level tests are in compress_proxy.rs).
 
 use std::sync::Arc;
@@ -63,7 +67,7 @@ impl Compressor for Broken {
         &self,
         text: &str,
         _: &Budget,
-        _: &lingua_proxy::scorer::WorkCtx,
+        _: &lingua_proxy::model::WorkCtx,
     ) -> Result<CompressOutput, CompressError> {
         match &self.0 {
             Mode::Fail => Err(ScorerError::Model("boom".into()).into()),

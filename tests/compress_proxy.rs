@@ -1,5 +1,9 @@
 //! Compression through the real proxy, against the mock upstream on loopback.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests and benches fail loudly on a broken setup"
+)]
 
 mod common;
 
@@ -234,7 +238,7 @@ impl Compressor for Broken {
         &self,
         text: &str,
         _: &Budget,
-        _: &lingua_proxy::scorer::WorkCtx,
+        _: &lingua_proxy::model::WorkCtx,
     ) -> Result<CompressOutput, CompressError> {
         match self.sleep {
             Some(d) => {

@@ -1,6 +1,14 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests and benches fail loudly on a broken setup"
+)]
 //! Resolving a Hugging Face repo id offline from a fabricated HF cache.
 //! One test function only: it changes process environment variables.
+#![allow(
+    unsafe_code,
+    reason = "the test process sets environment variables before it starts threads that read them"
+)]
 
 use lingua_proxy::scorer::llmlingua2::Arch;
 use lingua_proxy::scorer::llmlingua2::ModelFiles;

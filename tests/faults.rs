@@ -6,7 +6,11 @@
 //! Each case routes its own model prefix (`<case>-`) to the misbehaving upstream, so its
 //! `lingua_requests_total{route="<case>-"}` series is its own although the Prometheus recorder
 //! is shared by the whole test binary; the ordinary request goes to the default route (the mock).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests and benches fail loudly on a broken setup"
+)]
 
 mod common;
 
@@ -24,9 +28,10 @@ use futures_util::StreamExt;
 use lingua_proxy::compress::{CompressionConfig, Lingua2Compressor, Policy, ScorerKind};
 use lingua_proxy::config::{Config, RouteConfig};
 use lingua_proxy::headers::{HEADER_SKIPPED, HEADER_TOKENS_AFTER};
+use lingua_proxy::model::{Interrupted, WorkCtx};
 use lingua_proxy::pipeline::CompressionHook;
 use lingua_proxy::scorer::heuristic::HeuristicScorer;
-use lingua_proxy::scorer::{Interrupted, ScoredChunk, Scorer, ScorerError, WordStyle, WorkCtx};
+use lingua_proxy::scorer::{ScoredChunk, Scorer, ScorerError, WordStyle};
 use lingua_proxy::server::{ServerHandle, Stats};
 use lingua_proxy::telemetry::Event;
 use lingua_proxy_testkit::mock::{MockConfig, MockUpstream};

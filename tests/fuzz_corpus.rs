@@ -1,7 +1,11 @@
 //! The CI smoke run of the fuzz targets (`fuzz/`, cargo-afl): every committed corpus input
 //! through `lingua_proxy::fuzzing`, then a few thousand deterministic mutations of them (bit
 //! flips, truncations, splices, inserted bytes), each checked by the targets' invariants.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests and benches fail loudly on a broken setup"
+)]
 
 use std::path::Path;
 

@@ -1,4 +1,8 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests and benches fail loudly on a broken setup"
+)]
 //! End to end through the real candle encoder on the two test checkpoints (f32, CPU):
 //!
 //! * numerics: for every chunk the reference scored, our class-1 probabilities are within 1e-4
@@ -35,7 +39,7 @@ fn encoder_scorer(model: &str, toks: &Tokenizers) -> impl Scorer {
     InputScorer::new(
         toks.get(model).clone(),
         id,
-        move |inp: &[ModelInput], _: &lingua_proxy::scorer::WorkCtx| {
+        move |inp: &[ModelInput], _: &lingua_proxy::model::WorkCtx| {
             let ids: Vec<Vec<u32>> = inp.iter().map(|i| i.input_ids.clone()).collect();
             clf.keep_probs(&ids)
         },
@@ -83,7 +87,7 @@ fn encoder_probabilities_match_the_reference_and_selection_matches_up_to_ties() 
             .map(|c| c["text"].as_str().unwrap().to_string())
             .collect();
         let ours = scorer
-            .score_chunks(&texts, &lingua_proxy::scorer::WorkCtx::none())
+            .score_chunks(&texts, &lingua_proxy::model::WorkCtx::none())
             .unwrap();
         for (c, o) in chunks.iter().zip(&ours) {
             let theirs = scored(c);

@@ -1,5 +1,9 @@
 //! The proxy compresses with a local LLMLingua-2 checkpoint end to end.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests and benches fail loudly on a broken setup"
+)]
 
 mod common;
 

@@ -1,4 +1,8 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests and benches fail loudly on a broken setup"
+)]
 //! `compress_prompt` must never panic or fail on odd input (the proxy forwards the original on
 //! error, but a panic would take a worker down): random texts full of special-token strings,
 //! placeholders, markers, emoji and empty contexts, with random (also out-of-range) options, on
@@ -143,7 +147,7 @@ fn random_inputs_never_panic_and_outputs_are_consistent() {
         let scorer = InputScorer::new(
             toks.get(model).clone(),
             "fake",
-            |inp: &[ModelInput], _: &lingua_proxy::scorer::WorkCtx| {
+            |inp: &[ModelInput], _: &lingua_proxy::model::WorkCtx| {
                 Ok::<_, ScorerError>(
                     inp.iter()
                         .map(|i| {

@@ -1,4 +1,8 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests and benches fail loudly on a broken setup"
+)]
 //! Tokenizer glue parity with the reference (transformers 5.23 / tokenizers 0.23.3) on the two
 //! test checkpoints: placeholder ids, special-token sets, word style, and for every chunk the
 //! reference scored, the exact input ids (with the [BUG-COMPAT] `[CLS]`/`[SEP]` markers) and
@@ -146,7 +150,7 @@ fn input_scorer_drops_masked_positions_and_checks_lengths() {
     let s = InputScorer::new(
         toks.get("minilm").clone(),
         "fake",
-        |inp: &[ModelInput], _: &lingua_proxy::scorer::WorkCtx| {
+        |inp: &[ModelInput], _: &lingua_proxy::model::WorkCtx| {
             Ok(inp
                 .iter()
                 .map(|i| (0..i.input_ids.len()).map(|k| k as f32 / 100.0).collect())
@@ -156,7 +160,7 @@ fn input_scorer_drops_masked_positions_and_checks_lengths() {
     let out = s
         .score_chunks(
             &["[PAD] a b".to_string()],
-            &lingua_proxy::scorer::WorkCtx::none(),
+            &lingua_proxy::model::WorkCtx::none(),
         )
         .unwrap();
     assert_eq!(out[0].tokens, ["[CLS]", "a", "b", "[SEP]"]);
@@ -164,12 +168,12 @@ fn input_scorer_drops_masked_positions_and_checks_lengths() {
     let bad = InputScorer::new(
         toks.get("minilm").clone(),
         "bad",
-        |_: &[ModelInput], _: &lingua_proxy::scorer::WorkCtx| {
+        |_: &[ModelInput], _: &lingua_proxy::model::WorkCtx| {
             Ok::<_, ScorerError>(vec![vec![0.5_f32]])
         },
     );
     assert!(
-        bad.score_chunks(&["a b".to_string()], &lingua_proxy::scorer::WorkCtx::none())
+        bad.score_chunks(&["a b".to_string()], &lingua_proxy::model::WorkCtx::none())
             .is_err()
     );
 }

@@ -1,4 +1,8 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests and benches fail loudly on a broken setup"
+)]
 //! Policy rules with a transparent, deterministic stand-in compressor (keeps every other word),
 //! so each assertion can name exactly what must change and what must not.
 
@@ -26,7 +30,7 @@ impl Compressor for EveryOther {
         &self,
         text: &str,
         budget: &Budget,
-        _: &lingua_proxy::scorer::WorkCtx,
+        _: &lingua_proxy::model::WorkCtx,
     ) -> Result<CompressOutput, CompressError> {
         self.calls
             .lock()
@@ -360,7 +364,7 @@ impl Compressor for Trim {
         &self,
         text: &str,
         _: &Budget,
-        _: &lingua_proxy::scorer::WorkCtx,
+        _: &lingua_proxy::model::WorkCtx,
     ) -> Result<CompressOutput, CompressError> {
         let out = text.rsplit_once(' ').map_or(text, |(a, _)| a).to_string();
         Ok(CompressOutput {

@@ -1,5 +1,13 @@
 //! Proxy keys and upstream credentials.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests and benches fail loudly on a broken setup"
+)]
+#![allow(
+    unsafe_code,
+    reason = "the test process sets environment variables before it starts threads that read them"
+)]
 
 mod common;
 

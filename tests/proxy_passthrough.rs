@@ -1,5 +1,9 @@
 //! The proxy is invisible: bodies, streams, errors and headers pass through unchanged.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests and benches fail loudly on a broken setup"
+)]
 
 mod common;
 

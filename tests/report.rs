@@ -1,4 +1,8 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests and benches fail loudly on a broken setup"
+)]
 //! `lingua-proxy report`: figures checked against values worked out by hand, through
 //! `Report::compute` and through the real binary.
 //!

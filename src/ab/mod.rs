@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::headers::HEADER_ARM;
+
 /// Which body an upstream call carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -193,8 +195,6 @@ impl AbConfig {
         Ok(())
     }
 }
-
-pub use crate::headers::{HEADER_ARM, HEADER_MODE};
 
 /// How an arm was chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -126,7 +126,6 @@ impl Surface for ChatCompletions {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]

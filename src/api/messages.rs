@@ -230,7 +230,6 @@ impl Surface for Messages {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     fn roles_and_texts(c: &Conversation) -> Vec<(String, Vec<String>)> {

@@ -10,7 +10,8 @@ use thiserror::Error;
 
 use super::units::KeepRules;
 use crate::model::Interrupted;
-use crate::scorer::{ScorerError, WorkCtx};
+use crate::model::WorkCtx;
+use crate::scorer::ScorerError;
 
 /// How much of a text to keep.
 #[derive(Debug, Clone, PartialEq)]

@@ -223,7 +223,7 @@ pub struct RolesConfig {
 impl Default for RolesConfig {
     fn default() -> Self {
         Self {
-            // Derived from the fact-retention suite (README "Keeping the meaning"): the lowest
+            // Derived from the fact-retention suite (docs/compression.md, "Keeping the meaning"): the lowest
             // rates that keep >= 95% of facts with the embedded scorer. Tool results are
             // classified first (code, data, logs and traces are never scored), so their rate
             // applies to the documents inside them. System and developer prose is read as
@@ -408,20 +408,20 @@ impl Default for CompressionConfig {
 /// An invalid `[compression]` value; the message names the key.
 #[derive(Debug, Error, PartialEq)]
 #[error("invalid compression.{key}: {reason}")]
-pub struct ConfigError {
+pub struct CompressionConfigError {
     pub key: String,
     pub reason: String,
 }
 
-fn err(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-    ConfigError {
+fn err(key: impl Into<String>, reason: impl Into<String>) -> CompressionConfigError {
+    CompressionConfigError {
         key: key.into(),
         reason: reason.into(),
     }
 }
 
 /// Checks that a rate lies in (0, 1].
-pub fn check_rate(key: &str, rate: f64) -> Result<(), ConfigError> {
+pub fn check_rate(key: &str, rate: f64) -> Result<(), CompressionConfigError> {
     if rate.is_finite() && rate > 0.0 && rate <= 1.0 {
         Ok(())
     } else {
@@ -453,7 +453,7 @@ impl CompressionConfig {
     }
 
     /// Validates every value; errors name the offending key.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), CompressionConfigError> {
         for (i, pattern) in self.must_keep.iter().enumerate() {
             check_must_keep(pattern).map_err(|e| err(format!("must_keep[{i}]"), e))?;
         }
@@ -544,7 +544,6 @@ impl CompressionConfig {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]

@@ -721,7 +721,6 @@ pub fn minify_json(text: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     fn kinds(text: &str, prose: Prose) -> Vec<(Kind, String)> {

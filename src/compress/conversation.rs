@@ -311,7 +311,6 @@ impl SpanParser<'_> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     const BODY: &str = r#"{ "model":"gpt-4o", "temperature": 1.50,

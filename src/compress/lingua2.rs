@@ -23,7 +23,8 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use crate::scorer::{ScoredChunk, Scorer, ScorerError, WordStyle, WorkCtx};
+use crate::model::WorkCtx;
+use crate::scorer::{ScoredChunk, Scorer, ScorerError, WordStyle};
 use numeric::{Prob, fmt1, percentile, percentile_q, python_mean};
 
 /// The reference's `max_seq_len`: chunks hold at most `MAX_SEQ_LEN - 2` tokens (+1, §2.4).

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use super::compressor::{Budget, CompressError, CompressOutput, Compressor};
 use super::lingua2::{Lingua2Options, compress_prompt};
-use crate::scorer::{Scorer, WorkCtx};
+use crate::model::WorkCtx;
+use crate::scorer::Scorer;
 
 /// Runs LLMLingua-2 token-level selection (one context, no context filter).
 pub struct Lingua2Compressor {

@@ -14,7 +14,7 @@ use super::lingua2::cl100k_count;
 use super::llmlingua::{self, LlmlinguaError, Method, Params};
 use super::select::rebuild;
 use super::units::{units, words};
-use crate::scorer::WorkCtx;
+use crate::model::WorkCtx;
 use crate::scorer::causal::CausalScorer;
 use crate::tokens::SPAN_MARKER;
 

@@ -20,8 +20,8 @@ pub use crate::tokens::{self, TokenizerKind};
 pub use cache::{CacheKey, CompressionCache, MokaCache, NoCache};
 pub use compressor::{Budget, CompressError, CompressOutput, Compressor};
 pub use config::{
-    CompressionConfig, ConfigError, HonorTags, InstructionsMode, MethodKind, ModelUnavailable,
-    OnError, PrecisionSetting, Prose, RoleConfig, ScorerKind, Transforms,
+    CompressionConfig, CompressionConfigError, HonorTags, InstructionsMode, MethodKind,
+    ModelUnavailable, OnError, PrecisionSetting, Prose, RoleConfig, ScorerKind, Transforms,
 };
 pub use conversation::{Conversation, Message, PathElem, Segment};
 pub use lingua2_compressor::Lingua2Compressor;

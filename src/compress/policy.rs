@@ -10,14 +10,16 @@ use serde_json::Value;
 
 use super::cache::{CacheKey, CompressionCache, MokaCache, NoCache};
 use super::compressor::{Budget, CompressError, CompressOutput, Compressor};
-use super::config::{CompressionConfig, ConfigError, InstructionsMode, RoleConfig, check_rate};
+use super::config::{
+    CompressionConfig, CompressionConfigError, InstructionsMode, RoleConfig, check_rate,
+};
 use super::content::Kind;
 use super::conversation::{Conversation, PathElem, rewrite};
 use super::spans::{
     ContentRules, Piece, Region, SPAN_MARKER, SpanDetector, Transform, has_tags, strip_tags,
 };
 use super::tokens::TokenizerKind;
-use crate::scorer::WorkCtx;
+use crate::model::WorkCtx;
 
 /// Smallest rate the policy ever asks for (a `target_tokens` below the protected text).
 const MIN_RATE: f64 = 0.01;
@@ -220,17 +222,18 @@ impl Policy {
     pub fn new(
         config: CompressionConfig,
         compressor: Arc<dyn Compressor>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, CompressionConfigError> {
         config.validate()?;
         let cache: Arc<dyn CompressionCache> = if config.cache_bytes == 0 {
             Arc::new(NoCache)
         } else {
             Arc::new(MokaCache::new(config.cache_bytes))
         };
-        let spans = SpanDetector::new(&config.keep_patterns).map_err(|e| ConfigError {
-            key: "keep_patterns".into(),
-            reason: e.to_string(),
-        })?;
+        let spans =
+            SpanDetector::new(&config.keep_patterns).map_err(|e| CompressionConfigError {
+                key: "keep_patterns".into(),
+                reason: e.to_string(),
+            })?;
         let mut force_tokens = config.force_tokens.clone();
         for extra in ["\n", SPAN_MARKER] {
             if !force_tokens.iter().any(|t| t == extra) {
@@ -817,7 +820,6 @@ impl Policy {
 
     /// Compresses one region: keeps its outer whitespace, restores protected spans. The flag
     /// says whether the compressor kept more than the budget to keep units whole.
-    #[allow(clippy::too_many_arguments)]
     fn compress_region(
         &self,
         compressor: &Arc<dyn Compressor>,

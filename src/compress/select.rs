@@ -28,8 +28,9 @@ use super::compressor::{Budget, CompressError, CompressOutput, Compressor};
 use super::lingua2::cl100k_count;
 use super::spans::SPAN_MARKER;
 use super::units::{Word, units_paced, words_paced};
+use crate::model::WorkCtx;
 use crate::model::{Interrupted, Pace};
-use crate::scorer::{Scorer, ScorerError, WordStyle, WorkCtx};
+use crate::scorer::{Scorer, ScorerError, WordStyle};
 
 /// Scorer tokens per scoring window (the encoders take 512 with their two special tokens; a
 /// window's text re-tokenised on its own may differ slightly at the edges, hence the margin).
@@ -475,7 +476,6 @@ fn word_probs(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::compress::units::words;
     use crate::scorer::heuristic::HeuristicScorer;

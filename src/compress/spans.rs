@@ -100,31 +100,49 @@ pub struct SpanDetector {
 }
 
 static OPEN_TAG: LazyLock<Regex> = LazyLock::new(|| {
-    #[allow(clippy::expect_used)]
+    #[expect(
+        clippy::expect_used,
+        reason = "a constant pattern; compiled by the tests"
+    )]
     Regex::new(r"<llmlingua((?:\s*,\s*(?:rate\s*=\s*[0-9.]+|compress\s*=\s*(?:True|False)))*)\s*>")
         .expect("static regex")
 });
 static TAG_RATE: LazyLock<Regex> = LazyLock::new(|| {
-    #[allow(clippy::expect_used)]
+    #[expect(
+        clippy::expect_used,
+        reason = "a constant pattern; compiled by the tests"
+    )]
     Regex::new(r"rate\s*=\s*([0-9.]+)").expect("static regex")
 });
 const CLOSE_TAG: &str = "</llmlingua>";
 
 static INLINE_CODE: LazyLock<Regex> = LazyLock::new(|| {
-    #[allow(clippy::expect_used)]
+    #[expect(
+        clippy::expect_used,
+        reason = "a constant pattern; compiled by the tests"
+    )]
     Regex::new(r"``[^\n]+?``|`[^`\n]+`").expect("static regex")
 });
 static URL: LazyLock<Regex> = LazyLock::new(|| {
-    #[allow(clippy::expect_used)]
+    #[expect(
+        clippy::expect_used,
+        reason = "a constant pattern; compiled by the tests"
+    )]
     Regex::new(r#"(?i)\b(?:(?:https?|ftp|wss?|file)://|www\.)[^\s<>"'`]+"#).expect("static regex")
 });
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
-    #[allow(clippy::expect_used)]
+    #[expect(
+        clippy::expect_used,
+        reason = "a constant pattern; compiled by the tests"
+    )]
     Regex::new(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
         .expect("static regex")
 });
 static PATH: LazyLock<Regex> = LazyLock::new(|| {
-    #[allow(clippy::expect_used)]
+    #[expect(
+        clippy::expect_used,
+        reason = "a constant pattern; compiled by the tests"
+    )]
     Regex::new(concat!(
         // absolute or home/dot-relative unix paths with at least one separator after the root
         r"(?:~|\.{1,2})?/[\w.@+-]+(?:/[\w.@+-]+)*/?",
@@ -659,7 +677,6 @@ fn merge(mut spans: Vec<Range<usize>>) -> Vec<Range<usize>> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     fn protected(text: &str) -> Vec<&str> {

@@ -556,7 +556,6 @@ fn prefer_fact_clauses(info: &[Info], units: &mut [Unit]) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     fn surface(text: &str) -> Vec<&str> {

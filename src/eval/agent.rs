@@ -886,7 +886,6 @@ pub fn totals(outcomes: &[CaseOutcome]) -> BTreeMap<String, KindTotals> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn rules(o: &str, c: &str) -> Vec<&'static str> {

@@ -528,7 +528,6 @@ fn run<B: Backend>(shared: &Shared<B>, mut backend: B) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use std::sync::mpsc;
 

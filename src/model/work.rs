@@ -201,7 +201,6 @@ impl Drop for CancelOnDrop {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use std::time::Duration;
 

@@ -59,7 +59,10 @@ fn word_bits(lower: &str) -> f64 {
 }
 
 static PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| {
-    #[allow(clippy::expect_used)]
+    #[expect(
+        clippy::expect_used,
+        reason = "a constant pattern; compiled by the tests"
+    )]
     Regex::new(r"^\[NEW\d{1,2}\]").expect("static regex")
 });
 
@@ -338,7 +341,6 @@ impl Scorer for HeuristicScorer {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     fn toks(s: &str) -> Vec<String> {

@@ -12,7 +12,7 @@ use thiserror::Error;
 pub mod heuristic;
 
 use crate::model::SchedError;
-pub use crate::model::{Interrupted, WorkCtx};
+use crate::model::{Interrupted, WorkCtx};
 
 /// How sub-word tokens mark word boundaries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -95,7 +95,10 @@ impl Mirrors {
 }
 
 /// Sends the other arm's request in the background and reads its answer to the end.
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one request's parts; a request context is to replace them"
+)]
 pub(crate) fn spawn(
     state: &AppState,
     slot: Slot,

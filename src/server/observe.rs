@@ -630,7 +630,6 @@ impl Drop for Tap {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use futures_util::StreamExt;
 

@@ -20,8 +20,9 @@ use super::local::Local;
 use super::mirror;
 use super::observe::{self, EventGuard, inject_include_usage};
 use super::{AppState, Stats, Upstream};
-use crate::ab::{Arm, HEADER_ARM, HEADER_MODE, Mode};
+use crate::ab::{Arm, Mode};
 use crate::api::{Api, ErrorShape, StreamUsage, Surface};
+use crate::headers::{HEADER_ARM, HEADER_MODE};
 use crate::hook::{HookOutcome, Intercepted};
 use crate::telemetry::Event;
 use crate::telemetry::event::EVENT_VERSION;
@@ -155,7 +156,10 @@ fn is_true(v: Option<&serde_json::Value>) -> bool {
 
 /// Assigns the arm, runs the hook where the arm or mode needs it, and decides what goes upstream.
 /// `api_key`: the digest of the client's key, taken before it was stripped.
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one request's parts; a request context is to replace them"
+)]
 async fn plan_request(
     state: &AppState,
     surface: &'static dyn Surface,

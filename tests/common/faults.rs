@@ -1,5 +1,9 @@
 //! Misbehaving upstreams and clients for the fault tests: raw TCP, so that every byte (and every
 //! missing byte) on the wire is the test's choice.
+#![allow(
+    unsafe_code,
+    reason = "SO_LINGER 0 with setsockopt, for real TCP resets"
+)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,7 +1,8 @@
 //! The load driver shared by `tests/load.rs` (short run, asserted) and `benches/load.rs` (the
-//! README figures): the proxy binary as a child process in front of the in-process mock, with
+//! docs/reliability.md figures): the proxy binary as a child process in front of the in-process mock, with
 //! the heuristic scorer, and N concurrent streaming clients for a while. The child's RSS is read
 //! from `/proc/<pid>/status`, so the figures are the proxy's, not the clients' or the mock's.
+#![allow(unsafe_code, reason = "raises the open-file limit with setrlimit")]
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

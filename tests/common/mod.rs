@@ -1,5 +1,10 @@
 //! Shared test harness: a mock upstream and a proxy in front of it, both on loopback.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "shared by test binaries that each use part of it; tests fail loudly"
+)]
 
 pub mod faults;
 pub mod load;

@@ -1,6 +1,6 @@
 //! Shared helpers for the LLMLingua-2 golden tests: loading tests/goldens/lingua2.json, the
 //! test checkpoints' tokenizers, and turning a recorded case into options and a replay scorer.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "shared by test binaries that each use part of it")]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -2,6 +2,10 @@
 //! run-time AVX-512 / AVX2 dispatch), and the element-wise parts (exp, tanh-GELU, SiLU, norms,
 //! masked softmax, log-softmax NLL) written as plain loops that LLVM vectorises, compiled once
 //! per instruction-set tier and picked at run time.
+#![allow(
+    unsafe_code,
+    reason = "SIMD code paths behind run-time CPU checks and GEMM over raw row pointers"
+)]
 
 /// A raw output pointer handed to rayon tasks that write disjoint regions.
 #[derive(Clone, Copy)]
@@ -49,7 +53,10 @@ macro_rules! dispatch {
 /// `dst[m, n] (+)= lhs[m, k] · w[n, k]ᵀ`, `w` in PyTorch's `[out, in]` layout; `accumulate`
 /// adds to what `dst` holds (a bias the caller wrote). `threads > 1` splits the product over
 /// the current rayon pool.
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a GEMM call: shapes, strides and operands, as BLAS takes them"
+)]
 pub(crate) fn matmul_wt(
     lhs: &[f32],
     m: usize,
@@ -101,7 +108,10 @@ pub(crate) fn matmul_wt(
 ///
 /// # Safety
 /// Every strided access must stay inside the allocations the pointers come from.
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a GEMM call: shapes, strides and operands, as BLAS takes them"
+)]
 pub(crate) unsafe fn gemm_strided(
     m: usize,
     n: usize,

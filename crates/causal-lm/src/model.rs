@@ -1,6 +1,10 @@
 //! The decoder stack: weights laid out for the kernels (fused q/k/v and gate/up projections,
 //! every matrix in `[out, in]` order, optionally Q8_0-quantized) and the batched forward pass
 //! over the new positions with the KV cache, ending in per-token NLL.
+#![allow(
+    unsafe_code,
+    reason = "strided GEMM calls into the kernels over checked slices"
+)]
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
@@ -430,7 +434,10 @@ impl Model {
 
     /// Causal attention of the `n` new queries (in `qkv`, row width `qkv_w`) over the cached
     /// keys/values of one layer (`past + n` rows), into `out[n, heads · head_dim]`.
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one attention step: the layer, its inputs and the KV cache slots"
+    )]
     fn attention(
         &self,
         qkv: &[f32],

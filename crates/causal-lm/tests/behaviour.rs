@@ -1,7 +1,11 @@
 //! Behaviour of the runtime on small random checkpoints written from Rust: config dispatch,
 //! loader errors, input validation, and KV-cache semantics (incremental == full-sequence
 //! losses, truncate / remove equivalent to recomputing the kept prefix).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests and benches fail loudly on a broken setup"
+)]
 
 use std::collections::HashMap;
 use std::path::Path;

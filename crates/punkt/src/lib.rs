@@ -203,17 +203,26 @@ struct Token {
 
 /// A token that is a number (NLTK's `PunktToken._RE_NUMERIC`), on the lower-cased token.
 static RE_NUMERIC: LazyLock<Regex> = LazyLock::new(|| {
-    #[allow(clippy::expect_used)]
+    #[expect(
+        clippy::expect_used,
+        reason = "a constant pattern; compiled by the tests"
+    )]
     Regex::new(r"^-?[.,]?\d[\d,.\-]*\.?$").expect("static regex")
 });
 /// A single letter and a period (`_RE_INITIAL`); `\w` and `\d` are Unicode, as in NLTK.
 static RE_INITIAL: LazyLock<Regex> = LazyLock::new(|| {
-    #[allow(clippy::expect_used)]
+    #[expect(
+        clippy::expect_used,
+        reason = "a constant pattern; compiled by the tests"
+    )]
     Regex::new(r"^[^\W\d]\.$").expect("static regex")
 });
 /// Two or more periods (`_RE_ELLIPSIS`).
 static RE_ELLIPSIS: LazyLock<Regex> = LazyLock::new(|| {
-    #[allow(clippy::expect_used)]
+    #[expect(
+        clippy::expect_used,
+        reason = "a constant pattern; compiled by the tests"
+    )]
     Regex::new(r"^\.\.+$").expect("static regex")
 });
 

@@ -6,7 +6,8 @@
 
 use std::collections::HashMap;
 
-use crate::scorer::{ScoredChunk, Scorer, ScorerError, WordStyle, WorkCtx};
+use crate::model::WorkCtx;
+use crate::scorer::{ScoredChunk, Scorer, ScorerError, WordStyle};
 
 /// Replays recorded model outputs, keyed by the exact chunk string.
 pub struct ReplayScorer<S> {

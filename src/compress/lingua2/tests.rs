@@ -1,4 +1,8 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests and benches fail loudly on a broken setup"
+)]
 //! Hand-worked examples of the selection with toy tokenizers (no model, no tokenizer.json).
 
 use std::collections::HashMap;
@@ -131,7 +135,7 @@ impl Scorer for Toy {
     fn score_chunks(
         &self,
         chunks: &[String],
-        _ctx: &crate::scorer::WorkCtx,
+        _ctx: &crate::model::WorkCtx,
     ) -> Result<Vec<ScoredChunk>, ScorerError> {
         self.seen.lock().unwrap().extend(chunks.iter().cloned());
         let (cls, sep) = match self.style {

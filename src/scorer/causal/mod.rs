@@ -10,7 +10,8 @@ pub mod tokenizer;
 pub use lm::{CausalModel, LoadedCausal};
 pub use tokenizer::CausalTokenizer;
 
-use crate::scorer::{ScorerError, WorkCtx};
+use crate::model::WorkCtx;
+use crate::scorer::ScorerError;
 
 /// What the LLMLingua algorithms need from a causal LM. `Cache` is the model's KV cache of one
 /// sequence; positions of new tokens continue at its length.

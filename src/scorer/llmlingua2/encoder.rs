@@ -8,6 +8,10 @@
 //! run time), and either the `gemm` crate's f32 GEMM (AVX-512 kernels at run time, parity with
 //! PyTorch) or our int8 GEMM with dynamically quantized activations (`Precision::Q8`, AVX-512
 //! VNNI with a portable fallback).
+#![allow(
+    unsafe_code,
+    reason = "memory-mapped checkpoints (the file is not changed while mapped) and strided GEMM calls"
+)]
 
 use std::io::Read;
 use std::path::Path;

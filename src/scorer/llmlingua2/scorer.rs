@@ -7,8 +7,9 @@ use super::encoder::{Precision, TokenClassifier};
 use super::load::ModelFiles;
 use super::pool::{ClassifierScheduler, start};
 use super::tokenizer::{InputScorer, Lingua2Tokenizer, ModelInput};
+use crate::model::WorkCtx;
 use crate::model::{ModelConfig, PrecisionSetting, SchedulerConfig};
-use crate::scorer::{Scorer, ScorerError, WorkCtx};
+use crate::scorer::{Scorer, ScorerError};
 
 /// A loaded LLMLingua-2 checkpoint, ready to score.
 pub struct LoadedModel {

@@ -24,7 +24,8 @@ use tokenizers::decoders::DecoderWrapper;
 use tokenizers::models::ModelWrapper;
 use tokenizers::{AddedToken, Decoder, Tokenizer};
 
-use crate::scorer::{ScoredChunk, Scorer, ScorerError, WordStyle, WorkCtx};
+use crate::model::WorkCtx;
+use crate::scorer::{ScoredChunk, Scorer, ScorerError, WordStyle};
 
 /// Number of force-token placeholders the reference registers (`max_force_token`).
 pub const N_PLACEHOLDERS: usize = 100;

@@ -71,7 +71,7 @@ impl EventSplitter {
     }
 
     /// Bytes looked at so far: at most the bytes fed, however the stream was chunked.
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg_attr(not(test), allow(dead_code, reason = "read by the tests only"))]
     pub(crate) fn scanned(&self) -> u64 {
         self.scanned
     }
@@ -100,7 +100,6 @@ pub(crate) fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     /// Event ends (absolute offsets) found when `stream` arrives in `chunks`.

@@ -56,7 +56,7 @@ pub const SHADOW_ONLY: &str = "no compressed-arm traffic (shadow mode forwards e
 
 /// Errors of [`load`].
 #[derive(Debug, thiserror::Error)]
-pub enum LoadError {
+pub enum ReadError {
     #[error("cannot read event log {}: {source}", path.display())]
     Read {
         path: PathBuf,
@@ -81,14 +81,14 @@ const MAX_MALFORMED_EXAMPLES: usize = 5;
 
 /// Reads JSONL event logs in order. Blank lines are skipped; lines that do not parse as an
 /// [`Event`] are counted, not fatal. A file that cannot be opened or read is an error naming it.
-pub fn load<P: AsRef<Path>>(paths: &[P]) -> Result<Loaded, LoadError> {
+pub fn load<P: AsRef<Path>>(paths: &[P]) -> Result<Loaded, ReadError> {
     if paths.is_empty() {
-        return Err(LoadError::NoInput);
+        return Err(ReadError::NoInput);
     }
     let mut out = Loaded::default();
     for path in paths {
         let path = path.as_ref();
-        let err = |source| LoadError::Read {
+        let err = |source| ReadError::Read {
             path: path.to_path_buf(),
             source,
         };
@@ -306,7 +306,7 @@ pub struct ShadowReport {
 
 /// The compressed arm's proxy-counted prompt tokens (all compressed calls with `tokens`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RoleReport {
+pub struct RoleTotals {
     pub calls: u64,
     pub total: TokenSaving,
     pub roles: BTreeMap<String, TokenSaving>,
@@ -365,7 +365,7 @@ pub struct Report {
     pub saving: Saving,
     pub agreement: AgreementReport,
     pub shadow: ShadowReport,
-    pub compressed_roles: RoleReport,
+    pub compressed_roles: RoleTotals,
     pub bootstrap: BootstrapInfo,
     /// Plain-language caveats (missing arm, unknown prices, malformed lines).
     pub notes: Vec<String>,
@@ -624,7 +624,7 @@ impl Report {
         // pair_id → [compressed, raw] (the first event of each arm)
         let mut pairs: BTreeMap<&str, [Option<&Event>; 2]> = BTreeMap::new();
         let mut shadow = ShadowReport::default();
-        let mut roles = RoleReport::default();
+        let mut roles = RoleTotals::default();
         let mut unknown_price: BTreeSet<&str> = BTreeSet::new();
 
         for e in events {

@@ -234,7 +234,6 @@ pub(crate) fn embeddings(state: &MockState, body: &Bytes) -> Response<MockBody> 
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::super::testing::{post, post_to, sse_data};
     use super::super::{MockConfig, MockUpstream};
     use serde_json::{Value, json};

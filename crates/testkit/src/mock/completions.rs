@@ -144,7 +144,6 @@ pub(crate) fn completions(call: &Call<'_>) -> Response<MockBody> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::super::testing::{post, sse_data};
     use serde_json::{Value, json};
 

@@ -373,7 +373,6 @@ pub(crate) fn messages(call: &Call<'_>) -> Response<MockBody> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::super::testing::{post, post_to, sse_named};
     use super::super::{MockConfig, MockUpstream};
     use serde_json::{Value, json};

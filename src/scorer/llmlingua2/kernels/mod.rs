@@ -1,6 +1,10 @@
 //! CPU kernels of the encoder: f32 GEMM (the `gemm` crate), int8 GEMM with dynamically
 //! quantized activations (AVX-512 VNNI with a portable fallback), and the element-wise parts
 //! (exp, GELU, softmax, residual + layer-norm) written so that LLVM vectorises them.
+#![allow(
+    unsafe_code,
+    reason = "GEMM over raw row pointers shared by worker threads; each call checks its shapes"
+)]
 
 /// A raw output pointer handed to rayon tasks that write disjoint regions.
 #[derive(Clone, Copy)]
@@ -18,7 +22,10 @@ impl SendPtr {
 /// `out[m, n] = x[m, k] · w[n, k]ᵀ + bias[n]` in f32 (`w` in PyTorch's `[out, in]` layout).
 ///
 /// `threads > 1` lets the `gemm` crate split the product over the current rayon pool.
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a GEMM call: shapes, strides and operands, as BLAS takes them"
+)]
 pub fn linear_f32(
     x: &[f32],
     m: usize,
@@ -70,7 +77,10 @@ pub fn linear_f32(
 ///
 /// # Safety
 /// Every strided access must stay inside the allocations the pointers come from.
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a GEMM call: shapes, strides and operands, as BLAS takes them"
+)]
 pub unsafe fn gemm_strided(
     m: usize,
     n: usize,

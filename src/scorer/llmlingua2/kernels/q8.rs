@@ -7,6 +7,10 @@
 //!
 //! The hot loop uses AVX-512 VNNI when the CPU has it (detected at run time); otherwise a
 //! portable loop computes the very same integer sums, so both paths give bit-identical results.
+#![allow(
+    unsafe_code,
+    reason = "SIMD intrinsics (AVX-512, VNNI) behind run-time CPU checks"
+)]
 
 use rayon::prelude::*;
 
