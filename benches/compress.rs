@@ -1,11 +1,7 @@
 //! Policy + embedded heuristic scorer throughput on a 2,000- and a 20,000-token conversation,
 //! uncached and cached. Run: `cargo bench --bench compress` (prints one line per case).
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use std::time::{Duration, Instant};
 

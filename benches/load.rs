@@ -5,11 +5,7 @@
 //!
 //! `cargo build --release && cargo bench --bench load` (`LOAD_CLIENTS`, `LOAD_SECONDS`,
 //! `LOAD_CHUNKS`, `LOAD_CHUNK_DELAY_MS` override the defaults).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 #[path = "../tests/common/mod.rs"]
 mod common;

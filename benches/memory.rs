@@ -4,11 +4,7 @@
 //! `/healthz`.
 //!
 //! `cargo bench --bench memory` (`MEM_MESSAGES` and `MEM_CONCURRENCY=1,3,10` override).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 #[path = "../tests/common/mod.rs"]
 mod common;

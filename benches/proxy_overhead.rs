@@ -11,11 +11,7 @@
 //! Compression is off (passthrough hook): this is the proxy's own cost. A third side runs a
 //! second proxy with A/B on (50% raw; the bench sends no session key, so arms are drawn at random) and the event log written to
 //! a temporary file, so the telemetry's share shows as the difference of the two proxied sides.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

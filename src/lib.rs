@@ -16,6 +16,7 @@ pub mod eval;
 pub mod fuzzing;
 pub mod headers;
 pub mod hook;
+pub mod lexicon;
 pub mod model;
 pub mod pipeline;
 pub mod scorer;

@@ -1,10 +1,6 @@
 //! A/B arms, shadow and mirror modes, the stream usage chunk, the event log, `/metrics` and
 //! `/stats`, through the real proxy and the mock upstream on loopback.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod common;
 

@@ -1,10 +1,6 @@
 //! `/metrics` and `/stats` after A/B traffic. Its own test binary: the Prometheus recorder is
 //! process-wide, so no other test may add to the counters while this one reads them.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod common;
 

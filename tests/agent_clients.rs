@@ -19,11 +19,7 @@
 //! They run fully offline: a throwaway `HOME`, dummy keys, and each client's switches for
 //! telemetry, error reporting, auto-update and other non-essential traffic (see
 //! [`Agent::command`]). A missing install fails the test: CI provisions them.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 #![allow(
     unsafe_code,
     reason = "kill(2) on the process group the test started for a hung agent"

@@ -3,14 +3,10 @@
 //! and byte-identical elsewhere; two-turn prompt-cache prefixes stay byte-identical; shadow and
 //! mirror work on every surface; routes choose by path and inject `x-api-key`; errors take
 //! Anthropic's shape on `/v1/messages`; `/v1/compress` follows the Headroom contract.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 #![allow(
     unsafe_code,
-    reason = "the test process sets environment variables before it starts threads that read them"
+    reason = "sets environment variables before starting threads"
 )]
 
 mod common;

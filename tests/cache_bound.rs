@@ -1,11 +1,7 @@
 //! The compression cache keeps to its byte bound, counted by a global allocator: many tiny
 //! entries (tagged regions, short parts) weigh what they really cost, moka's bookkeeping
 //! included.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 #![allow(
     unsafe_code,
     reason = "a counting global allocator that measures the cache"

@@ -1,9 +1,5 @@
 //! The binary rejects bad configuration before listening, naming the key.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use std::process::Command;
 

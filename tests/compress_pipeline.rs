@@ -1,8 +1,4 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 //! The fail-open hook, called directly (the proxy-level tests are in compress_proxy.rs).
 
 use std::sync::Arc;

@@ -2,11 +2,7 @@
 //! intact at the defaults, savings come from documents, and `--explain` says what was done.
 //! The agent corpus (`benches/data/agent/`) is the benchmark; the integrity rules are
 //! `lingua_proxy::eval::agent`.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod common;
 

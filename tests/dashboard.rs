@@ -1,8 +1,4 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 //! The live dashboard (`GET /dashboard`), rendered by a real headless Chromium.
 //!
 //! The page draws the compressed arm in `#1c7ed6` and the raw arm in `#e8590c` with `fillRect`,

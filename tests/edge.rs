@@ -1,14 +1,10 @@
 //! The hardened edge against the real proxy on loopback: path normalisation, Content-Length +
 //! Transfer-Encoding, Accept-Encoding, auth on local endpoints, Origin/Host checks, timeouts and
 //! the connection cap. Where the behaviour is about bytes on the wire, requests are written raw.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 #![allow(
     unsafe_code,
-    reason = "the test process sets environment variables before it starts threads that read them"
+    reason = "sets environment variables before starting threads"
 )]
 
 mod common;

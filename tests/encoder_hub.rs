@@ -1,13 +1,9 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 //! Resolving a Hugging Face repo id offline from a fabricated HF cache.
 //! One test function only: it changes process environment variables.
 #![allow(
     unsafe_code,
-    reason = "the test process sets environment variables before it starts threads that read them"
+    reason = "sets environment variables before starting threads"
 )]
 
 use lingua_proxy::scorer::llmlingua2::Arch;

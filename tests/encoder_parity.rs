@@ -1,8 +1,4 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 //! Parity with PyTorch (transformers) on seeded random checkpoints.
 //!
 //! `python tools/make_bench_model.py parity DIR` writes a BERT and an XLM-R token classifier,

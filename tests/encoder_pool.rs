@@ -1,8 +1,4 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 //! The token classifier behind the model scheduler: batches packed across requests give the same
 //! probabilities as direct forward passes, the token budget splits batches, and cancelled work
 //! never runs. (The scheduler's ordering and admission rules are unit-tested with a fake backend

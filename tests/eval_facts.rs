@@ -1,8 +1,4 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 //! The fact-retention suite (`benches/data/facts`), its metric, the word-integrity check, the
 //! `eval facts` command, and the CI gates on the default budgets with the embedded scorer.
 

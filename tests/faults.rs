@@ -6,11 +6,7 @@
 //! Each case routes its own model prefix (`<case>-`) to the misbehaving upstream, so its
 //! `lingua_requests_total{route="<case>-"}` series is its own although the Prometheus recorder
 //! is shared by the whole test binary; the ordinary request goes to the default route (the mock).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod common;
 

@@ -1,11 +1,7 @@
 //! The CI smoke run of the fuzz targets (`fuzz/`, cargo-afl): every committed corpus input
 //! through `lingua_proxy::fuzzing`, then a few thousand deterministic mutations of them (bit
 //! flips, truncations, splices, inserted bytes), each checked by the targets' invariants.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use std::path::Path;
 

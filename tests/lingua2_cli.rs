@@ -1,10 +1,6 @@
 //! `lingua-proxy compress --scorer llmlingua2` prints exactly what the reference's
 //! `compress_prompt(text, …)["compressed_prompt"]` returned, on the committed goldens.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -1,8 +1,4 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 //! End to end through the real candle encoder on the two test checkpoints (f32, CPU):
 //!
 //! * numerics: for every chunk the reference scored, our class-1 probabilities are within 1e-4

@@ -1,14 +1,10 @@
 //! When the LLMLingua-2 model cannot be loaded (offline hub, corrupt weights), the proxy starts
 //! anyway as `on_model_unavailable` says, and `/readyz` tells which scorer is active.
 //! One test in this binary: it sets process environment variables.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 #![allow(
     unsafe_code,
-    reason = "the test process sets environment variables before it starts threads that read them"
+    reason = "sets environment variables before starting threads"
 )]
 
 mod common;

@@ -1,8 +1,4 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 //! Selection parity: replays the per-chunk token strings and probabilities recorded from the
 //! reference (llmlingua 0.2.2, NumPy 2) on the two test checkpoints and requires our
 //! `compress_prompt` to return exactly the reference's result on every golden case.

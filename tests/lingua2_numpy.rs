@@ -1,8 +1,4 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 //! The reference's arithmetic against NumPy itself: `np.percentile` (linear) on lists of float32
 //! scalars mixed with Python floats, and Python `sum(list) / len(list)`, 400 random cases each
 //! (ties and extremes included) recorded by tools/make_numpy_fixture.py under NumPy 2.4.6

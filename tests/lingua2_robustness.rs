@@ -1,8 +1,4 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 //! `compress_prompt` must never panic or fail on odd input (the proxy forwards the original on
 //! error, but a panic would take a worker down): random texts full of special-token strings,
 //! placeholders, markers, emoji and empty contexts, with random (also out-of-range) options, on

@@ -1,8 +1,4 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 //! Tokenizer glue parity with the reference (transformers 5.23 / tokenizers 0.23.3) on the two
 //! test checkpoints: placeholder ids, special-token sets, word style, and for every chunk the
 //! reference scored, the exact input ids (with the [BUG-COMPAT] `[CLS]`/`[SEP]` markers) and

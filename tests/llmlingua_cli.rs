@@ -3,11 +3,7 @@
 //! `compress_prompt(**params)["compressed_prompt"]` (or its result object), `--method
 //! longllmlingua` supplies the LongLLMLingua recipe for keys the file leaves out, and
 //! `lingua-proxy recover` is the reference's `recover`.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use std::io::Write;
 use std::path::PathBuf;

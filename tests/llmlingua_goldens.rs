@@ -3,11 +3,7 @@
 //! result (string, counts, ratio strings) and its intermediate results (ranking, selection,
 //! compressed ids), every `recover` case, and NLTK's `sent_tokenize` on the goldens' texts.
 //! The goldens come from `tools/make_causal_goldens.py`; no torch is needed here.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use std::path::PathBuf;
 

@@ -2,11 +2,7 @@
 //! checkpoint as the causal LM): documents in the system message are ranked against the user's
 //! question, whole words only are deleted, the question is untouched, later turns forward the
 //! same bytes for the same message, and a slow LM fails open.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod common;
 

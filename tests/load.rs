@@ -2,11 +2,7 @@
 //! binary (heuristic scorer, compression on) to the mock. Asserts zero errors and that the
 //! proxy's RSS stays flat in the second half of the run. The long run with figures is
 //! `cargo bench --bench load`; `LOAD_CLIENTS` and `LOAD_SECONDS` size both.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod common;
 

@@ -2,11 +2,7 @@
 //! whose client goes away) stops using the model at once, and the next ordinary request is
 //! compressed normally; giant messages are answered (too_large or fail-open) and do not take the
 //! proxy down.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod common;
 

@@ -1,8 +1,4 @@
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 //! Policy rules with a transparent, deterministic stand-in compressor (keeps every other word),
 //! so each assertion can name exactly what must change and what must not.
 

@@ -1,12 +1,8 @@
 //! Proxy keys and upstream credentials.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 #![allow(
     unsafe_code,
-    reason = "the test process sets environment variables before it starts threads that read them"
+    reason = "sets environment variables before starting threads"
 )]
 
 mod common;

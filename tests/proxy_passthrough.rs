@@ -1,9 +1,5 @@
 //! The proxy is invisible: bodies, streams, errors and headers pass through unchanged.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod common;
 

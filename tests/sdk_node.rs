@@ -3,11 +3,7 @@
 //! tests/sdk/node/proxy_e2e.mjs through a compressing proxy in front of it. The
 //! packages are installed by `scripts/test.sh` (`npm ci` into `tests/sdk/node/node_modules`);
 //! `LINGUA_NODE` names another `node` binary.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod common;
 

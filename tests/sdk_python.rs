@@ -5,14 +5,10 @@
 //! Completions) through a compressing proxy, asserting on what the mock received and what the
 //! event log holds. The virtualenv is created by `scripts/test.sh` (`.venv/`, or the interpreter
 //! named by `LINGUA_PYTHON`).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 #![allow(
     unsafe_code,
-    reason = "the test process sets environment variables before it starts threads that read them"
+    reason = "sets environment variables before starting threads"
 )]
 
 mod common;

@@ -1,11 +1,7 @@
 //! Shutdown: in-flight requests finish within `shutdown_grace_ms`, connections still open after
 //! it are closed, and the real binary exits within grace + 1 s of SIGTERM with its event log
 //! complete.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 mod common;
 

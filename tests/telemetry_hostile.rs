@@ -1,13 +1,9 @@
 //! Telemetry under hostile input: invented role and model names, proxy keys as the sticky key,
 //! bounded and tracked mirror copies, clients that leave before the response headers.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 #![allow(
     unsafe_code,
-    reason = "the test process sets environment variables before it starts threads that read them"
+    reason = "sets environment variables before starting threads"
 )]
 
 mod common;

@@ -16,6 +16,7 @@ use std::ops::Range;
 
 use regex::Regex;
 
+use crate::lexicon;
 use crate::model::{Interrupted, Pace};
 
 /// A surface word: `range` is its bytes in the text, `core` the same without leading and
@@ -221,41 +222,6 @@ const NUMBER_BEFORE: &[&str] = &[
     "be",
 ];
 
-/// Negations and limiting words: kept with what they govern.
-const NEGATIONS: &[&str] = &[
-    "not",
-    "no",
-    "never",
-    "none",
-    "nor",
-    "neither",
-    "nobody",
-    "nothing",
-    "nowhere",
-    "cannot",
-    "without",
-    "except",
-    "excluding",
-    "unless",
-    "only",
-    "must",
-    "mustn't",
-    "maximum",
-    "minimum",
-    "max",
-    "min",
-    "forbidden",
-    "prohibited",
-    "always",
-    "if",
-    // conditions in time and order: "only before the parcel reaches the hub"
-    "before",
-    "after",
-    "until",
-    "till",
-    "avoid",
-];
-
 /// Auxiliaries a negation may follow (`do not`, `are never`).
 const AUX: &[&str] = &[
     "do", "does", "did", "is", "are", "was", "were", "be", "can", "could", "will", "would",
@@ -301,7 +267,7 @@ fn classify(text: &str, words: &[Word], pace: &mut Pace<'_>) -> Result<Vec<Info>
             let lower = core.to_lowercase().replace('\u{2019}', "'");
             let number = core.chars().any(|c| c.is_numeric());
             let negation =
-                NEGATIONS.contains(&lower.as_str()) || lower.ends_with("n't") || lower == "cannot";
+                lexicon::is_negation(&lower) || lexicon::LIMITS.contains(&lower.as_str());
             let capital = core.chars().next().is_some_and(char::is_uppercase)
                 && core.chars().any(char::is_alphabetic);
             let clause_end = surface

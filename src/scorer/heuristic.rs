@@ -19,6 +19,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 
 use super::{ScoredChunk, Scorer, ScorerError, WordStyle, WorkCtx};
+use crate::lexicon;
 use crate::tokens::TokenizerKind;
 
 /// Metaspace marker.
@@ -65,37 +66,6 @@ static PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| {
     )]
     Regex::new(r"^\[NEW\d{1,2}\]").expect("static regex")
 });
-
-const NEGATIONS: &[&str] = &[
-    "not",
-    "no",
-    "never",
-    "none",
-    "nor",
-    "neither",
-    "nobody",
-    "nothing",
-    "nowhere",
-    "cannot",
-    "can't",
-    "don't",
-    "doesn't",
-    "didn't",
-    "won't",
-    "wouldn't",
-    "shouldn't",
-    "isn't",
-    "aren't",
-    "wasn't",
-    "weren't",
-    "hasn't",
-    "haven't",
-    "hadn't",
-    "mustn't",
-    "without",
-    "except",
-    "unless",
-];
 
 /// Number words: kept like digits.
 const NUMBER_WORDS: &[&str] = &[
@@ -257,8 +227,7 @@ impl HeuristicScorer {
                     let is_word = first.is_some_and(char::is_alphanumeric);
                     let key = lower.replace('\u{2019}', "'");
                     if is_word
-                        && (NEGATIONS.contains(&key.as_str())
-                            || NUMBER_WORDS.contains(&key.as_str()))
+                        && (lexicon::is_negation(&key) || NUMBER_WORDS.contains(&key.as_str()))
                     {
                         sentence_start = false;
                         1.0

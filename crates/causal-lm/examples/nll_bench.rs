@@ -3,11 +3,7 @@
 //! oldest positions out when the model's position limit would be exceeded.
 //!
 //!     cargo run --release -p lingua-causal --example nll_bench -- DIR [f32|q8] [TOKENS] [WINDOW] [THREADS]
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use std::time::Instant;
 

@@ -1,11 +1,7 @@
 //! Behaviour of the runtime on small random checkpoints written from Rust: config dispatch,
 //! loader errors, input validation, and KV-cache semantics (incremental == full-sequence
 //! losses, truncate / remove equivalent to recomputing the kept prefix).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -1,11 +1,7 @@
 //! Per-token NLL parity with PyTorch / transformers 4.46.3 (f32) on the committed tiny
 //! checkpoints: replays every case of `tests/goldens/causal_losses.json` (run / truncate /
 //! remove ops from an empty cache) and compares each loss.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use std::path::{Path, PathBuf};
 

@@ -1,10 +1,6 @@
 //! Helpers for the mock's own tests: one request to a fresh mock over a bare HTTP/1.1
 //! connection (no client library, so the answer is seen as sent), and SSE parsing.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    reason = "tests and benches fail loudly on a broken setup"
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use http::HeaderMap;
 use serde_json::Value;
