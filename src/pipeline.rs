@@ -1,4 +1,5 @@
-//! The [`RequestHook`] that compresses intercepted chat-completion requests.
+//! The [`RequestHook`] that compresses intercepted requests (every API surface) and answers
+//! `/v1/compress`, with one mapping from failure to skip reason, counter and log line.
 //!
 //! What bounds what:
 //! - `[compression] workers` requests run the policy at once (span detection, tokenisation and
@@ -127,6 +128,63 @@ enum Failure {
     Error(CompressError),
     Panic,
     Deadline,
+}
+
+/// What a failed compression was, decided once: proxied requests and `/v1/compress` both read
+/// their skip reason from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailKind {
+    /// The model queue was full: skipped, not a failure.
+    Overloaded,
+    Deadline,
+    Cancelled,
+    Error,
+    Panic,
+}
+
+impl Failure {
+    fn kind(&self) -> FailKind {
+        match self {
+            Failure::Error(e) if e.is_overloaded() => FailKind::Overloaded,
+            Failure::Error(e) => match e.interrupted() {
+                Some(Interrupted::Deadline) => FailKind::Deadline,
+                Some(Interrupted::Cancelled) => FailKind::Cancelled,
+                None => FailKind::Error,
+            },
+            Failure::Deadline => FailKind::Deadline,
+            Failure::Panic => FailKind::Panic,
+        }
+    }
+
+    /// For the log line (never the prompt).
+    fn detail(&self, deadline: Duration) -> String {
+        match self {
+            Failure::Error(e) => e.to_string(),
+            Failure::Panic => "panic inside compression".into(),
+            Failure::Deadline => format!("exceeded {} ms", deadline.as_millis()),
+        }
+    }
+}
+
+impl FailKind {
+    /// The reason in events, `/stats`, metrics and the `x-lingua-*` headers.
+    fn reason(self) -> &'static str {
+        match self {
+            FailKind::Overloaded => "overloaded",
+            FailKind::Deadline => "deadline",
+            FailKind::Cancelled => "cancelled",
+            FailKind::Error => "error",
+            FailKind::Panic => "panic",
+        }
+    }
+
+    /// The reason in `/v1/compress` answers (the Headroom contract's name for a deadline).
+    fn compress_endpoint_reason(self) -> &'static str {
+        match self {
+            FailKind::Deadline => "compression_timeout",
+            other => other.reason(),
+        }
+    }
 }
 
 impl CompressionHook {
@@ -504,7 +562,7 @@ impl Inner {
                 (Arc::new(json), Arc::new(conv))
             })
             .await;
-        let result = match built {
+        let (result, retry) = match built {
             Ok((json, conv)) => {
                 let retry = self.background.is_some().then(|| BackgroundJob {
                     raw: req.raw.clone(),
@@ -519,7 +577,6 @@ impl Inner {
             }
             Err(f) => (Err(f), None),
         };
-        let (result, retry) = result;
         drop(admission);
         match result {
             Ok(outcome) => {
@@ -533,49 +590,31 @@ impl Inner {
                 }
                 self.success(outcome)
             }
-            Err(Failure::Error(e)) if e.is_overloaded() => {
-                stats.skipped_overload.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("lingua_compression_skipped_total", "reason" => "overloaded")
-                    .increment(1);
-                tracing::warn!("model queue full; forwarding the original request");
-                skipped("overloaded", false)
-            }
             Err(f) => {
-                let interrupted = match &f {
-                    Failure::Deadline => Some(Interrupted::Deadline),
-                    Failure::Error(e) => e.interrupted(),
-                    Failure::Panic => None,
+                let kind = f.kind();
+                let reason = kind.reason();
+                let counter = match kind {
+                    FailKind::Overloaded => {
+                        stats.skipped_overload.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("lingua_compression_skipped_total", "reason" => reason)
+                            .increment(1);
+                        tracing::warn!("model queue full; forwarding the original request");
+                        return skipped(reason, false);
+                    }
+                    FailKind::Deadline => &stats.fail_open_deadline,
+                    FailKind::Cancelled => &stats.cancelled,
+                    FailKind::Error => &stats.fail_open_error,
+                    FailKind::Panic => &stats.fail_open_panic,
                 };
-                if interrupted == Some(Interrupted::Deadline)
+                counter.fetch_add(1, Ordering::Relaxed);
+                if kind == FailKind::Deadline
                     && let Some(job) = retry
                 {
                     self.queue_background(job);
                 }
-                let reason = match (&f, interrupted) {
-                    (_, Some(Interrupted::Deadline)) => {
-                        stats.fail_open_deadline.fetch_add(1, Ordering::Relaxed);
-                        "deadline"
-                    }
-                    (_, Some(Interrupted::Cancelled)) => {
-                        stats.cancelled.fetch_add(1, Ordering::Relaxed);
-                        "cancelled"
-                    }
-                    (Failure::Error(_) | Failure::Deadline, None) => {
-                        stats.fail_open_error.fetch_add(1, Ordering::Relaxed);
-                        "error"
-                    }
-                    (Failure::Panic, None) => {
-                        stats.fail_open_panic.fetch_add(1, Ordering::Relaxed);
-                        "panic"
-                    }
-                };
                 metrics::counter!("lingua_compression_fail_open_total", "reason" => reason)
                     .increment(1);
-                let detail = match &f {
-                    Failure::Error(e) => e.to_string(),
-                    Failure::Panic => "panic inside compression".into(),
-                    Failure::Deadline => format!("exceeded {} ms", self.deadline.as_millis()),
-                };
+                let detail = f.detail(self.deadline);
                 if cfg.on_error == OnError::Reject {
                     tracing::warn!(
                         reason,
@@ -755,14 +794,7 @@ impl Inner {
                 };
                 return CompressReply { explain, ..reply };
             }
-            Err(Failure::Error(e)) if e.is_overloaded() => "overloaded",
-            Err(Failure::Deadline) => "compression_timeout",
-            Err(Failure::Error(e)) => match e.interrupted() {
-                Some(Interrupted::Deadline) => "compression_timeout",
-                Some(Interrupted::Cancelled) => "cancelled",
-                None => "error",
-            },
-            Err(Failure::Panic) => "panic",
+            Err(f) => f.kind().compress_endpoint_reason(),
         };
         tracing::warn!(
             reason,

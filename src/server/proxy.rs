@@ -428,6 +428,8 @@ async fn forward(
 
     let mut model: Option<String> = None;
     let mut plan: Option<Plan> = None;
+    // The upstream, once the request's model is known (resolved once per request).
+    let mut routed: Option<&Upstream> = None;
     // What this request holds of `max_buffered_bytes`, until its upstream answers.
     let mut held = intake::Reservation::default();
     let body = if api.is_some() || wants_model_peek {
@@ -455,11 +457,10 @@ async fn forward(
                 Ok(Ok(json)) => {
                     *intercepted = true;
                     model = surface.model(&json).map(str::to_owned);
-                    let upstream = state
-                        .upstream_for(parts.uri.path(), model.as_deref())
-                        .clone();
+                    let upstream = state.upstream_for(parts.uri.path(), model.as_deref());
+                    routed = Some(upstream);
                     match plan_request(
-                        state, surface, raw, json, &headers, &upstream, api_key, started,
+                        state, surface, raw, json, &headers, upstream, api_key, started,
                     )
                     .await
                     {
@@ -507,7 +508,7 @@ async fn forward(
     };
     strip_control_headers(&mut headers);
 
-    let upstream = state.upstream_for(parts.uri.path(), model.as_deref());
+    let upstream = routed.unwrap_or_else(|| state.upstream_for(parts.uri.path(), model.as_deref()));
     let url = match parts.uri.query() {
         Some(q) => format!("{}{}?{}", upstream.base_url, rest, q),
         None => format!("{}{}", upstream.base_url, rest),
