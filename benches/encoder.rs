@@ -203,12 +203,12 @@ fn main() {
                 panic!("load failed: {e}");
             }
         };
-        let opts = lingua_proxy::compress::lingua2::Lingua2Options {
+        let opts = lingua_proxy::compress::llmlingua2::Lingua2Options {
             rate: 0.5,
             ..Default::default()
         };
         let run = || {
-            lingua_proxy::compress::lingua2::compress_prompt(
+            lingua_proxy::compress::llmlingua2::compress_prompt(
                 loaded.scorer.as_ref(),
                 &[&text],
                 &opts,

@@ -159,10 +159,10 @@ fn cli_plain_and_role_modes() {
     let plain = compress_text(&args(), TEXT).unwrap();
     assert!(plain.compressed_tokens < plain.origin_tokens);
     // Plain mode is exactly the selection's `compress_prompt` over the one text.
-    let direct = lingua_proxy::compress::lingua2::compress_prompt(
+    let direct = lingua_proxy::compress::llmlingua2::compress_prompt(
         &HeuristicScorer::new(),
         &[TEXT],
-        &lingua_proxy::compress::lingua2::Lingua2Options {
+        &lingua_proxy::compress::llmlingua2::Lingua2Options {
             rate: 0.5,
             ..Default::default()
         },

@@ -14,7 +14,7 @@ mod lingua2_common;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use lingua_proxy::compress::lingua2::compress_prompt_traced;
+use lingua_proxy::compress::llmlingua2::compress_prompt_traced;
 use lingua_proxy::scorer::Scorer;
 use lingua_proxy::scorer::llmlingua2::tokenizer::{InputScorer, ModelInput};
 use lingua_proxy::scorer::llmlingua2::{ModelFiles, Precision, TokenClassifier};

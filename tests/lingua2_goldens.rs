@@ -7,7 +7,7 @@
 
 mod lingua2_common;
 
-use lingua_proxy::compress::lingua2::compress_prompt;
+use lingua_proxy::compress::llmlingua2::compress_prompt;
 use lingua2_common::*;
 
 #[test]
@@ -67,7 +67,7 @@ fn goldens_cover_the_required_features() {
 
 #[test]
 fn thresholds_equal_the_reference_percentiles_and_margins_are_reported() {
-    use lingua_proxy::compress::lingua2::compress_prompt_traced;
+    use lingua_proxy::compress::llmlingua2::compress_prompt_traced;
     let g = load_goldens();
     let toks = Tokenizers::load();
     let mut near = Vec::new();

@@ -4,7 +4,7 @@
 //! (ties and extremes included) recorded by tools/make_numpy_fixture.py under NumPy 2.4.6
 //! (NEP 50 promotion, the default arithmetic) and NumPy 1.26.4 (`numpy1_percentile`).
 
-use lingua_proxy::compress::lingua2::numeric::{Prob, percentile, python_mean};
+use lingua_proxy::compress::llmlingua2::numeric::{Prob, percentile, python_mean};
 
 fn check(file: &str, numpy1: bool) {
     let path = format!("{}/tests/goldens/{file}", env!("CARGO_MANIFEST_DIR"));

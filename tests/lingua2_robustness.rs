@@ -6,7 +6,9 @@
 
 mod lingua2_common;
 
-use lingua_proxy::compress::lingua2::{Lingua2Options, TokenToWord, cl100k_count, compress_prompt};
+use lingua_proxy::compress::llmlingua2::{
+    Lingua2Options, TokenToWord, cl100k_count, compress_prompt,
+};
 use lingua_proxy::scorer::ScorerError;
 use lingua_proxy::scorer::llmlingua2::tokenizer::{InputScorer, ModelInput};
 use lingua2_common::*;

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use serde_json::json;
 
-use crate::compress::lingua2::{Lingua2Options, TokenToWord, compress_prompt};
+use crate::compress::llmlingua2::{Lingua2Options, TokenToWord, compress_prompt};
 use crate::compress::{
     CompressionConfig, ModelUnavailable, Policy, PrecisionSetting, RequestOptions, ScorerKind,
     TokenizerKind,

@@ -47,7 +47,7 @@ pub fn load_model(model: &str, precision: Option<PrecisionSetting>) -> anyhow::R
 pub fn compress_json(lm: &CausalModel, params: &Value, method: Method) -> anyhow::Result<Value> {
     let p = Params::from_json(params, method)?;
     // Load the cl100k tables first so that elapsed_ms measures compression alone.
-    crate::compress::lingua2::cl100k_count("warm up");
+    crate::compress::llmlingua2::cl100k_count("warm up");
     let start = Instant::now();
     let out = llmlingua::compress_prompt(lm, &p, &WorkCtx::none())?;
     let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;

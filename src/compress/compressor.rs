@@ -2,8 +2,8 @@
 //!
 //! [`MeaningCompressor`](super::select::MeaningCompressor) runs the policy's meaning-keeping
 //! selection over any [`Scorer`](crate::scorer::Scorer);
-//! [`Lingua2Compressor`](super::lingua2_compressor::Lingua2Compressor) the LLMLingua-2 selection
-//! itself; [`LlmlinguaCompressor`](super::llmlingua_compressor::LlmlinguaCompressor) the
+//! `Lingua2Compressor` (tests and benches, `test-support`) the LLMLingua-2 selection itself;
+//! [`LlmlinguaCompressor`](super::llmlingua_compressor::LlmlinguaCompressor) the
 //! perplexity-based LLMLingua and LongLLMLingua over a causal LM.
 
 use thiserror::Error;

@@ -10,8 +10,8 @@
 use std::sync::Arc;
 
 use super::compressor::{Budget, CompressError, CompressOutput, Compressor};
-use super::lingua2::cl100k_count;
 use super::llmlingua::{self, LlmlinguaError, Method, Params};
+use super::llmlingua2::cl100k_count;
 use super::select::rebuild;
 use super::units::{units, words};
 use crate::model::WorkCtx;

@@ -5,9 +5,12 @@ pub mod compressor;
 pub mod config;
 pub mod content;
 pub mod conversation;
-pub mod lingua2;
-pub mod lingua2_compressor;
 pub mod llmlingua;
+pub mod llmlingua2;
+/// The reference-parity LLMLingua-2 selection as a policy compressor, for tests and benches
+/// (the proxy compresses with [`MeaningCompressor`]).
+#[cfg(any(test, feature = "test-support"))]
+pub mod llmlingua2_compressor;
 pub mod llmlingua_compressor;
 pub mod policy;
 pub mod punkt;
@@ -24,7 +27,8 @@ pub use config::{
     ModelUnavailable, OnError, PrecisionSetting, Prose, RoleConfig, ScorerKind, Transforms,
 };
 pub use conversation::{Conversation, Message, PathElem, Segment};
-pub use lingua2_compressor::Lingua2Compressor;
+#[cfg(any(test, feature = "test-support"))]
+pub use llmlingua2_compressor::Lingua2Compressor;
 pub use policy::{
     CacheStatus, MessageReport, Outcome, PieceReport, Policy, Report, RequestOptions, RoleReport,
     SkipReason,

@@ -19,13 +19,13 @@
 //!    words deleted.
 //!
 //! The reference-parity path (`compress` without `--role`) does not come here: it runs
-//! [`super::lingua2::compress_prompt`] unchanged.
+//! [`super::llmlingua2::compress_prompt`] unchanged.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::compressor::{Budget, CompressError, CompressOutput, Compressor};
-use super::lingua2::cl100k_count;
+use super::llmlingua2::cl100k_count;
 use super::spans::SPAN_MARKER;
 use super::units::{Word, units_paced, words_paced};
 use crate::model::WorkCtx;

@@ -1,8 +1,11 @@
 //! Scorers turn chunks of text into per-token keep probabilities.
 //!
-//! The LLMLingua-2-style selection (`crate::compress::lingua2`) is generic over [`Scorer`], so the
-//! neural LLMLingua-2 token classifier and the embedded heuristic scorer go through the very same
-//! word-level percentile selection, and a budget means the same thing whichever scorer runs.
+//! The policy's meaning-keeping selection ([`crate::compress::select::MeaningCompressor`]) reads
+//! them from any [`Scorer`] (the LLMLingua-2 token classifier in `llmlingua2/`, the embedded
+//! heuristic scorer in `heuristic.rs`), so a budget means the same whichever scorer runs; the
+//! reference-parity LLMLingua-2 selection (`crate::compress::llmlingua2`) is generic over them
+//! too. `causal/` is the causal LM's glue for LLMLingua (v1), which reads per-token losses
+//! instead.
 
 pub mod causal;
 pub mod llmlingua2;

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use lingua_proxy::compress::lingua2::replay::ReplayScorer;
-use lingua_proxy::compress::lingua2::{Lingua2Options, Lingua2Output, TokenToWord};
+use lingua_proxy::compress::llmlingua2::replay::ReplayScorer;
+use lingua_proxy::compress::llmlingua2::{Lingua2Options, Lingua2Output, TokenToWord};
 use lingua_proxy::scorer::ScoredChunk;
 use lingua_proxy::scorer::llmlingua2::tokenizer::Lingua2Tokenizer;
 use serde_json::Value;
@@ -194,8 +194,8 @@ pub fn diff(out: &Lingua2Output, expected: &Value) -> Vec<String> {
 pub fn judge_with_ties(
     case: &Value,
     ours: &Lingua2Output,
-    ours_trace: &lingua_proxy::compress::lingua2::Trace,
-    ref_trace: &lingua_proxy::compress::lingua2::Trace,
+    ours_trace: &lingua_proxy::compress::llmlingua2::Trace,
+    ref_trace: &lingua_proxy::compress::llmlingua2::Trace,
     tol: f64,
     max_words: usize,
 ) -> Result<Option<String>, String> {

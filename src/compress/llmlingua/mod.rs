@@ -22,7 +22,7 @@ use thiserror::Error;
 pub use rank::RankMethod;
 pub use recover::recover;
 
-use crate::compress::lingua2::cl100k_count;
+use crate::compress::llmlingua2::cl100k_count;
 use crate::model::{Interrupted, WorkCtx};
 use crate::scorer::ScorerError;
 use crate::scorer::causal::CausalScorer;

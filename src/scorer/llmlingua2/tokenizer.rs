@@ -316,7 +316,7 @@ fn detect_style(tok: &Tokenizer) -> Result<WordStyle, ScorerError> {
 }
 
 /// The tokenizer alone as a [`Scorer`] that cannot score: for tests that replay recorded
-/// probabilities (`compress::lingua2::replay::ReplayScorer`, feature `test-support`) and for callers that only
+/// probabilities (`compress::llmlingua2::replay::ReplayScorer`, feature `test-support`) and for callers that only
 /// need tokenisation. `score_chunks` always fails.
 impl Scorer for Lingua2Tokenizer {
     fn id(&self) -> &str {

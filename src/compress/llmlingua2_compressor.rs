@@ -1,11 +1,11 @@
-//! The LLMLingua-2-style [`Compressor`]: the faithful selection of [`super::lingua2`] over any
+//! The LLMLingua-2-style [`Compressor`]: the faithful selection of [`super::llmlingua2`] over any
 //! [`Scorer`] (the embedded heuristic one or the neural LLMLingua-2 classifier). Which scorer a
 //! configuration gets is decided in [`crate::engine`].
 
 use std::sync::Arc;
 
 use super::compressor::{Budget, CompressError, CompressOutput, Compressor};
-use super::lingua2::{Lingua2Options, compress_prompt};
+use super::llmlingua2::{Lingua2Options, compress_prompt};
 use crate::model::WorkCtx;
 use crate::scorer::Scorer;
 
