@@ -43,11 +43,35 @@ pub struct HookOutcome {
     pub verbatim: bool,
 }
 
+/// What compression did to one request, as the event log and the headers name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// The request was rewritten.
+    Compressed,
+    /// The policy ran and changed nothing.
+    Unchanged,
+    /// Compression did not run (`off`, `disabled`, `overloaded`, ...).
+    Skipped,
+    /// Compression failed and the original request went upstream.
+    FailOpen,
+}
+
+impl Compression {
+    /// The name in events and `x-lingua-*` headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::Compressed => "compressed",
+            Compression::Unchanged => "unchanged",
+            Compression::Skipped => "skipped",
+            Compression::FailOpen => "fail_open",
+        }
+    }
+}
+
 /// What compression did to one request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HookReport {
-    /// `compressed`, `unchanged`, `skipped` or `fail_open`.
-    pub compression: &'static str,
+    pub compression: Compression,
     /// Why it was skipped or failed open (`off`, `disabled`, `overloaded`, `deadline`, `error`,
     /// `panic`).
     pub reason: Option<&'static str>,

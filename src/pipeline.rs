@@ -34,7 +34,7 @@ use crate::compress::{
     SkipReason, TokenizerKind,
 };
 use crate::engine::ActiveScorer;
-use crate::hook::{HookOutcome, HookReport, Intercepted, RequestHook};
+use crate::hook::{Compression, HookOutcome, HookReport, Intercepted, RequestHook};
 use crate::model::{Interrupted, ModelConfig, ModelQueue, Priority, WorkCtx};
 use crate::telemetry::{RoleTokens, Tokens};
 
@@ -423,7 +423,11 @@ fn skipped(reason: &'static str, failed: bool) -> HookOutcome {
         reject: None,
         verbatim: false,
         report: Some(HookReport {
-            compression: if failed { "fail_open" } else { "skipped" },
+            compression: if failed {
+                Compression::FailOpen
+            } else {
+                Compression::Skipped
+            },
             reason: Some(reason),
             tokens: None,
             cache: None,
@@ -933,7 +937,11 @@ impl Inner {
             reject: None,
             verbatim: false,
             report: Some(HookReport {
-                compression: if changed { "compressed" } else { "unchanged" },
+                compression: if changed {
+                    Compression::Compressed
+                } else {
+                    Compression::Unchanged
+                },
                 reason: None,
                 tokens: Some(tokens_of(r)),
                 // no lookup happened when nothing needed compressing

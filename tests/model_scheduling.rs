@@ -403,7 +403,7 @@ async fn background_compression_fills_the_cache_for_the_next_identical_message()
     }
     let second = hook.on_request(req()).await;
     let report = second.report.unwrap();
-    assert_eq!(report.compression, "compressed");
+    assert_eq!(report.compression.as_str(), "compressed");
     assert_eq!(report.cache, Some("hit"));
     assert!(second.body.unwrap().len() < serde_json::to_vec(&big).unwrap().len());
     assert_eq!(stats.background_queued.load(Ordering::Relaxed), 1);

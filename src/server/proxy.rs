@@ -230,7 +230,7 @@ async fn plan_request(
     // shadow mode).
     let describe = |e: &mut Event| {
         if let Some(r) = &outcome.report {
-            e.compression = Some(r.compression.to_string());
+            e.compression = Some(r.compression.as_str().to_owned());
             e.fail_open = r.reason.map(str::to_owned);
             e.tokens = r.tokens.clone();
             e.cache = r.cache.map(str::to_owned);
