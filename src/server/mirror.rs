@@ -120,7 +120,7 @@ pub(crate) fn spawn(
         let mut guard = EventGuard::new(event, telemetry.clone(), started, SHUTDOWN);
         let sent = Instant::now();
         guard.sent = Some(sent);
-        let result = super::proxy::send(
+        let result = super::upstream::send(
             &client,
             first_byte_ms,
             method,

@@ -17,6 +17,7 @@ mod local;
 mod mirror;
 mod observe;
 mod proxy;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

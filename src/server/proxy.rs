@@ -19,6 +19,7 @@ use super::intake;
 use super::local::Local;
 use super::mirror;
 use super::observe::{self, EventGuard, inject_include_usage};
+use super::upstream::{OutBody, prepare_upstream_headers, send};
 use super::{AppState, Stats, Upstream};
 use crate::ab::{Arm, Mode};
 use crate::api::{Api, ErrorShape, StreamUsage, Surface};
@@ -102,11 +103,6 @@ fn upstream_path(path: &str) -> &str {
     } else {
         path
     }
-}
-
-enum OutBody {
-    Buffered(Bytes),
-    Streamed(reqwest::Body),
 }
 
 /// An intercepted request on its way upstream: what to send and what to record.
@@ -630,36 +626,6 @@ async fn forward(
     Ok(response)
 }
 
-/// Sends one upstream request, waiting at most `first_byte_timeout_ms` for its headers.
-pub(super) async fn send(
-    client: &reqwest::Client,
-    first_byte_ms: u64,
-    method: Method,
-    url: &str,
-    headers: HeaderMap,
-    body: reqwest::Body,
-    limit: u64,
-) -> Result<reqwest::Response, ProxyError> {
-    let request = client
-        .request(method, url)
-        .headers(headers)
-        .body(body)
-        .build()
-        .map_err(|e| ProxyError::BadRequest(format!("cannot build the upstream request: {e}")))?;
-    match tokio::time::timeout(
-        Duration::from_millis(first_byte_ms),
-        client.execute(request),
-    )
-    .await
-    {
-        Err(_) => Err(ProxyError::UpstreamTimeout(format!(
-            "no response headers within {first_byte_ms} ms"
-        ))),
-        Ok(Err(e)) => Err(classify_send_error(e, limit)),
-        Ok(Ok(r)) => Ok(r),
-    }
-}
-
 /// Reads `model` from a JSON body without building a full document tree.
 fn peek_model(raw: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
@@ -669,53 +635,6 @@ fn peek_model(raw: &[u8]) -> Option<String> {
     serde_json::from_slice::<Peek>(raw)
         .ok()
         .and_then(|p| p.model)
-}
-
-fn prepare_upstream_headers(headers: &mut HeaderMap, upstream: &Upstream, body: &OutBody) {
-    // reqwest derives Host from the URL.
-    headers.remove(header::HOST);
-    if matches!(body, OutBody::Buffered(_)) {
-        // reqwest sets the length of a buffered body itself.
-        headers.remove(header::CONTENT_LENGTH);
-    }
-    if let Some((name, value)) = &upstream.authorization {
-        // The configured key replaces whatever credentials the client sent.
-        headers.remove(header::AUTHORIZATION);
-        headers.remove("x-api-key");
-        headers.insert(name.clone(), value.clone());
-    }
-}
-
-fn classify_send_error(e: reqwest::Error, limit: u64) -> ProxyError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(err) = source {
-        if err.is::<http_body_util::LengthLimitError>() {
-            return ProxyError::BodyTooLarge { limit };
-        }
-        if let Some(t) = err.downcast_ref::<super::body::BodyIdleTimeout>() {
-            return ProxyError::RequestTimeout(t.0);
-        }
-        source = err.source();
-    }
-    let timeout = e.is_timeout();
-    let message = describe_reqwest(e);
-    if timeout {
-        return ProxyError::UpstreamTimeout(message);
-    }
-    ProxyError::UpstreamUnreachable(message)
-}
-
-/// A one-line description without the URL's query (which may carry secrets).
-fn describe_reqwest(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
 }
 
 #[cfg(test)]
