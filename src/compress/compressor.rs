@@ -6,12 +6,14 @@
 //! [`LlmlinguaCompressor`](super::llmlingua_compressor::LlmlinguaCompressor) the
 //! perplexity-based LLMLingua and LongLLMLingua over a causal LM.
 
+use std::sync::Arc;
+
 use thiserror::Error;
 
 use super::units::KeepRules;
 use crate::model::Interrupted;
 use crate::model::WorkCtx;
-use crate::scorer::ScorerError;
+use crate::scorer::{Scorer, ScorerError};
 
 /// How much of a text to keep.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +34,15 @@ pub struct Budget {
 }
 
 impl Budget {
+    /// Refuses a rate that is not finite and positive.
+    pub fn check_rate(&self) -> Result<(), CompressError> {
+        if self.rate.is_finite() && self.rate > 0.0 {
+            Ok(())
+        } else {
+            Err(CompressError::Budget(format!("rate {}", self.rate)))
+        }
+    }
+
     pub fn rate(rate: f64) -> Self {
         Self {
             rate,
@@ -111,5 +122,34 @@ pub trait Compressor: Send + Sync {
     /// that other compressors keep their cache hits across questions).
     fn uses_question(&self) -> bool {
         false
+    }
+}
+
+/// What a compressor over a [`Scorer`] holds: the scorer and an id naming the selection, its
+/// version and the scorer, so that cache keys change with either.
+#[derive(Clone)]
+pub struct OverScorer {
+    scorer: Arc<dyn Scorer>,
+    id: String,
+}
+
+impl OverScorer {
+    pub fn new(selection: &str, scorer: Arc<dyn Scorer>) -> Self {
+        let id = format!("{selection}+{}", scorer.id());
+        Self { scorer, id }
+    }
+
+    pub fn scorer(&self) -> &Arc<dyn Scorer> {
+        &self.scorer
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl std::fmt::Debug for OverScorer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OverScorer").field("id", &self.id).finish()
     }
 }

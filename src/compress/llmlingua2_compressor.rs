@@ -4,39 +4,32 @@
 
 use std::sync::Arc;
 
-use super::compressor::{Budget, CompressError, CompressOutput, Compressor};
+use super::compressor::{Budget, CompressError, CompressOutput, Compressor, OverScorer};
 use super::llmlingua2::{Lingua2Options, compress_prompt};
 use crate::model::WorkCtx;
 use crate::scorer::Scorer;
 
 /// Runs LLMLingua-2 token-level selection (one context, no context filter).
+#[derive(Debug)]
 pub struct Lingua2Compressor {
-    scorer: Arc<dyn Scorer>,
-    id: String,
-}
-
-impl std::fmt::Debug for Lingua2Compressor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lingua2Compressor")
-            .field("id", &self.id)
-            .finish()
-    }
+    over: OverScorer,
 }
 
 impl Lingua2Compressor {
     pub fn new(scorer: Arc<dyn Scorer>) -> Self {
-        let id = format!("lingua2-select/v1-pieces+{}", scorer.id());
-        Self { scorer, id }
+        Self {
+            over: OverScorer::new("lingua2-select/v1-pieces", scorer),
+        }
     }
 
     pub fn scorer(&self) -> &Arc<dyn Scorer> {
-        &self.scorer
+        self.over.scorer()
     }
 }
 
 impl Compressor for Lingua2Compressor {
     fn id(&self) -> &str {
-        &self.id
+        self.over.id()
     }
 
     fn compress(
@@ -45,9 +38,7 @@ impl Compressor for Lingua2Compressor {
         budget: &Budget,
         ctx: &WorkCtx,
     ) -> Result<CompressOutput, CompressError> {
-        if !(budget.rate.is_finite() && budget.rate > 0.0) {
-            return Err(CompressError::Budget(format!("rate {}", budget.rate)));
-        }
+        budget.check_rate()?;
         let opts = Lingua2Options {
             rate: budget.rate,
             target_token: budget
@@ -61,7 +52,7 @@ impl Compressor for Lingua2Compressor {
         };
         let pieces = split_pieces(text);
         let cores: Vec<&str> = pieces.iter().map(|p| p.core).collect();
-        let out = compress_prompt(self.scorer.as_ref(), &cores, &opts)?;
+        let out = compress_prompt(self.over.scorer().as_ref(), &cores, &opts)?;
         if out.compressed_prompt_list.len() != pieces.len() {
             return Err(CompressError::Internal(format!(
                 "selection returned {} texts for {} pieces",

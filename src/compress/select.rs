@@ -24,7 +24,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::compressor::{Budget, CompressError, CompressOutput, Compressor};
+use super::compressor::{Budget, CompressError, CompressOutput, Compressor, OverScorer};
 use super::llmlingua2::cl100k_count;
 use super::spans::SPAN_MARKER;
 use super::units::{Word, units_paced, words_paced};
@@ -43,33 +43,26 @@ const SEARCH_AHEAD: usize = 64;
 const CHECK_EVERY: usize = 1024;
 
 /// The meaning-keeping selection over any [`Scorer`] (see the module docs).
+#[derive(Debug)]
 pub struct MeaningCompressor {
-    scorer: Arc<dyn Scorer>,
-    id: String,
-}
-
-impl std::fmt::Debug for MeaningCompressor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MeaningCompressor")
-            .field("id", &self.id)
-            .finish()
-    }
+    over: OverScorer,
 }
 
 impl MeaningCompressor {
     pub fn new(scorer: Arc<dyn Scorer>) -> Self {
-        let id = format!("meaning-select/v1+{}", scorer.id());
-        Self { scorer, id }
+        Self {
+            over: OverScorer::new("meaning-select/v1", scorer),
+        }
     }
 
     pub fn scorer(&self) -> &Arc<dyn Scorer> {
-        &self.scorer
+        self.over.scorer()
     }
 }
 
 impl Compressor for MeaningCompressor {
     fn id(&self) -> &str {
-        &self.id
+        self.over.id()
     }
 
     fn compress(
@@ -78,10 +71,8 @@ impl Compressor for MeaningCompressor {
         budget: &Budget,
         ctx: &WorkCtx,
     ) -> Result<CompressOutput, CompressError> {
-        if !(budget.rate.is_finite() && budget.rate > 0.0) {
-            return Err(CompressError::Budget(format!("rate {}", budget.rate)));
-        }
-        let s = select(self.scorer.as_ref(), text, budget, ctx)?;
+        budget.check_rate()?;
+        let s = select(self.over.scorer().as_ref(), text, budget, ctx)?;
         Ok(CompressOutput {
             origin_tokens: cl100k_count(text),
             compressed_tokens: cl100k_count(&s.text),
