@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,42 +15,21 @@ use lingua_proxy::headers::{HEADER_ARM, HEADER_MODE, HEADER_REQUEST_ID};
 use lingua_proxy::telemetry::Event;
 use serde_json::Value;
 
-struct Setup {
-    h: Harness,
-    events: PathBuf,
-    _dir: tempfile::TempDir,
-}
+type Setup = common::Logged;
 
 async fn setup(tweak: impl FnOnce(&mut Config)) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let events = dir.path().join("events.jsonl");
-    let path = events.clone();
-    let h = start_with(
+    common::start_logged(
         move |c| {
             c.ab.enabled = true;
-            c.telemetry.events_path = Some(path);
             tweak(c);
         },
         Arc::new(heuristic_hook()),
     )
-    .await;
-    Setup {
-        h,
-        events,
-        _dir: dir,
-    }
+    .await
 }
 
 async fn post(h: &Harness, body: &[u8], headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut req = h
-        .client
-        .post(h.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(body.to_vec());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    req.send().await.unwrap()
+    h.post_chat(body, headers).await
 }
 
 fn arm_of(resp: &reqwest::Response) -> Arm {
@@ -483,7 +461,11 @@ async fn shutdown_puts_every_event_on_disk() {
             .await
             .unwrap();
     }
-    let Setup { h, events, _dir } = s;
+    let Setup {
+        h,
+        events,
+        dir: _dir,
+    } = s;
     h.proxy.shutdown().await;
     // No waiting: once shutdown returns, the log is complete.
     let lines = std::fs::read_to_string(&events).unwrap();

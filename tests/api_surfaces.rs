@@ -11,11 +11,10 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Harness, read_events, start_with};
+use common::{Harness, read_events};
 use lingua_proxy::ab::Mode;
 use lingua_proxy::api::Api;
 use lingua_proxy::compress::{CompressionConfig, Policy, ScorerKind};
@@ -67,33 +66,14 @@ fn hook() -> CompressionHook {
     CompressionHook::new(Arc::new(Policy::new(cfg, c).unwrap()))
 }
 
-struct Setup {
-    h: Harness,
-    events: PathBuf,
-    _dir: tempfile::TempDir,
-}
+type Setup = common::Logged;
 
 async fn setup(tweak: impl FnOnce(&mut Config)) -> Setup {
     setup_with(tweak, hook()).await
 }
 
 async fn setup_with(tweak: impl FnOnce(&mut Config), hook: CompressionHook) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let events = dir.path().join("events.jsonl");
-    let path = events.clone();
-    let h = start_with(
-        move |c| {
-            c.telemetry.events_path = Some(path);
-            tweak(c);
-        },
-        Arc::new(hook),
-    )
-    .await;
-    Setup {
-        h,
-        events,
-        _dir: dir,
-    }
+    common::start_logged(tweak, Arc::new(hook)).await
 }
 
 async fn post(h: &Harness, path: &str, body: &Value) -> reqwest::Response {

@@ -11,12 +11,11 @@ mod common;
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Harness, compressible_body, heuristic_hook, read_events, start_with};
+use common::{Harness, compressible_body, heuristic_hook, read_events};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use lingua_proxy::ab::{AbConfig, Arm, Assigner, Mode};
@@ -24,41 +23,14 @@ use lingua_proxy::config::Config;
 use lingua_proxy::headers::{HEADER_ARM, HEADER_MODE};
 use lingua_proxy::telemetry::Event;
 
-struct Setup {
-    h: Harness,
-    events: PathBuf,
-    _dir: tempfile::TempDir,
-}
+type Setup = common::Logged;
 
 async fn setup(tweak: impl FnOnce(&mut Config)) -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let events = dir.path().join("events.jsonl");
-    let path = events.clone();
-    let h = start_with(
-        move |c| {
-            c.telemetry.events_path = Some(path);
-            tweak(c);
-        },
-        Arc::new(heuristic_hook()),
-    )
-    .await;
-    Setup {
-        h,
-        events,
-        _dir: dir,
-    }
+    common::start_logged(tweak, Arc::new(heuristic_hook())).await
 }
 
 async fn post(h: &Harness, body: &[u8], headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut req = h
-        .client
-        .post(h.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(body.to_vec());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    req.send().await.unwrap()
+    h.post_chat(body, headers).await
 }
 
 fn events_now(path: &std::path::Path) -> Vec<Event> {
@@ -340,7 +312,11 @@ async fn mirror_at_shutdown(delay: Duration, grace_ms: u64) -> (Vec<Event>, Dura
     assert_eq!(resp.headers()[HEADER_ARM], "compressed");
     assert_eq!(resp.headers()[HEADER_MODE], "mirror");
     resp.bytes().await.unwrap();
-    let Setup { h, events, _dir } = s;
+    let Setup {
+        h,
+        events,
+        dir: _dir,
+    } = s;
     let t = Instant::now();
     h.proxy.shutdown().await;
     // No waiting: once shutdown returns, the mirror copy's event is on disk too.

@@ -11,6 +11,7 @@ pub mod load;
 pub mod memload;
 pub mod sdk;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use lingua_proxy::config::Config;
@@ -43,6 +44,19 @@ impl Harness {
     /// The proxy's `/stats` answer.
     pub async fn stats(&self) -> serde_json::Value {
         self.get_json("/stats").await
+    }
+
+    /// `POST /v1/chat/completions` with `body` and extra `headers`.
+    pub async fn post_chat(&self, body: &[u8], headers: &[(&str, &str)]) -> reqwest::Response {
+        let mut req = self
+            .client
+            .post(self.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.unwrap()
     }
 
     /// `GET path` on the proxy, parsed as JSON.
@@ -89,6 +103,30 @@ pub async fn start_with(tweak: impl FnOnce(&mut Config), hook: Arc<dyn RequestHo
         proxy,
         client: reqwest::Client::new(),
     }
+}
+
+/// A harness whose proxy writes its event log to a temporary file (removed on drop).
+pub struct Logged {
+    pub h: Harness,
+    pub events: PathBuf,
+    /// Holds the log's folder for as long as the harness lives.
+    pub dir: tempfile::TempDir,
+}
+
+/// [`start_with`], with `[telemetry] events_path` set before `tweak` runs.
+pub async fn start_logged(tweak: impl FnOnce(&mut Config), hook: Arc<dyn RequestHook>) -> Logged {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    let path = events.clone();
+    let h = start_with(
+        move |c| {
+            c.telemetry.events_path = Some(path);
+            tweak(c);
+        },
+        hook,
+    )
+    .await;
+    Logged { h, events, dir }
 }
 
 pub fn chat_body(stream: bool) -> serde_json::Value {
