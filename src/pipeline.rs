@@ -27,6 +27,7 @@ use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::Semaphore;
 
+use crate::api::Surface;
 use crate::api::headroom::{CompressCall, CompressReply};
 use crate::compress::policy::parse_rate;
 use crate::compress::{
@@ -112,7 +113,7 @@ struct Inner {
 struct BackgroundJob {
     raw: Bytes,
     json: Arc<serde_json::Value>,
-    conv: Arc<Conversation>,
+    surface: &'static dyn Surface,
     opts: RequestOptions,
 }
 
@@ -353,7 +354,8 @@ fn start_background(
                 job.opts.work = root.child(Some(Instant::now() + budget), Priority::Background);
                 job.opts.ignore_size_limits = true;
                 let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    policy.apply(&job.raw, &job.json, &job.conv, &job.opts)
+                    let conv = job.surface.conversation(&job.json).unwrap_or_default();
+                    policy.apply(&job.raw, &job.json, &conv, &job.opts)
                 }));
                 match r {
                     Ok(Ok(_)) => {
@@ -556,31 +558,23 @@ impl Inner {
             explain: self.explain,
             ..RequestOptions::default()
         };
-        // The conversation (a copy of every text with its path) is built in a worker too: a
-        // large request would otherwise hold the async runtime.
         let surface = req.api.surface();
-        let json = req.json;
-        let built = self
-            .in_worker(deadline, move || {
-                let conv = surface.conversation(&json).unwrap_or_default();
-                (Arc::new(json), Arc::new(conv))
-            })
+        let json = Arc::new(req.json);
+        let retry = self.background.is_some().then(|| BackgroundJob {
+            raw: req.raw.clone(),
+            json: json.clone(),
+            surface,
+            opts: opts.clone(),
+        });
+        let result = self
+            .compress(
+                req.raw,
+                json,
+                move |json| Arc::new(surface.conversation(json).unwrap_or_default()),
+                opts,
+                deadline,
+            )
             .await;
-        let (result, retry) = match built {
-            Ok((json, conv)) => {
-                let retry = self.background.is_some().then(|| BackgroundJob {
-                    raw: req.raw.clone(),
-                    json: json.clone(),
-                    conv: conv.clone(),
-                    opts: opts.clone(),
-                });
-                (
-                    self.compress(req.raw, json, conv, opts, deadline).await,
-                    retry,
-                )
-            }
-            Err(f) => (Err(f), None),
-        };
         drop(admission);
         match result {
             Ok(outcome) => {
@@ -758,7 +752,9 @@ impl Inner {
         let work = self.root.child(Some(deadline), Priority::Normal);
         let _cancel = work.cancel_on_drop();
         opts.work = work.clone();
-        let result = self.compress(body, json, conv, opts, deadline).await;
+        let result = self
+            .compress(body, json, move |_| conv, opts, deadline)
+            .await;
         drop(admission);
         let reason = match result {
             Ok(o) if o.report.too_large => "too_large",
@@ -857,18 +853,24 @@ impl Inner {
         .await
     }
 
+    /// Gets the request's conversation (a copy of every text with its path; built here unless
+    /// the caller has it) and runs the policy over it, both in one worker: a large request
+    /// never holds the async runtime.
     async fn compress(
         &self,
         raw: Bytes,
         json: Arc<serde_json::Value>,
-        conv: Arc<Conversation>,
+        conversation: impl FnOnce(&serde_json::Value) -> Arc<Conversation> + Send + 'static,
         opts: RequestOptions,
         deadline: Instant,
     ) -> Result<Outcome, Failure> {
         let policy = self.policy.clone();
-        self.in_worker(deadline, move || policy.apply(&raw, &json, &conv, &opts))
-            .await?
-            .map_err(Failure::Error)
+        self.in_worker(deadline, move || {
+            let conv = conversation(&json);
+            policy.apply(&raw, &json, &conv, &opts)
+        })
+        .await?
+        .map_err(Failure::Error)
     }
 
     fn success(&self, outcome: Outcome) -> HookOutcome {

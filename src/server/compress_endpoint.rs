@@ -17,7 +17,7 @@ use super::AppState;
 use super::body::{ProxyBody, full};
 use super::edge::PeerAddr;
 use super::error::ProxyError;
-use super::intake::{self, Reservation, Shape};
+use super::intake::{self, Parsed, Reservation};
 use crate::api::ErrorShape;
 use crate::api::headroom::CompressCall;
 
@@ -75,13 +75,12 @@ pub(crate) async fn serve(state: &Arc<AppState>, req: Request<Incoming>) -> Resp
         )
         .await?;
         let message = match parsed {
-            Ok(Ok(call)) => return Ok(call),
-            Ok(Err(message)) => message,
-            Err(Shape::Invalid(e)) => format!("the body is not valid JSON: {e}"),
-            Err(Shape::TooComplex { limit }) => {
+            Parsed::Value(Ok(call)) => return Ok(call),
+            Parsed::Value(Err(message)) => message,
+            Parsed::Invalid(e) => format!("the body is not valid JSON: {e}"),
+            Parsed::TooComplex { limit } => {
                 format!("the body has more than {limit} JSON values (`max_json_values`)")
             }
-            Err(Shape::Fits { .. }) => "the body could not be read".into(),
         };
         tracing::debug!(error = %message, "/v1/compress: invalid request");
         Err(ProxyError::BadRequest(message))

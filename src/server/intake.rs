@@ -256,26 +256,38 @@ pub async fn off_runtime<T: Send + 'static>(
         .map_err(|e| ProxyError::Internal(format!("body parsing stopped: {e}")))
 }
 
+/// What [`parse_with`] made of a body.
+#[derive(Debug)]
+pub enum Parsed<T> {
+    /// The body fitted and `parse` ran on it.
+    Value(T),
+    /// More than `max_json_values`: not parsed.
+    TooComplex { limit: u64 },
+    /// Not JSON: serde_json's message.
+    Invalid(String),
+}
+
 /// Scans `raw`; when it fits, reserves its parsed form in `budget` and runs `parse` on it, all
-/// off the runtime. Anything but [`Shape::Fits`] comes back without `parse` having run.
+/// off the runtime.
 pub async fn parse_with<T: Send + 'static>(
     raw: &Bytes,
     max_values: u64,
     budget: &ByteBudget,
     held: &mut Reservation,
     parse: impl FnOnce(&[u8]) -> T + Send + 'static,
-) -> Result<Result<T, Shape>, ProxyError> {
+) -> Result<Parsed<T>, ProxyError> {
     let bytes = raw.clone();
     let values = match off_runtime(move || scan(&bytes, max_values)).await? {
         Shape::Fits { values } => values,
-        other => return Ok(Err(other)),
+        Shape::TooComplex { limit } => return Ok(Parsed::TooComplex { limit }),
+        Shape::Invalid(e) => return Ok(Parsed::Invalid(e)),
     };
     // Strings are copied out of the body; each value carries its own node.
     budget
         .reserve(held, raw.len() as u64 + values * PARSED_BYTES_PER_VALUE)
         .await?;
     let bytes = raw.clone();
-    off_runtime(move || Ok(parse(&bytes))).await
+    off_runtime(move || Parsed::Value(parse(&bytes))).await
 }
 
 #[cfg(test)]

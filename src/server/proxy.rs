@@ -450,7 +450,7 @@ async fn forward(
             )
             .await?;
             match parsed {
-                Ok(Ok(json)) => {
+                intake::Parsed::Value(Ok(json)) => {
                     *intercepted = true;
                     model = surface.model(&json).map(str::to_owned);
                     let upstream = state.upstream_for(parts.uri.path(), model.as_deref());
@@ -472,7 +472,7 @@ async fn forward(
                         }
                     }
                 }
-                Err(intake::Shape::TooComplex { limit }) => {
+                intake::Parsed::TooComplex { limit } => {
                     // Compressing it would cost more than it saves: its bytes go on unchanged.
                     Stats::bump(&state.stats.too_complex);
                     metrics::counter!("lingua_compression_skipped_total", "reason" => "too_complex")
@@ -486,7 +486,7 @@ async fn forward(
                     model = intake::off_runtime(move || peek_model(&peek)).await?;
                     OutBody::Buffered(raw)
                 }
-                Ok(Err(_)) | Err(_) => {
+                intake::Parsed::Value(Err(_)) | intake::Parsed::Invalid(_) => {
                     // Not ours to judge: the upstream decides what to say about it.
                     Stats::bump(&state.stats.invalid_json);
                     tracing::debug!(%api, "request body is not valid JSON; forwarding unchanged");
