@@ -1,29 +1,93 @@
 //! The seam between the HTTP server and request rewriting (compression).
 //!
-//! The server parses the bodies of the requests an API surface intercepts (`crate::api`) and
-//! hands them to a [`RequestHook`] with their [`Api`]; the hook returns the body to forward (or
-//! `None` to forward the original bytes untouched) plus response headers to add. The server
-//! never looks inside the result. `/v1/compress` calls go to [`RequestHook::compress_call`].
+//! The server parses the bodies of the requests an API surface intercepts (`crate::api`),
+//! resolves each request once into a [`RequestCtx`] (surface, route, model, tokenizer, id, arm)
+//! and hands both to a [`RequestHook`]; the hook returns the body to forward (or `None` to
+//! forward the original bytes untouched) plus response headers to add. The server never looks
+//! inside the result. `/v1/compress` calls go to [`RequestHook::compress_call`] with a context
+//! resolved the same way.
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::ab::Arm;
 use crate::api::Api;
 use crate::api::headroom::{CompressCall, CompressReply};
 use crate::telemetry::Tokens;
+use crate::tokens::TokenizerKind;
+
+/// One request, resolved once where it enters the proxy: every later step reads these instead
+/// of looking at the body or the routes again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestCtx {
+    /// Which API it speaks.
+    pub api: Api,
+    /// The route it goes to (`default` or the route's name).
+    pub route: String,
+    /// The body's `model`.
+    pub model: Option<String>,
+    /// The route's tokenizer; `None`: chosen from the model, else
+    /// `[compression] default_tokenizer`.
+    pub tokenizer: Option<TokenizerKind>,
+    /// The client's `x-request-id` when usable, else the proxy's own.
+    pub request_id: String,
+    /// The A/B arm that serves the client (`None` for `/v1/compress`, which has no arms).
+    pub arm: Option<Arm>,
+}
+
+impl RequestCtx {
+    /// A request to `api` naming `model` on the default route, with a fresh id and no arm.
+    pub fn new(api: Api, model: Option<String>) -> Self {
+        Self {
+            api,
+            route: "default".into(),
+            model,
+            tokenizer: None,
+            request_id: fresh_request_id(),
+            arm: None,
+        }
+    }
+
+    /// The tokenizer that counts this request's tokens: the route's, else the model's, else
+    /// `default`.
+    pub fn tokenizer_or(&self, default: TokenizerKind) -> TokenizerKind {
+        self.tokenizer.unwrap_or_else(|| {
+            TokenizerKind::for_model(self.model.as_deref().unwrap_or_default(), default)
+        })
+    }
+}
+
+/// A request id of the proxy's own.
+pub fn fresh_request_id() -> String {
+    format!("lp-{:016x}", fastrand::u64(..))
+}
 
 /// An intercepted request.
 #[derive(Debug, Clone)]
 pub struct Intercepted {
-    /// Which API it speaks.
-    pub api: Api,
+    /// What the edge resolved about it.
+    pub ctx: RequestCtx,
     /// The exact bytes the client sent.
     pub raw: Bytes,
     /// The parsed body (unknown fields included, key order preserved).
     pub json: serde_json::Value,
     /// The client's request headers (already stripped of hop-by-hop headers).
     pub headers: HeaderMap,
+}
+
+impl Intercepted {
+    /// A request to `api` with body `json` (its bytes: `json` serialised), resolved as on the
+    /// default route: for tests and embedders that call a hook directly.
+    pub fn new(api: Api, json: serde_json::Value, headers: HeaderMap) -> Self {
+        let model = api.surface().model(&json).map(str::to_owned);
+        Self {
+            ctx: RequestCtx::new(api, model),
+            raw: Bytes::from(serde_json::to_vec(&json).unwrap_or_default()),
+            json,
+            headers,
+        }
+    }
 }
 
 /// What the hook decided.
@@ -101,7 +165,11 @@ pub trait RequestHook: Send + Sync + 'static {
 
     /// Answers a `/v1/compress` call (the Headroom contract). The default compresses nothing:
     /// the messages come back as they were, marked skipped.
-    fn compress_call(&self, call: CompressCall) -> BoxFuture<'static, CompressReply> {
+    fn compress_call(
+        &self,
+        _ctx: RequestCtx,
+        call: CompressCall,
+    ) -> BoxFuture<'static, CompressReply> {
         Box::pin(async move { CompressReply::skipped(&call, "disabled") })
     }
 

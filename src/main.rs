@@ -166,17 +166,9 @@ fn arm_exit_watchdog(grace: Duration) {
     }
 }
 
-/// The compression hook from `[compression]`, with per-route tokenizers.
+/// The compression hook from `[compression]` and `[model]`.
 fn build_hook(config: &Config) -> anyhow::Result<Arc<dyn RequestHook>> {
-    let routes = config
-        .routes
-        .iter()
-        // A route's tokenizer applies by its model prefix (a path-only route has none).
-        .filter(|r| !r.model_prefix.is_empty())
-        .filter_map(|r| r.tokenizer.map(|t| (r.model_prefix.clone(), t)))
-        .collect();
     let hook = CompressionHook::from_configs(&config.compression, &config.model)?
-        .with_route_tokenizers(routes)
         .with_explain(config.telemetry.log_content);
     Ok(Arc::new(hook))
 }

@@ -35,7 +35,7 @@ use crate::compress::{
     SkipReason, TokenizerKind,
 };
 use crate::engine::ActiveScorer;
-use crate::hook::{Compression, HookOutcome, HookReport, Intercepted, RequestHook};
+use crate::hook::{Compression, HookOutcome, HookReport, Intercepted, RequestCtx, RequestHook};
 use crate::model::{Interrupted, ModelConfig, ModelQueue, Priority, WorkCtx};
 use crate::telemetry::{RoleTokens, Tokens};
 
@@ -92,9 +92,6 @@ struct Inner {
     admission: Arc<Semaphore>,
     workers: Arc<Semaphore>,
     deadline: Duration,
-    tokenizer: Option<TokenizerKind>,
-    /// `(model prefix, tokenizer)`: the first prefix the request's model starts with wins.
-    route_tokenizers: Vec<(String, TokenizerKind)>,
     stats: Arc<PipelineStats>,
     active: Option<ActiveScorer>,
     /// Workers plus queue slots: the admission semaphore's capacity.
@@ -224,8 +221,6 @@ impl CompressionHook {
             admission: Arc::new(Semaphore::new(workers + cfg.queue)),
             workers: Arc::new(Semaphore::new(workers)),
             deadline: Duration::from_millis(cfg.deadline_ms),
-            tokenizer: None,
-            route_tokenizers: Vec::new(),
             stats,
             active: None,
             policy,
@@ -277,18 +272,6 @@ impl CompressionHook {
         self.inner.active.as_ref()
     }
 
-    /// Counts tokens with `tokenizer` for every request instead of picking the tokenizer from
-    /// the request's model.
-    pub fn with_tokenizer(self, tokenizer: Option<TokenizerKind>) -> Self {
-        self.rebuild(|i| i.tokenizer = tokenizer)
-    }
-
-    /// Per-route tokenizers: `(model prefix, tokenizer)`, matched like the server's routes
-    /// (first prefix the request's `model` starts with). They win over [`Self::with_tokenizer`].
-    pub fn with_route_tokenizers(self, routes: Vec<(String, TokenizerKind)>) -> Self {
-        self.rebuild(|i| i.route_tokenizers = routes)
-    }
-
     /// Reports what was done to each piece of each message (`[telemetry] log_content = true`:
     /// the event log keeps it beside the prompt). Costs a token count per piece.
     pub fn with_explain(self, explain: bool) -> Self {
@@ -302,8 +285,6 @@ impl CompressionHook {
             admission: i.admission.clone(),
             workers: i.workers.clone(),
             deadline: i.deadline,
-            tokenizer: i.tokenizer,
-            route_tokenizers: i.route_tokenizers.clone(),
             stats: i.stats.clone(),
             active: i.active.clone(),
             admission_capacity: i.admission_capacity,
@@ -483,9 +464,13 @@ impl RequestHook for CompressionHook {
         Box::pin(async move { inner.run(req).await })
     }
 
-    fn compress_call(&self, call: CompressCall) -> BoxFuture<'static, CompressReply> {
+    fn compress_call(
+        &self,
+        ctx: RequestCtx,
+        call: CompressCall,
+    ) -> BoxFuture<'static, CompressReply> {
         let inner = self.inner.clone();
-        Box::pin(async move { inner.compress_call(call).await })
+        Box::pin(async move { inner.compress_call(ctx, call).await })
     }
 
     fn describe(&self) -> serde_json::Value {
@@ -546,19 +531,19 @@ impl Inner {
             return skipped("overloaded", false);
         };
         let deadline = Instant::now() + self.deadline;
-        let tokenizer = self.route_tokenizer(&req.json);
+        let tokenizer = req.ctx.tokenizer_or(cfg.default_tokenizer);
         // Cancelled when this future is dropped (the client went away) or finishes: either way
         // nothing may keep running for this request.
         let work = self.root.child(Some(deadline), Priority::Normal);
         let _cancel = work.cancel_on_drop();
         let opts = RequestOptions {
             rate_override: c.rate,
-            tokenizer,
+            tokenizer: Some(tokenizer),
             work: work.clone(),
             explain: self.explain,
             ..RequestOptions::default()
         };
-        let surface = req.api.surface();
+        let surface = req.ctx.api.surface();
         let json = Arc::new(req.json);
         let retry = self.background.is_some().then(|| BackgroundJob {
             raw: req.raw.clone(),
@@ -656,22 +641,9 @@ impl Inner {
         }
     }
 
-    /// The route's tokenizer for a request's `model` (first matching prefix), else the hook's.
-    fn route_tokenizer(&self, json: &serde_json::Value) -> Option<TokenizerKind> {
-        let model = json
-            .get("model")
-            .and_then(|m| m.as_str())
-            .unwrap_or_default();
-        self.route_tokenizers
-            .iter()
-            .find(|(prefix, _)| model.starts_with(prefix.as_str()))
-            .map(|(_, t)| *t)
-            .or(self.tokenizer)
-    }
-
     /// A `/v1/compress` call: the same policy, admission and deadline as a proxied request,
     /// with the call's `config` as per-request options.
-    async fn compress_call(self: Arc<Self>, call: CompressCall) -> CompressReply {
+    async fn compress_call(self: Arc<Self>, ctx: RequestCtx, call: CompressCall) -> CompressReply {
         let cfg = self.policy.config();
         let outcome = |result: &'static str| {
             metrics::counter!("lingua_compress_endpoint_total", "result" => result).increment(1);
@@ -690,15 +662,15 @@ impl Inner {
             outcome("error");
             return CompressReply::skipped(&call, "internal_error");
         };
+        let tokenizer = ctx.tokenizer_or(cfg.default_tokenizer);
         let mut opts = RequestOptions {
-            tokenizer: self.route_tokenizer(&json),
+            tokenizer: Some(tokenizer),
             protect_recent: call.protect_recent,
             compress_user: Some(call.compress_user_messages),
             frozen_messages: call.frozen_in(&conv),
             explain: call.explain,
             ..RequestOptions::default()
         };
-        let tokenizer = self.policy.tokenizer_for(&json, &opts);
         if !cfg.enabled && !call.bypass {
             outcome("disabled");
             return CompressReply::skipped(&call, "disabled");

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use lingua_proxy::compress::{
     Budget, CompressError, CompressOutput, CompressionConfig, Compressor, Policy,
@@ -34,12 +33,7 @@ fn request(headers: &[(&'static str, &'static str)]) -> Intercepted {
     for (k, v) in headers {
         h.insert(*k, HeaderValue::from_static(v));
     }
-    Intercepted {
-        api: lingua_proxy::api::Api::ChatCompletions,
-        raw: Bytes::from(serde_json::to_vec(&json).unwrap()),
-        json,
-        headers: h,
-    }
+    Intercepted::new(lingua_proxy::api::Api::ChatCompletions, json, h)
 }
 
 fn header<'a>(o: &'a HookOutcome, name: &str) -> Option<&'a str> {

@@ -338,3 +338,53 @@ async fn two_turns_forward_a_byte_identical_prefix() {
         + LAST_USER.len();
     assert_eq!(a[..end], b[..end]);
 }
+
+/// A route's tokenizer counts the route's requests whatever decides the route (its path here;
+/// before the request context it applied by model prefix only), and `/v1/compress` counts with
+/// the route its shape and model would take.
+#[tokio::test]
+async fn a_path_route_counts_with_its_own_tokenizer() {
+    let logged = common::start_logged(
+        |c| {
+            c.routes.push(lingua_proxy::config::RouteConfig {
+                name: Some("chat".into()),
+                path_prefix: "/v1/chat/completions".into(),
+                base_url: c.upstream.base_url.clone(),
+                tokenizer: Some(TokenizerKind::Cl100kBase),
+                ..Default::default()
+            });
+        },
+        Arc::new(common::heuristic_hook()),
+    )
+    .await;
+    let h = &logged.h;
+    let body = serde_json::to_vec(&common::compressible_body(false)).unwrap();
+    let resp = h.post_chat(&body, &[]).await;
+    assert_eq!(resp.status(), 200);
+    let (before, _) = common::token_counts(&resp);
+    let _ = resp.bytes().await.unwrap();
+    let events = common::read_events(&logged.events, 1).await;
+    let tokens = events[0].tokens.as_ref().expect("the policy ran");
+    assert_eq!(events[0].route, "chat");
+    assert_eq!(tokens.tokenizer, "cl100k_base", "the model alone would pick o200k_base");
+    assert_eq!(tokens.before as usize, before);
+
+    // The same messages through /v1/compress: same route, same tokenizer, same count.
+    let call = json!({
+        "model": "gpt-4o-mini",
+        "messages": common::compressible_body(false)["messages"],
+        "config": {"compress_user_messages": false}
+    });
+    let reply: Value = h
+        .client
+        .post(h.url("/v1/compress"))
+        .header("x-headroom-bypass", "true")
+        .json(&call)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["tokens_before"].as_u64(), Some(before as u64), "{reply}");
+}

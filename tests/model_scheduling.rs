@@ -206,12 +206,11 @@ async fn a_request_past_its_deadline_stops_using_the_model_and_the_next_one_is_c
 async fn dropping_the_hook_future_cancels_the_work() {
     let (hook, log) = slow_hook(60_000);
     let big = body(&prose("alpha", 6000));
-    let req = Intercepted {
-        api: lingua_proxy::api::Api::ChatCompletions,
-        raw: serde_json::to_vec(&big).unwrap().into(),
-        json: big,
-        headers: http::HeaderMap::new(),
-    };
+    let req = Intercepted::new(
+        lingua_proxy::api::Api::ChatCompletions,
+        big,
+        http::HeaderMap::new(),
+    );
     // The client goes away after 400 ms: the future is dropped.
     let r = tokio::time::timeout(Duration::from_millis(400), hook.on_request(req)).await;
     assert!(r.is_err());
@@ -231,12 +230,11 @@ async fn shutdown_cancels_queued_inference_and_later_requests_pass_through() {
     let (hook, log) = slow_hook(60_000);
     let hook = Arc::new(hook);
     let big = body(&prose("alpha", 6000));
-    let req = Intercepted {
-        api: lingua_proxy::api::Api::ChatCompletions,
-        raw: serde_json::to_vec(&big).unwrap().into(),
-        json: big.clone(),
-        headers: http::HeaderMap::new(),
-    };
+    let req = Intercepted::new(
+        lingua_proxy::api::Api::ChatCompletions,
+        big.clone(),
+        http::HeaderMap::new(),
+    );
     let running = tokio::spawn({
         let hook = hook.clone();
         async move { hook.on_request(req).await }
@@ -254,12 +252,11 @@ async fn shutdown_cancels_queued_inference_and_later_requests_pass_through() {
     let ran = batches_of(&log, "alpha");
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(batches_of(&log, "alpha"), ran);
-    let req = Intercepted {
-        api: lingua_proxy::api::Api::ChatCompletions,
-        raw: serde_json::to_vec(&big).unwrap().into(),
-        json: big,
-        headers: http::HeaderMap::new(),
-    };
+    let req = Intercepted::new(
+        lingua_proxy::api::Api::ChatCompletions,
+        big,
+        http::HeaderMap::new(),
+    );
     let out = hook.on_request(req).await;
     assert_eq!(out.report.unwrap().reason, Some("shutting_down"));
 }
@@ -383,11 +380,12 @@ async fn background_compression_fills_the_cache_for_the_next_identical_message()
     let c = build_compressor(&cfg).unwrap();
     let hook = CompressionHook::new(Arc::new(Policy::new(cfg, c).unwrap()));
     let big = body(&prose("alpha", 400));
-    let req = || Intercepted {
-        api: lingua_proxy::api::Api::ChatCompletions,
-        raw: serde_json::to_vec(&big).unwrap().into(),
-        json: big.clone(),
-        headers: http::HeaderMap::new(),
+    let req = || {
+        Intercepted::new(
+            lingua_proxy::api::Api::ChatCompletions,
+            big.clone(),
+            http::HeaderMap::new(),
+        )
     };
     let first = hook.on_request(req()).await;
     assert!(first.body.is_none(), "the first turn goes out raw");

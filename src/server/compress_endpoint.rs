@@ -35,7 +35,8 @@ pub(crate) async fn serve(state: &Arc<AppState>, req: Request<Incoming>) -> Resp
     if !loopback && !state.config.compress_endpoint.allow_remote {
         return ProxyError::NotFound("/v1/compress".into()).into_response_shaped(shape);
     }
-    let headers = req.headers();
+    let req_headers = req.headers().clone();
+    let headers = &req_headers;
     if let Some(keys) = &state.keys {
         let token = headers
             .get(HEADER_PROXY_TOKEN)
@@ -89,7 +90,11 @@ pub(crate) async fn serve(state: &Arc<AppState>, req: Request<Incoming>) -> Resp
         Ok(c) => c,
         Err(e) => return e.into_response_shaped(shape),
     };
-    let reply = state.hook.compress_call(call).await;
+    // Resolved as the call's messages would be on their way upstream: the route (and its
+    // tokenizer) of the shape's path and the call's model.
+    let path = format!("/v1{}", call.shape.surface().path());
+    let (ctx, _) = state.resolve(&path, call.shape, Some(call.model.clone()), &req_headers);
+    let reply = state.hook.compress_call(ctx, call).await;
     drop(held);
     match serde_json::to_vec(&reply) {
         Ok(body) => {

@@ -94,23 +94,33 @@ impl Mirrors {
     }
 }
 
-/// Sends the other arm's request in the background and reads its answer to the end.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one request's parts; a request context is to replace them"
-)]
+/// The other arm's request: what goes upstream and how its answer is recorded.
+pub(crate) struct Copy {
+    pub(crate) body: bytes::Bytes,
+    pub(crate) event: Event,
+    /// Where its answer meets the served one.
+    pub(crate) pair: Arc<observe::PairSlot>,
+    pub(crate) surface: &'static dyn crate::api::Surface,
+    pub(crate) slot: Slot,
+}
+
+/// Sends the other arm's request in the background (to `url`, with the served request's
+/// `method` and `headers`) and reads its answer to the end.
 pub(crate) fn spawn(
     state: &AppState,
-    slot: Slot,
+    copy: Copy,
     method: Method,
     url: String,
     headers: HeaderMap,
-    body: bytes::Bytes,
-    event: Event,
     started: Instant,
-    pair: Arc<observe::PairSlot>,
-    surface: &'static dyn crate::api::Surface,
 ) {
+    let Copy {
+        body,
+        event,
+        pair,
+        surface,
+        slot,
+    } = copy;
     let client = state.client.clone();
     let telemetry = state.telemetry.clone();
     let first_byte_ms = state.config.upstream.first_byte_timeout_ms;

@@ -16,6 +16,7 @@ pub mod intake;
 mod local;
 mod mirror;
 mod observe;
+mod plan;
 mod proxy;
 mod upstream;
 
@@ -92,6 +93,8 @@ pub(crate) struct Upstream {
     pub(crate) authorization: Option<(http::HeaderName, HeaderValue)>,
     /// Ask streams for their usage chunk (`None`: `[telemetry] stream_usage`).
     pub(crate) stream_usage: Option<bool>,
+    /// The route's tokenizer (`None`: chosen from the model).
+    pub(crate) tokenizer: Option<crate::tokens::TokenizerKind>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -268,6 +271,7 @@ impl AppState {
                 }
             }
             upstream.stream_usage = r.stream_usage;
+            upstream.tokenizer = r.tokenizer;
             routes.push(Route {
                 model_prefix: r.model_prefix.clone(),
                 path_prefix: r.path_prefix.clone(),
@@ -311,6 +315,25 @@ impl AppState {
         self.mirrors.skipped()
     }
 
+    /// The context of a request to `path` speaking `api` and naming `model`, with its upstream:
+    /// the route is chosen here, once.
+    pub(crate) fn resolve(
+        &self,
+        path: &str,
+        api: crate::api::Api,
+        model: Option<String>,
+        headers: &http::HeaderMap,
+    ) -> (crate::hook::RequestCtx, &Upstream) {
+        let upstream = self.upstream_for(path, model.as_deref());
+        let ctx = crate::hook::RequestCtx {
+            route: upstream.name.clone(),
+            tokenizer: upstream.tokenizer,
+            request_id: request_id(headers),
+            ..crate::hook::RequestCtx::new(api, model)
+        };
+        (ctx, upstream)
+    }
+
     /// The upstream for a request to `path` whose body names `model`.
     pub(crate) fn upstream_for(&self, path: &str, model: Option<&str>) -> &Upstream {
         self.routes
@@ -319,6 +342,15 @@ impl AppState {
             .map(|r| &r.upstream)
             .unwrap_or(&self.default_upstream)
     }
+}
+
+/// The client's `x-request-id` when usable, else a fresh one.
+fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(crate::hook::fresh_request_id, str::to_owned)
 }
 
 /// Whether two base URLs share scheme, host and port.
@@ -375,6 +407,7 @@ fn resolve_upstream(
         base_url: base_url.trim_end_matches('/').to_string(),
         authorization,
         stream_usage: None,
+        tokenizer: None,
     })
 }
 

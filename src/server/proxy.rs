@@ -1,6 +1,8 @@
 //! Request handling: the edge checks ([`edge`](super::edge)) and local endpoints
-//! ([`local`](super::local)) first, then authentication, the hook for the requests an API
-//! surface intercepts ([`crate::api`]), and forwarding. Errors take the route's provider shape.
+//! ([`local`](super::local)) first, then `forward` as named steps: admit (authentication,
+//! size), read the body, resolve and [`plan`](super::plan) what an API surface intercepts
+//! ([`crate::api`]), deliver it upstream and stream the answer back. Errors take the route's
+//! provider shape.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,18 +17,12 @@ use super::body::{BoxError, ProxyBody, TimeoutBody};
 use super::edge;
 use super::error::ProxyError;
 use super::headers::{strip_control_headers, strip_hop_by_hop};
-use super::intake;
 use super::local::Local;
-use super::mirror;
-use super::observe::{self, EventGuard, inject_include_usage};
+use super::observe;
+use super::plan::{self, Parsed, Plan};
 use super::upstream::{OutBody, prepare_upstream_headers, send};
-use super::{AppState, Stats, Upstream};
-use crate::ab::{Arm, Mode};
-use crate::api::{Api, ErrorShape, StreamUsage, Surface};
-use crate::headers::{HEADER_ARM, HEADER_MODE};
-use crate::hook::{HookOutcome, Intercepted};
-use crate::telemetry::Event;
-use crate::telemetry::event::EVENT_VERSION;
+use super::{AppState, Stats, Upstream, intake, mirror};
+use crate::api::{Api, ErrorShape};
 
 /// Entry point for every request.
 pub(crate) async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<ProxyBody> {
@@ -50,8 +46,7 @@ pub(crate) async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp
         return super::compress_endpoint::serve(&state, req).await;
     }
     Stats::bump(&state.stats.requests);
-    let mut intercepted = false;
-    let response = match forward(&state, req, started, &mut intercepted).await {
+    let response = match forward(&state, req, started).await {
         Ok(resp) => resp,
         Err(e) => {
             match &e {
@@ -65,9 +60,6 @@ pub(crate) async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp
             e.into_response_shaped(shape)
         }
     };
-    if !intercepted {
-        crate::telemetry::metrics::record_passthrough(response.status().as_u16());
-    }
     tracing::info!(
         %method,
         %path,
@@ -105,290 +97,83 @@ fn upstream_path(path: &str) -> &str {
     }
 }
 
-/// An intercepted request on its way upstream: what to send and what to record.
-struct Plan {
-    /// The API surface that reads its answer.
-    surface: &'static dyn Surface,
-    /// The body of the arm that serves the client.
-    body: Bytes,
-    /// The other arm's body, for a mirrored request.
-    mirror: Option<Bytes>,
-    /// The event of the served call (completed when the response ends; recorded as
-    /// `client_disconnected` when the request is dropped before).
-    event: EventGuard,
-    /// The event of the mirror copy.
-    mirror_event: Option<Event>,
-    /// The proxy added `include_usage`: strip the usage chunk from the client's stream.
-    strip_usage: bool,
-    keep_answer: bool,
-    response_headers: Vec<(http::HeaderName, HeaderValue)>,
-    /// Where the two answers of a mirrored request meet.
-    pair: Option<Arc<observe::PairSlot>>,
-    /// The place reserved for the mirror copy.
-    mirror_slot: Option<mirror::Slot>,
-}
-
-/// The client's `x-request-id` when usable, else a fresh one.
-fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| format!("lp-{:016x}", fastrand::u64(..)), str::to_owned)
-}
-
-/// A fresh id for the two events of a mirrored request.
-fn pair_id() -> String {
-    format!(
-        "lp-pair-{:016x}{:016x}",
-        fastrand::u64(..),
-        fastrand::u64(..)
-    )
-}
-
-fn is_true(v: Option<&serde_json::Value>) -> bool {
-    v.and_then(serde_json::Value::as_bool).unwrap_or(false)
-}
-
-/// Assigns the arm, runs the hook where the arm or mode needs it, and decides what goes upstream.
-/// `api_key`: the digest of the client's key, taken before it was stripped.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one request's parts; a request context is to replace them"
-)]
-async fn plan_request(
-    state: &AppState,
-    surface: &'static dyn Surface,
-    raw: Bytes,
-    json: serde_json::Value,
-    headers: &HeaderMap,
-    upstream: &super::Upstream,
+/// A request past authentication, on its way upstream.
+struct Inbound {
+    method: Method,
+    uri: http::Uri,
+    /// The client's headers, hop-by-hop headers and (with `[auth]`) its key removed.
+    headers: HeaderMap,
+    /// The digest of the client's key, taken before it was stripped (the `api_key` sticky key).
     api_key: Option<[u8; 32]>,
-    started: Instant,
-) -> Result<Plan, (ProxyError, Event)> {
-    let tele = &state.telemetry;
-    let mut assignment = state.assigner.assign_keyed(headers, &json, api_key);
-    // Over `max_mirror_inflight`, the request is served without its mirror copy.
-    let mut mirror_slot = None;
-    if assignment.mirror {
-        mirror_slot = state.mirrors.reserve();
-        if mirror_slot.is_none() {
-            assignment.mirror = false;
-            assignment.mode = Mode::Normal;
-        }
-    }
-    let ts_ms = crate::telemetry::now_ms();
-    let id = request_id(headers);
-    let stream = surface.stream(&json);
-    let opt_in_usage = surface.stream_usage() == StreamUsage::OptIn;
-    let client_wants_usage = is_true(json.pointer("/stream_options/include_usage"));
-    let has_stream_options = json.get("stream_options").is_some();
-    let event = Event {
-        v: EVENT_VERSION,
-        time: crate::telemetry::rfc3339_ms(ts_ms),
-        ts_ms,
-        request_id: id.clone(),
-        arm: Some(assignment.arm),
-        mode: assignment.mode,
-        served: true,
-        route: upstream.name.clone(),
-        api: Some(surface.api()),
-        model: surface.model(&json).map(str::to_owned),
-        stream,
-        compression: Some("not_run".into()),
-        ..Event::default()
-    };
-    let mut event = EventGuard::new(
-        event,
-        state.telemetry.clone(),
-        started,
-        observe::CLIENT_DISCONNECTED,
-    );
-    let run_hook =
-        assignment.arm == Arm::Compressed || assignment.mode == Mode::Shadow || assignment.mirror;
-
-    let mut outcome = HookOutcome::default();
-    let mut hook_ms = 0.0;
-    if run_hook {
-        let t = Instant::now();
-        outcome = state
-            .hook
-            .on_request(Intercepted {
-                api: surface.api(),
-                raw: raw.clone(),
-                json,
-                headers: headers.clone(),
-            })
-            .await;
-        hook_ms = t.elapsed().as_secs_f64() * 1e3;
-    }
-    // What compression did belongs to the compressed arm's event (the served raw request in
-    // shadow mode).
-    let describe = |e: &mut Event| {
-        if let Some(r) = &outcome.report {
-            e.compression = Some(r.compression.as_str().to_owned());
-            e.fail_open = r.reason.map(str::to_owned);
-            e.tokens = r.tokens.clone();
-            e.cache = r.cache.map(str::to_owned);
-            if tele.log_content {
-                e.explain = r.explain.clone();
-            }
-        }
-        e.latency_ms.compression = hook_ms;
-    };
-    let compressed = outcome.body.clone();
-    let mut response_headers = Vec::new();
-    let mut mirror = None;
-    let mut mirror_event = None;
-    let body = match (assignment.arm, assignment.mode) {
-        (_, Mode::Shadow) => {
-            describe(&mut event);
-            response_headers = std::mem::take(&mut outcome.response_headers);
-            raw.clone()
-        }
-        (Arm::Compressed, _) => {
-            describe(&mut event);
-            if let Some(r) = outcome.reject.take() {
-                event.status = r.status;
-                event.error = Some("rejected".into());
-                return Err((ProxyError::Rejected(r), event.take()));
-            }
-            response_headers = std::mem::take(&mut outcome.response_headers);
-            if assignment.mirror
-                && let Some(c) = &compressed
-            {
-                let mut copy = event.clone();
-                copy.arm = Some(Arm::Raw);
-                copy.served = false;
-                copy.compression = Some("not_run".into());
-                copy.fail_open = None;
-                copy.tokens = None;
-                copy.cache = None;
-                copy.explain = None;
-                copy.latency_ms.compression = 0.0;
-                mirror = Some(raw.clone());
-                mirror_event = Some(copy);
-                c.clone()
-            } else {
-                compressed.clone().unwrap_or_else(|| raw.clone())
-            }
-        }
-        (Arm::Raw, _) => {
-            if assignment.mirror
-                && outcome.reject.is_none()
-                && let Some(c) = &compressed
-            {
-                let mut copy = event.clone();
-                copy.arm = Some(Arm::Compressed);
-                copy.served = false;
-                describe(&mut copy);
-                mirror = Some(c.clone());
-                mirror_event = Some(copy);
-            }
-            raw.clone()
-        }
-    };
-    if mirror.is_some() {
-        // The pair id is the proxy's own: a client's `x-request-id` (kept as `request_id`) could
-        // be repeated to merge pairs in the report.
-        let pair = pair_id();
-        event.pair_id = Some(pair.clone());
-        if let Some(m) = &mut mirror_event {
-            m.pair_id = Some(pair);
-        }
-    } else if event.mode == Mode::Mirror {
-        // Nothing to compare (compression left the request as it was): no mirror copy.
-        event.mode = Mode::Normal;
-    }
-    if tele.log_content {
-        // Each copy's prompt as forwarded, parsed off the runtime.
-        event.prompt = logged_prompt(surface, &body).await;
-        if let (Some(copy), Some(sent)) = (&mut mirror_event, &mirror) {
-            copy.prompt = logged_prompt(surface, sent).await;
-        }
-    }
-
-    // `x-lingua-compress: off` means the client's bytes: no usage request either.
-    let inject = opt_in_usage
-        && stream
-        && !client_wants_usage
-        && !outcome.verbatim
-        && upstream.stream_usage.unwrap_or(tele.stream_usage);
-    let (body, strip_usage) = match inject
-        .then(|| inject_include_usage(&body, has_stream_options))
-        .flatten()
-    {
-        Some(b) => (b, true),
-        None => (body, false),
-    };
-    let mirror = match mirror {
-        Some(m) if inject => Some(inject_include_usage(&m, has_stream_options).unwrap_or(m)),
-        other => other,
-    };
-
-    let header = |name: &'static str, value: &str| {
-        HeaderValue::from_str(value)
-            .ok()
-            .map(|v| (http::HeaderName::from_static(name), v))
-    };
-    response_headers.extend(header(HEADER_ARM, assignment.arm.as_str()));
-    response_headers.extend(header(crate::headers::HEADER_REQUEST_ID, &id));
-    if event.mode != Mode::Normal {
-        response_headers.extend(header(HEADER_MODE, event.mode.as_str()));
-    }
-    let mirrored = mirror_event.is_some();
-    Ok(Plan {
-        surface,
-        body,
-        mirror,
-        event,
-        mirror_event,
-        strip_usage,
-        keep_answer: tele.log_content || mirrored,
-        pair: mirrored.then(|| Arc::new(observe::PairSlot::default())),
-        response_headers,
-        mirror_slot: mirror_slot.filter(|_| mirrored),
-    })
+    content_length: Option<u64>,
 }
 
-/// The messages of a forwarded body, for the event log (`log_content = true`).
-async fn logged_prompt(surface: &'static dyn Surface, body: &Bytes) -> Option<serde_json::Value> {
-    let body = body.clone();
-    intake::off_runtime(move || {
-        serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| surface.prompt(&v))
-    })
-    .await
-    .ok()
-    .flatten()
+/// The body as the proxy read it.
+enum InBody {
+    /// An API surface's request, parsed: the hook may rewrite it.
+    Intercepted { api: Api, parsed: Parsed },
+    /// Read whole (to find its model, or not ours to parse) and forwarded as it came.
+    Buffered { raw: Bytes, model: Option<String> },
+    /// Never read by the proxy.
+    Streamed(reqwest::Body),
 }
 
-/// Finishes an event that never got a response body (the proxy answered with an error).
-fn finish_failed(state: &AppState, mut event: Event, started: Instant, err: &ProxyError) {
-    let total = started.elapsed().as_secs_f64() * 1e3;
-    event.latency_ms.total = total;
-    event.latency_ms.overhead = total;
-    if event.status == 0 {
-        event.status = err.status().as_u16();
-    }
-    if event.error.is_none() {
-        event.error = Some(err.code().to_string());
-    }
-    observe::EventSink::finish(&*state.telemetry, event);
-}
-
+/// Forwards one request: admit it, read its body, plan it when an API surface intercepts it,
+/// send it upstream and stream the answer back.
 async fn forward(
     state: &AppState,
     req: Request<Incoming>,
     started: Instant,
-    intercepted: &mut bool,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    // What this request holds of `max_buffered_bytes`, until its upstream answers.
+    let mut held = intake::Reservation::default();
+    let read = match admit(state, req) {
+        Ok((inbound, incoming)) => read_body(state, inbound, incoming, &mut held).await,
+        Err(e) => Err(e),
+    };
+    let result = match read {
+        Ok((inbound, InBody::Intercepted { api, parsed })) => {
+            return intercept(state, inbound, api, parsed, started).await;
+        }
+        Ok((inbound, InBody::Buffered { raw, model })) => {
+            let upstream = state.upstream_for(inbound.uri.path(), model.as_deref());
+            deliver(
+                state,
+                inbound,
+                upstream,
+                OutBody::Buffered(raw),
+                None,
+                started,
+            )
+            .await
+        }
+        Ok((inbound, InBody::Streamed(body))) => {
+            let upstream = state.upstream_for(inbound.uri.path(), None);
+            deliver(
+                state,
+                inbound,
+                upstream,
+                OutBody::Streamed(body),
+                None,
+                started,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    let status = match &result {
+        Ok(r) => r.status(),
+        Err(e) => e.status(),
+    };
+    crate::telemetry::metrics::record_passthrough(status.as_u16());
+    result
+}
+
+/// Hop-by-hop headers, proxy authentication and the declared body size.
+fn admit(state: &AppState, req: Request<Incoming>) -> Result<(Inbound, Incoming), ProxyError> {
     let (parts, incoming) = req.into_parts();
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
-
-    // The `api_key` sticky key, taken before the client's key is stripped.
     let api_key = crate::ab::api_key_digest(&headers);
     if let Some(keys) = &state.keys {
         if !keys.admits(&headers) {
@@ -397,9 +182,7 @@ async fn forward(
         headers.remove(header::AUTHORIZATION);
         headers.remove("x-api-key");
     }
-
     let limit = state.config.max_body_bytes;
-    let body_timeout = Duration::from_millis(state.config.server.body_read_timeout_ms);
     let content_length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -407,140 +190,166 @@ async fn forward(
     if content_length.is_some_and(|len| len > limit) {
         return Err(ProxyError::BodyTooLarge { limit });
     }
-
-    let rest = upstream_path(parts.uri.path());
-    let api = if parts.method == Method::POST {
-        Api::for_post(rest)
-    } else {
-        None
+    let inbound = Inbound {
+        method: parts.method,
+        uri: parts.uri,
+        headers,
+        api_key,
+        content_length,
     };
+    Ok((inbound, incoming))
+}
+
+/// Reads the body when an API surface intercepts the request or a route needs its model;
+/// streams it otherwise. A body that is not valid JSON, or too complex to be worth
+/// compressing, goes on unchanged.
+async fn read_body(
+    state: &AppState,
+    inbound: Inbound,
+    incoming: Incoming,
+    held: &mut intake::Reservation,
+) -> Result<(Inbound, InBody), ProxyError> {
+    let limit = state.config.max_body_bytes;
+    let body_timeout = Duration::from_millis(state.config.server.body_read_timeout_ms);
+    let post = inbound.method == Method::POST;
+    let api = post
+        .then(|| Api::for_post(upstream_path(inbound.uri.path())))
+        .flatten();
     let wants_model_peek = api.is_none()
+        && post
         && state.routes.iter().any(super::Route::needs_model)
-        && parts.method == Method::POST
-        && headers
+        && inbound
+            .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("application/json"));
-
-    let mut model: Option<String> = None;
-    let mut plan: Option<Plan> = None;
-    // The upstream, once the request's model is known (resolved once per request).
-    let mut routed: Option<&Upstream> = None;
-    // What this request holds of `max_buffered_bytes`, until its upstream answers.
-    let mut held = intake::Reservation::default();
-    let body = if api.is_some() || wants_model_peek {
-        let raw = intake::collect(
-            incoming,
-            content_length,
-            limit,
-            body_timeout,
-            &state.buffered,
-            &mut held,
-        )
-        .await?;
-        if let Some(api) = api {
-            let surface = api.surface();
-            Stats::bump(&state.stats.intercepted);
-            let parsed = intake::parse_with(
-                &raw,
-                state.config.max_json_values,
-                &state.buffered,
-                &mut held,
-                |b| serde_json::from_slice::<serde_json::Value>(b),
-            )
-            .await?;
-            match parsed {
-                intake::Parsed::Value(Ok(json)) => {
-                    *intercepted = true;
-                    model = surface.model(&json).map(str::to_owned);
-                    let upstream = state.upstream_for(parts.uri.path(), model.as_deref());
-                    routed = Some(upstream);
-                    match plan_request(
-                        state, surface, raw, json, &headers, upstream, api_key, started,
-                    )
-                    .await
-                    {
-                        Ok(p) => {
-                            headers.remove(header::CONTENT_LENGTH);
-                            let body = OutBody::Buffered(p.body.clone());
-                            plan = Some(p);
-                            body
-                        }
-                        Err((e, event)) => {
-                            finish_failed(state, event, started, &e);
-                            return Err(e);
-                        }
-                    }
-                }
-                intake::Parsed::TooComplex { limit } => {
-                    // Compressing it would cost more than it saves: its bytes go on unchanged.
-                    Stats::bump(&state.stats.too_complex);
-                    metrics::counter!("lingua_compression_skipped_total", "reason" => "too_complex")
-                        .increment(1);
-                    tracing::warn!(
-                        %api,
-                        max_json_values = limit,
-                        "request body has more JSON values than max_json_values; forwarding unchanged"
-                    );
-                    let peek = raw.clone();
-                    model = intake::off_runtime(move || peek_model(&peek)).await?;
-                    OutBody::Buffered(raw)
-                }
-                intake::Parsed::Value(Err(_)) | intake::Parsed::Invalid(_) => {
-                    // Not ours to judge: the upstream decides what to say about it.
-                    Stats::bump(&state.stats.invalid_json);
-                    tracing::debug!(%api, "request body is not valid JSON; forwarding unchanged");
-                    OutBody::Buffered(raw)
-                }
-            }
-        } else {
-            let peek = raw.clone();
-            model = intake::off_runtime(move || peek_model(&peek)).await?;
-            OutBody::Buffered(raw)
-        }
-    } else {
+    if api.is_none() && !wants_model_peek {
         let limited = Limited::new(TimeoutBody::new(incoming, body_timeout), limit as usize);
-        OutBody::Streamed(reqwest::Body::wrap(limited))
+        return Ok((inbound, InBody::Streamed(reqwest::Body::wrap(limited))));
+    }
+    let raw = intake::collect(
+        incoming,
+        inbound.content_length,
+        limit,
+        body_timeout,
+        &state.buffered,
+        held,
+    )
+    .await?;
+    let Some(api) = api else {
+        let model = peek(raw.clone()).await?;
+        return Ok((inbound, InBody::Buffered { raw, model }));
     };
-    strip_control_headers(&mut headers);
+    Stats::bump(&state.stats.intercepted);
+    let parsed = intake::parse_with(
+        &raw,
+        state.config.max_json_values,
+        &state.buffered,
+        held,
+        |b| serde_json::from_slice::<serde_json::Value>(b),
+    )
+    .await?;
+    let body = match parsed {
+        intake::Parsed::Value(Ok(json)) => InBody::Intercepted {
+            api,
+            parsed: Parsed { raw, json },
+        },
+        intake::Parsed::TooComplex { limit } => {
+            // Compressing it would cost more than it saves: its bytes go on unchanged.
+            Stats::bump(&state.stats.too_complex);
+            metrics::counter!("lingua_compression_skipped_total", "reason" => "too_complex")
+                .increment(1);
+            tracing::warn!(
+                %api,
+                max_json_values = limit,
+                "request body has more JSON values than max_json_values; forwarding unchanged"
+            );
+            let model = peek(raw.clone()).await?;
+            InBody::Buffered { raw, model }
+        }
+        intake::Parsed::Value(Err(_)) | intake::Parsed::Invalid(_) => {
+            // Not ours to judge: the upstream decides what to say about it.
+            Stats::bump(&state.stats.invalid_json);
+            tracing::debug!(%api, "request body is not valid JSON; forwarding unchanged");
+            InBody::Buffered { raw, model: None }
+        }
+    };
+    Ok((inbound, body))
+}
 
-    let upstream = routed.unwrap_or_else(|| state.upstream_for(parts.uri.path(), model.as_deref()));
-    let url = match parts.uri.query() {
+/// An intercepted request: resolved once into its context and route, planned (arm, hook,
+/// events), then delivered.
+async fn intercept(
+    state: &AppState,
+    inbound: Inbound,
+    api: Api,
+    parsed: Parsed,
+    started: Instant,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let model = api.surface().model(&parsed.json).map(str::to_owned);
+    let (ctx, upstream) = state.resolve(inbound.uri.path(), api, model, &inbound.headers);
+    let planned = plan::plan(
+        state,
+        upstream,
+        ctx,
+        parsed,
+        &inbound.headers,
+        inbound.api_key,
+        started,
+    )
+    .await;
+    let plan = match planned {
+        Ok(p) => p,
+        Err((e, event)) => {
+            plan::finish_failed(state, event, started, &e);
+            return Err(e);
+        }
+    };
+    let body = OutBody::Buffered(plan.body.clone());
+    deliver(state, inbound, upstream, body, Some(plan), started).await
+}
+
+/// Sends the request (and a planned request's mirror copy) to `upstream` and streams the
+/// answer back; a planned request's answer is read on the way for its event.
+async fn deliver(
+    state: &AppState,
+    inbound: Inbound,
+    upstream: &Upstream,
+    body: OutBody,
+    mut plan: Option<Plan>,
+    started: Instant,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let Inbound {
+        method,
+        uri,
+        mut headers,
+        ..
+    } = inbound;
+    strip_control_headers(&mut headers);
+    let rest = upstream_path(uri.path());
+    let url = match uri.query() {
         Some(q) => format!("{}{}?{}", upstream.base_url, rest, q),
         None => format!("{}{}", upstream.base_url, rest),
     };
     prepare_upstream_headers(&mut headers, upstream, &body);
-    if plan.is_some() {
+    if let Some(p) = &mut plan {
         // The proxy reads intercepted answers (usage, mirror agreement, stream usage
         // stripping): ask for them uncompressed. Passthrough keeps the client's header.
         headers.insert(
             header::ACCEPT_ENCODING,
             HeaderValue::from_static("identity"),
         );
+        if let Some(copy) = p.mirror.take() {
+            mirror::spawn(
+                state,
+                copy,
+                method.clone(),
+                url.clone(),
+                headers.clone(),
+                started,
+            );
+        }
     }
-
-    if let Some(p) = &mut plan
-        && let (Some(mirror_body), Some(mirror_event), Some(pair), Some(slot)) = (
-            p.mirror.take(),
-            p.mirror_event.take(),
-            p.pair.clone(),
-            p.mirror_slot.take(),
-        )
-    {
-        mirror::spawn(
-            state,
-            slot,
-            parts.method.clone(),
-            url.clone(),
-            headers.clone(),
-            mirror_body,
-            mirror_event,
-            started,
-            pair,
-            p.surface,
-        );
-    }
-
     let body = match body {
         OutBody::Buffered(b) => reqwest::Body::from(b),
         OutBody::Streamed(b) => b,
@@ -552,26 +361,36 @@ async fn forward(
     let result = send(
         &state.client,
         state.config.upstream.first_byte_timeout_ms,
-        parts.method,
+        method,
         &url,
         headers,
         body,
-        limit,
+        state.config.max_body_bytes,
     )
     .await;
-    let upstream_response = match result {
-        Ok(r) => r,
+    match result {
+        Ok(r) => Ok(respond(state, r, plan, started, sent)),
         Err(e) => {
             if let Some(p) = plan {
                 let mut event = p.event.take();
                 event.latency_ms.upstream = sent.elapsed().as_secs_f64() * 1e3;
-                finish_failed(state, event, started, &e);
+                plan::finish_failed(state, event, started, &e);
             }
-            return Err(e);
+            Err(e)
         }
-    };
-    let headers_at = Instant::now();
+    }
+}
 
+/// The client's response: the upstream's status, headers and body as they come, plus a
+/// planned request's headers; a planned request's body passes through [`observe::Tap`].
+fn respond(
+    state: &AppState,
+    upstream_response: reqwest::Response,
+    plan: Option<Plan>,
+    started: Instant,
+    sent: Instant,
+) -> Response<ProxyBody> {
+    let headers_at = Instant::now();
     let status = upstream_response.status();
     let mut response_headers = upstream_response.headers().clone();
     strip_hop_by_hop(&mut response_headers);
@@ -623,7 +442,12 @@ async fn forward(
     for (name, value) in extra_response_headers {
         response.headers_mut().insert(name, value);
     }
-    Ok(response)
+    response
+}
+
+/// The `model` of a buffered body, read off the async runtime.
+async fn peek(raw: Bytes) -> Result<Option<String>, ProxyError> {
+    intake::off_runtime(move || peek_model(&raw)).await
 }
 
 /// Reads `model` from a JSON body without building a full document tree.
