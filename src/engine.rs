@@ -1,6 +1,7 @@
-//! Builds the scorer, the model scheduler and the policy's compressor from the `[compression]`
-//! and `[model]` tables: the one place where configuration meets models. The server, the
-//! pipeline and the CLI call it; `compress/` and `scorer/` know nothing of it.
+//! Builds the scorer, the model scheduler, the policy's compressor and the compression hook
+//! from the `[compression]` and `[model]` tables: the one place where configuration meets
+//! models. `main` (the proxy), the CLI and the tests call it; `compress/`, `scorer/` and
+//! `hook/` know nothing of it.
 
 use std::sync::Arc;
 
@@ -10,28 +11,13 @@ use crate::compress::config::{
 use crate::compress::llmlingua::Method;
 use crate::compress::llmlingua_compressor::LlmlinguaCompressor;
 use crate::compress::{CompressError, Compressor, MeaningCompressor};
+use crate::config::Config;
+use crate::hook::{CompressionHook, HookBuilder};
 use crate::model::SchedulerStats;
 use crate::model::{ModelConfig, ModelQueue};
-use crate::scorer::Scorer;
 use crate::scorer::causal::CausalModel;
 use crate::scorer::heuristic::HeuristicScorer;
-
-/// Which scorer the proxy ended up with, for `/readyz`, logs and reports.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-#[serde(tag = "scorer", rename_all = "lowercase")]
-pub enum ActiveScorer {
-    /// The LLMLingua-2 classifier loaded from `dir`.
-    Llmlingua2 {
-        model: String,
-        dir: String,
-        precision: String,
-        id: String,
-    },
-    /// The embedded heuristic scorer; `fallback_reason` says why when LLMLingua-2 was asked for.
-    Heuristic { fallback_reason: Option<String> },
-    /// No scorer: compression is off (`on_model_unavailable = "passthrough"`).
-    None { reason: String },
-}
+use crate::scorer::{ActiveScorer, Scorer};
 
 /// The result of [`build`].
 pub struct Built {
@@ -259,4 +245,37 @@ pub fn build_compressor(config: &CompressionConfig) -> Result<Arc<dyn Compressor
             built.active
         )))
     })
+}
+
+/// The compression hook a configuration asks for: the scorer and models loaded
+/// ([`build_with`]), the policy with its per-role compressors. With no scorer
+/// (`on_model_unavailable = "passthrough"`) the hook forwards every request unchanged and
+/// ignores `x-lingua-compress: on`.
+pub fn hook(config: &CompressionConfig, model: &ModelConfig) -> anyhow::Result<HookBuilder> {
+    let built = build_with(config, model)?;
+    let policy = match built.compressor {
+        Some(compressor) => {
+            let mut policy = crate::compress::Policy::new(config.clone(), compressor)?;
+            for (role, c) in &built.role_compressors {
+                policy = policy.with_role_compressor(role, c.clone());
+            }
+            policy
+        }
+        None => {
+            let mut off = config.clone();
+            off.enabled = false;
+            off.allow_request_overrides = false;
+            let scorer: Arc<dyn Scorer> = Arc::new(HeuristicScorer::new());
+            crate::compress::Policy::new(off, Arc::new(MeaningCompressor::new(scorer)))?
+        }
+    };
+    Ok(CompressionHook::builder(Arc::new(policy)).scorer(built.active, built.model_queue))
+}
+
+/// The hook `lingua-proxy serve` runs: [`hook`] from `[compression]` and `[model]`, explaining
+/// each piece in the event log when `[telemetry] log_content` is on.
+pub fn serve_hook(config: &Config) -> anyhow::Result<CompressionHook> {
+    Ok(hook(&config.compression, &config.model)?
+        .explain(config.telemetry.log_content)
+        .build())
 }

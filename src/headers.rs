@@ -1,5 +1,5 @@
 //! Every `x-lingua-*` header name the proxy reads or writes, defined once. A leaf module: plain
-//! `&str` constants, no HTTP types, so the pipeline, the A/B layer, the server, tests and
+//! `&str` constants, no HTTP types, so the hook, the A/B layer, the server, tests and
 //! benchmarks all spell a header the same way.
 //!
 //! | Header | Direction | Meaning |

@@ -18,7 +18,6 @@ pub mod headers;
 pub mod hook;
 pub mod lexicon;
 pub mod model;
-pub mod pipeline;
 pub mod scorer;
 pub mod server;
 pub mod telemetry;

@@ -9,7 +9,6 @@ use clap::{Parser, Subcommand};
 use lingua_proxy::cli::compress::CompressArgs;
 use lingua_proxy::config::{Config, LogFormat, Overrides};
 use lingua_proxy::hook::RequestHook;
-use lingua_proxy::pipeline::CompressionHook;
 
 /// Returns freed memory to the system: after a large request the process shrinks back
 /// (docs/reliability.md, "Memory per request").
@@ -102,8 +101,8 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     init_logging(&config);
-    let hook = match build_hook(&config) {
-        Ok(h) => h,
+    let hook: Arc<dyn RequestHook> = match lingua_proxy::engine::serve_hook(&config) {
+        Ok(h) => Arc::new(h),
         Err(e) => {
             eprintln!("lingua-proxy: {e:#}");
             return ExitCode::from(2);
@@ -164,13 +163,6 @@ fn arm_exit_watchdog(grace: Duration) {
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start the shutdown watchdog");
     }
-}
-
-/// The compression hook from `[compression]` and `[model]`.
-fn build_hook(config: &Config) -> anyhow::Result<Arc<dyn RequestHook>> {
-    let hook = CompressionHook::from_configs(&config.compression, &config.model)?
-        .with_explain(config.telemetry.log_content);
-    Ok(Arc::new(hook))
 }
 
 fn init_logging(config: &Config) {

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use lingua_proxy::compress::{Policy, ScorerKind};
 use lingua_proxy::config::Config;
 use lingua_proxy::eval::agent::check_bodies;
-use lingua_proxy::pipeline::CompressionHook;
+use lingua_proxy::hook::CompressionHook;
 use lingua_proxy_testkit::mock::{MockConfig, MockUpstream, RecordedRequest};
 use serde_json::{Value, json};
 

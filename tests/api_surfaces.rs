@@ -19,7 +19,7 @@ use lingua_proxy::ab::Mode;
 use lingua_proxy::api::Api;
 use lingua_proxy::compress::{CompressionConfig, Policy, ScorerKind};
 use lingua_proxy::config::{Config, KeyHeader, RouteConfig};
-use lingua_proxy::pipeline::CompressionHook;
+use lingua_proxy::hook::CompressionHook;
 use lingua_proxy_testkit::mock::RecordedRequest;
 use serde_json::{Value, json};
 

@@ -14,8 +14,8 @@ use lingua_proxy::headers::{
     HEADER_CACHE, HEADER_COMPRESS, HEADER_COMPRESSION_MS, HEADER_RATE, HEADER_SKIPPED,
     HEADER_TOKENS_AFTER, HEADER_TOKENS_BEFORE,
 };
+use lingua_proxy::hook::CompressionHook;
 use lingua_proxy::hook::{HookOutcome, Intercepted, RequestHook};
-use lingua_proxy::pipeline::CompressionHook;
 use lingua_proxy::scorer::ScorerError;
 use serde_json::{Value, json};
 

@@ -15,7 +15,7 @@ use lingua_proxy::headers::{
     CONTROL_PREFIX, HEADER_CACHE, HEADER_COMPRESS, HEADER_COMPRESSION_MS, HEADER_RATE,
     HEADER_SKIPPED, HEADER_TOKENS_AFTER, HEADER_TOKENS_BEFORE,
 };
-use lingua_proxy::pipeline::CompressionHook;
+use lingua_proxy::hook::CompressionHook;
 use lingua_proxy::scorer::ScorerError;
 use serde_json::{Value, json};
 
@@ -366,7 +366,10 @@ async fn a_path_route_counts_with_its_own_tokenizer() {
     let events = common::read_events(&logged.events, 1).await;
     let tokens = events[0].tokens.as_ref().expect("the policy ran");
     assert_eq!(events[0].route, "chat");
-    assert_eq!(tokens.tokenizer, "cl100k_base", "the model alone would pick o200k_base");
+    assert_eq!(
+        tokens.tokenizer, "cl100k_base",
+        "the model alone would pick o200k_base"
+    );
     assert_eq!(tokens.before as usize, before);
 
     // The same messages through /v1/compress: same route, same tokenizer, same count.
@@ -386,5 +389,9 @@ async fn a_path_route_counts_with_its_own_tokenizer() {
         .json()
         .await
         .unwrap();
-    assert_eq!(reply["tokens_before"].as_u64(), Some(before as u64), "{reply}");
+    assert_eq!(
+        reply["tokens_before"].as_u64(),
+        Some(before as u64),
+        "{reply}"
+    );
 }

@@ -402,7 +402,7 @@ fn compress_explain_lists_kinds_and_transforms() {
 async fn compress_endpoint_explains() {
     let hook = {
         let p = policy(|_| {});
-        Arc::new(lingua_proxy::pipeline::CompressionHook::new(Arc::new(p)))
+        Arc::new(lingua_proxy::hook::CompressionHook::new(Arc::new(p)))
     };
     let h = common::start_with(|_| {}, hook).await;
     let doc_text = corpus("44-prose-support-ticket-thread.json");
@@ -448,8 +448,9 @@ async fn the_event_log_explains_each_message_with_log_content() {
         let dir = tempfile::tempdir().unwrap();
         let events = dir.path().join("events.jsonl");
         let path = events.clone();
-        let hook = lingua_proxy::pipeline::CompressionHook::new(Arc::new(policy(|_| {})))
-            .with_explain(log_content);
+        let hook = lingua_proxy::hook::CompressionHook::builder(Arc::new(policy(|_| {})))
+            .explain(log_content)
+            .build();
         let h = common::start_with(
             move |c| {
                 c.telemetry.events_path = Some(path);
@@ -497,9 +498,9 @@ async fn the_event_log_explains_each_message_with_log_content() {
 /// answering promptly and come back `too_large`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compress_endpoint_counts_off_the_runtime() {
-    let hook = Arc::new(lingua_proxy::pipeline::CompressionHook::new(Arc::new(
-        policy(|_| {}),
-    )));
+    let hook = Arc::new(lingua_proxy::hook::CompressionHook::new(Arc::new(policy(
+        |_| {},
+    ))));
     let h = Arc::new(common::start_with(|_| {}, hook).await);
     let big = "The river carries silt from the northern hills to the delta every spring. "
         .repeat(300_000);

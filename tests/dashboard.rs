@@ -18,7 +18,7 @@ use lingua_proxy::ab::{Arm, Mode};
 use lingua_proxy::compress::{CompressionConfig, Policy, ScorerKind};
 use lingua_proxy::engine::build_compressor;
 use lingua_proxy::headers::HEADER_ARM;
-use lingua_proxy::pipeline::CompressionHook;
+use lingua_proxy::hook::CompressionHook;
 use lingua_proxy::telemetry::dashboard::DASHBOARD_HTML;
 use lingua_proxy::telemetry::live::AbSummary;
 use lingua_proxy::telemetry::{

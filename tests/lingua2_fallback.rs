@@ -13,9 +13,8 @@ use std::sync::Arc;
 
 use common::start_with;
 use lingua_proxy::compress::{CompressionConfig, ModelUnavailable, ScorerKind};
-use lingua_proxy::engine::ActiveScorer;
 use lingua_proxy::headers::HEADER_COMPRESS;
-use lingua_proxy::pipeline::CompressionHook;
+use lingua_proxy::scorer::ActiveScorer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_and_corrupt_models_follow_on_model_unavailable() {
@@ -29,7 +28,9 @@ async fn offline_and_corrupt_models_follow_on_model_unavailable() {
     // The default configuration names the BERT checkpoint by repo id.
     let config = CompressionConfig::default();
     assert_eq!(config.scorer, ScorerKind::Llmlingua2);
-    let hook = CompressionHook::from_config(&config).unwrap();
+    let hook = lingua_proxy::engine::hook(&config, &Default::default())
+        .unwrap()
+        .build();
     let Some(ActiveScorer::Heuristic {
         fallback_reason: Some(reason),
     }) = hook.active_scorer()
@@ -75,7 +76,9 @@ async fn offline_and_corrupt_models_follow_on_model_unavailable() {
         on_model_unavailable: ModelUnavailable::Passthrough,
         ..CompressionConfig::default()
     };
-    let hook = CompressionHook::from_config(&config).unwrap();
+    let hook = lingua_proxy::engine::hook(&config, &Default::default())
+        .unwrap()
+        .build();
     assert!(matches!(
         hook.active_scorer(),
         Some(ActiveScorer::None { .. })
@@ -103,7 +106,12 @@ async fn offline_and_corrupt_models_follow_on_model_unavailable() {
         on_model_unavailable: ModelUnavailable::Fail,
         ..CompressionConfig::default()
     };
-    let err = format!("{:#}", CompressionHook::from_config(&config).unwrap_err());
+    let err = format!(
+        "{:#}",
+        lingua_proxy::engine::hook(&config, &Default::default())
+            .err()
+            .unwrap()
+    );
     assert!(
         err.contains("llmlingua-2-bert-base-multilingual-cased-meetingbank"),
         "{err}"
@@ -132,7 +140,9 @@ async fn offline_and_corrupt_models_follow_on_model_unavailable() {
         model: Some(dir.path().display().to_string()),
         ..CompressionConfig::default()
     };
-    let hook = CompressionHook::from_config(&config).unwrap();
+    let hook = lingua_proxy::engine::hook(&config, &Default::default())
+        .unwrap()
+        .build();
     let Some(ActiveScorer::Heuristic {
         fallback_reason: Some(reason),
     }) = hook.active_scorer()

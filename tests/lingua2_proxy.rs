@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use common::start_with;
 use lingua_proxy::compress::{CompressionConfig, ScorerKind};
-use lingua_proxy::engine::ActiveScorer;
-use lingua_proxy::pipeline::CompressionHook;
+use lingua_proxy::scorer::ActiveScorer;
 
 const SYSTEM: &str = "You are the support assistant of Acme Cloud. Customers ask about billing, \
 outages and account settings. Always answer politely and briefly, and never promise refunds \
@@ -31,7 +30,9 @@ async fn proxy_compresses_with_a_local_llmlingua2_checkpoint() {
         model: Some(model.into()),
         ..CompressionConfig::default()
     };
-    let hook = CompressionHook::from_config(&config).unwrap();
+    let hook = lingua_proxy::engine::hook(&config, &Default::default())
+        .unwrap()
+        .build();
     match hook.active_scorer() {
         Some(ActiveScorer::Llmlingua2 { dir, .. }) => {
             assert!(dir.ends_with("xlm-roberta-large-tiny"))
@@ -105,7 +106,9 @@ async fn llmlingua2_path_keeps_words_whole_and_units_together() {
         ..CompressionConfig::default()
     };
     config.roles.system.rate = 0.3;
-    let hook = CompressionHook::from_config(&config).unwrap();
+    let hook = lingua_proxy::engine::hook(&config, &Default::default())
+        .unwrap()
+        .build();
     let h = start_with(|_| {}, Arc::new(hook)).await;
     let system = RULES.repeat(2);
     let body = serde_json::json!({

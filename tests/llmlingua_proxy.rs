@@ -14,8 +14,8 @@ use lingua_proxy::compress::llmlingua::Method;
 use lingua_proxy::compress::llmlingua_compressor::LlmlinguaCompressor;
 use lingua_proxy::compress::{CompressionConfig, MethodKind, Policy, ScorerKind};
 use lingua_proxy::headers::HEADER_SKIPPED;
+use lingua_proxy::hook::CompressionHook;
 use lingua_proxy::model::{ModelConfig, WorkCtx};
-use lingua_proxy::pipeline::CompressionHook;
 use lingua_proxy::scorer::ScorerError;
 use lingua_proxy::scorer::causal::{CausalModel, CausalScorer, CausalTokenizer};
 use serde_json::{Value, json};
@@ -92,7 +92,9 @@ fn whole_words_of(out: &str, docs: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rag_request_is_compressed_with_longllmlingua() {
-    let hook = CompressionHook::from_configs(&config(), &model()).unwrap();
+    let hook = lingua_proxy::engine::hook(&config(), &model())
+        .unwrap()
+        .build();
     let h = start_with(|_| {}, Arc::new(hook)).await;
     let turn1 = body(json!([
         {"role": "system", "content": system()},
@@ -169,7 +171,7 @@ async fn documents_in_a_tool_result_are_ranked_against_the_question() {
     cfg.roles.tool.method = Some(MethodKind::Longllmlingua);
     cfg.roles.tool.min_tokens = 0;
     cfg.roles.system.enabled = false;
-    let hook = CompressionHook::from_configs(&cfg, &model()).unwrap();
+    let hook = lingua_proxy::engine::hook(&cfg, &model()).unwrap().build();
     let h = start_with(|_| {}, Arc::new(hook)).await;
     let req = body(json!([
         {"role": "user", "content": QUESTION},
@@ -286,13 +288,15 @@ async fn a_slow_causal_lm_fails_open() {
 fn a_missing_causal_lm_follows_on_model_unavailable() {
     use lingua_proxy::compress::ModelUnavailable;
     // No [model] causal_model: the LongLLMLingua roles fall back to the llmlingua2 method.
-    let hook = CompressionHook::from_configs(&config(), &ModelConfig::default()).unwrap();
+    let hook = lingua_proxy::engine::hook(&config(), &ModelConfig::default())
+        .unwrap()
+        .build();
     assert!(hook.active_scorer().is_some());
     let missing = ModelConfig {
         causal_model: Some("/nonexistent/causal-lm".into()),
         ..ModelConfig::default()
     };
-    assert!(CompressionHook::from_configs(&config(), &missing).is_ok());
+    assert!(lingua_proxy::engine::hook(&config(), &missing).is_ok());
     // "fail" refuses to start, naming the model.
     let strict = CompressionConfig {
         // Instruction prose is compressed here (the default keeps it).
@@ -300,11 +304,9 @@ fn a_missing_causal_lm_follows_on_model_unavailable() {
         on_model_unavailable: ModelUnavailable::Fail,
         ..config()
     };
-    let err = CompressionHook::from_configs(&strict, &missing)
-        .err()
-        .unwrap();
+    let err = lingua_proxy::engine::hook(&strict, &missing).err().unwrap();
     assert!(err.to_string().contains("/nonexistent/causal-lm"), "{err}");
-    let err = CompressionHook::from_configs(&strict, &ModelConfig::default())
+    let err = lingua_proxy::engine::hook(&strict, &ModelConfig::default())
         .err()
         .unwrap();
     assert!(err.to_string().contains("causal_model"), "{err}");

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use lingua_proxy::compress::{CompressionConfig, Lingua2Compressor, Policy, ScorerKind};
 use lingua_proxy::headers::HEADER_SKIPPED;
+use lingua_proxy::hook::CompressionHook;
 use lingua_proxy::hook::{Intercepted, RequestHook};
 use lingua_proxy::model::{Backend, Scheduler, SchedulerConfig, WorkCtx};
-use lingua_proxy::pipeline::CompressionHook;
 use lingua_proxy::scorer::heuristic::HeuristicScorer;
 use lingua_proxy::scorer::{ScoredChunk, Scorer, ScorerError, WordStyle};
 
@@ -258,7 +258,10 @@ async fn shutdown_cancels_queued_inference_and_later_requests_pass_through() {
         http::HeaderMap::new(),
     );
     let out = hook.on_request(req).await;
-    assert_eq!(out.report.unwrap().reason, Some("shutting_down"));
+    assert_eq!(
+        out.report.unwrap().reason,
+        Some(lingua_proxy::hook::Reason::ShuttingDown)
+    );
 }
 
 /// The neural scorer on the committed tiny checkpoint.
@@ -276,7 +279,9 @@ fn neural_hook(tweak: impl FnOnce(&mut CompressionConfig)) -> CompressionHook {
     };
     config.roles.system.min_tokens = 50;
     tweak(&mut config);
-    let hook = CompressionHook::from_config(&config).unwrap();
+    let hook = lingua_proxy::engine::hook(&config, &Default::default())
+        .unwrap()
+        .build();
     assert!(hook.model_stats().is_some(), "the neural scorer is loaded");
     hook
 }
@@ -389,7 +394,10 @@ async fn background_compression_fills_the_cache_for_the_next_identical_message()
     };
     let first = hook.on_request(req()).await;
     assert!(first.body.is_none(), "the first turn goes out raw");
-    assert_eq!(first.report.unwrap().reason, Some("too_large"));
+    assert_eq!(
+        first.report.unwrap().reason,
+        Some(lingua_proxy::hook::Reason::TooLarge)
+    );
     let stats = hook.stats();
     let waited = Instant::now();
     while stats.background_done.load(Ordering::Relaxed) == 0 {
@@ -402,7 +410,7 @@ async fn background_compression_fills_the_cache_for_the_next_identical_message()
     let second = hook.on_request(req()).await;
     let report = second.report.unwrap();
     assert_eq!(report.compression.as_str(), "compressed");
-    assert_eq!(report.cache, Some("hit"));
+    assert_eq!(report.cache, Some(lingua_proxy::compress::CacheStatus::Hit));
     assert!(second.body.unwrap().len() < serde_json::to_vec(&big).unwrap().len());
     assert_eq!(stats.background_queued.load(Ordering::Relaxed), 1);
 }

@@ -127,7 +127,7 @@ fn e2e_hook() -> Arc<dyn lingua_proxy::hook::RequestHook> {
     cfg.roles.prompt.enabled = true;
     cfg.roles.prompt.min_tokens = 50;
     let c = lingua_proxy::engine::build_compressor(&cfg).unwrap();
-    Arc::new(lingua_proxy::pipeline::CompressionHook::new(Arc::new(
+    Arc::new(lingua_proxy::hook::CompressionHook::new(Arc::new(
         Policy::new(cfg, c).unwrap(),
     )))
 }

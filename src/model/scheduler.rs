@@ -112,7 +112,7 @@ pub struct SchedulerStats {
     pub queued_tokens: u64,
 }
 
-/// The type-erased view of a scheduler the pipeline keeps (queue depth, shutdown).
+/// The type-erased view of a scheduler the compression hook keeps (queue depth, shutdown).
 pub trait ModelQueue: Send + Sync {
     fn stats(&self) -> SchedulerStats;
     /// Refuses new work and fails everything queued (see [`Scheduler::close`]).

@@ -1,7 +1,7 @@
 //! The work context of one request: a deadline, a priority and a cancel flag (with an optional
 //! parent, so one `cancel()` on the proxy's root context stops every request at shutdown).
 //!
-//! It is cheap to clone (one `Arc`) and is passed from the pipeline through the policy, the
+//! It is cheap to clone (one `Arc`) and is passed from the compression hook through the policy, the
 //! compressor and the scorer to the [`super::Scheduler`]. Long loops call [`WorkCtx::check`]
 //! every few hundred iterations; the scheduler drops queued windows of a context that is
 //! cancelled or past its deadline.
@@ -101,7 +101,7 @@ impl WorkCtx {
 
     /// `Err` once past the deadline or cancelled (the deadline wins when both hold).
     pub fn check(&self) -> Result<(), Interrupted> {
-        // A passed deadline wins over the cancel flag: the pipeline cancels a request's
+        // A passed deadline wins over the cancel flag: the hook cancels a request's
         // context when its deadline fires, and the deadline is the reason worth reporting.
         match self.inner.deadline {
             Some(d) if Instant::now() >= d => return Err(Interrupted::Deadline),

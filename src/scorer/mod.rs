@@ -91,3 +91,20 @@ pub trait Scorer: Send + Sync {
         ctx: &WorkCtx,
     ) -> Result<Vec<ScoredChunk>, ScorerError>;
 }
+
+/// Which scorer the proxy ended up with, for `/readyz`, logs and reports.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "scorer", rename_all = "lowercase")]
+pub enum ActiveScorer {
+    /// The LLMLingua-2 classifier loaded from `dir`.
+    Llmlingua2 {
+        model: String,
+        dir: String,
+        precision: String,
+        id: String,
+    },
+    /// The embedded heuristic scorer; `fallback_reason` says why when LLMLingua-2 was asked for.
+    Heuristic { fallback_reason: Option<String> },
+    /// No scorer: compression is off (`on_model_unavailable = "passthrough"`).
+    None { reason: String },
+}

@@ -252,9 +252,9 @@ fn event_of(ctx: &RequestCtx, assignment: &Assignment, stream: bool) -> Event {
 /// What the hook reported, written into an event.
 fn describe_compression(e: &mut Event, r: &HookReport, log_content: bool) {
     e.compression = Some(r.compression.as_str().to_owned());
-    e.fail_open = r.reason.map(str::to_owned);
+    e.fail_open = r.reason.map(|r| r.as_str().to_owned());
     e.tokens = r.tokens.clone();
-    e.cache = r.cache.map(str::to_owned);
+    e.cache = r.cache.map(|c| c.as_str().to_owned());
     if log_content {
         e.explain = r.explain.clone();
     }

@@ -173,7 +173,7 @@ reported during the transfer and the seal number 884213 matches the loading reco
 
 /// A compression hook with the embedded heuristic scorer, instruction compression on and low
 /// per-role minimums, so that [`compressible_body`] gets compressed.
-pub fn heuristic_hook() -> lingua_proxy::pipeline::CompressionHook {
+pub fn heuristic_hook() -> lingua_proxy::hook::CompressionHook {
     use lingua_proxy::compress::{CompressionConfig, InstructionsMode, Policy, ScorerKind};
     use lingua_proxy::engine::build_compressor;
     let mut cfg = CompressionConfig {
@@ -184,7 +184,7 @@ pub fn heuristic_hook() -> lingua_proxy::pipeline::CompressionHook {
     cfg.roles.system.min_tokens = 50;
     cfg.roles.tool.min_tokens = 50;
     let c = build_compressor(&cfg).unwrap();
-    lingua_proxy::pipeline::CompressionHook::new(Arc::new(Policy::new(cfg, c).unwrap()))
+    lingua_proxy::hook::CompressionHook::new(Arc::new(Policy::new(cfg, c).unwrap()))
 }
 
 /// Reads the event log until it has at least `n` lines (or 10 s pass).

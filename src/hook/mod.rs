@@ -6,6 +6,20 @@
 //! forward the original bytes untouched) plus response headers to add. The server never looks
 //! inside the result. `/v1/compress` calls go to [`RequestHook::compress_call`] with a context
 //! resolved the same way.
+//!
+//! [`CompressionHook`] is the hook the proxy runs: `compression.rs` (admission, workers,
+//! deadline, the outcome), `endpoint.rs` (`/v1/compress`), `background.rs` (compressing again
+//! off the request path), `controls.rs` (the `x-lingua-*` request headers) and `failure.rs` (one
+//! mapping from failure to reason, counter, metric and log line). `crate::engine` builds it from
+//! the configuration.
+
+mod background;
+mod compression;
+mod controls;
+mod endpoint;
+mod failure;
+
+pub use compression::{CompressionHook, HookBuilder, HookStats};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -14,6 +28,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use crate::ab::Arm;
 use crate::api::Api;
 use crate::api::headroom::{CompressCall, CompressReply};
+use crate::compress::CacheStatus;
 use crate::telemetry::Tokens;
 use crate::tokens::TokenizerKind;
 
@@ -132,17 +147,72 @@ impl Compression {
     }
 }
 
+/// Why compression left a request as the client sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// `x-lingua-compress: off`.
+    Off,
+    /// Compression is disabled in the configuration.
+    Disabled,
+    /// The proxy is shutting down.
+    ShuttingDown,
+    /// The compression queue or the model queue was full.
+    Overloaded,
+    /// Past `max_request_tokens` (or every message past `max_message_tokens`).
+    TooLarge,
+    /// Past `deadline_ms`.
+    Deadline,
+    /// The client went away.
+    Cancelled,
+    /// The compressor returned an error.
+    Error,
+    /// Compression panicked.
+    Panic,
+}
+
+impl Reason {
+    /// The name in events, `/stats`, metrics and the `x-lingua-skipped` header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Off => "off",
+            Reason::Disabled => "disabled",
+            Reason::ShuttingDown => "shutting_down",
+            Reason::Overloaded => "overloaded",
+            Reason::TooLarge => "too_large",
+            Reason::Deadline => "deadline",
+            Reason::Cancelled => "cancelled",
+            Reason::Error => "error",
+            Reason::Panic => "panic",
+        }
+    }
+
+    /// The name in `/v1/compress` replies (the Headroom contract's name for a deadline).
+    pub fn endpoint_name(self) -> &'static str {
+        match self {
+            Reason::Deadline => "compression_timeout",
+            other => other.as_str(),
+        }
+    }
+
+    /// Compression was tried and failed (fail-open), rather than not tried.
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            Reason::Deadline | Reason::Cancelled | Reason::Error | Reason::Panic
+        )
+    }
+}
+
 /// What compression did to one request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HookReport {
     pub compression: Compression,
-    /// Why it was skipped or failed open (`off`, `disabled`, `overloaded`, `deadline`, `error`,
-    /// `panic`).
-    pub reason: Option<&'static str>,
+    /// Why it was skipped or failed open.
+    pub reason: Option<Reason>,
     /// Prompt tokens before and after, per role (when the policy ran to completion).
     pub tokens: Option<Tokens>,
-    /// `hit`, `miss` or `partial` (when the policy ran to completion).
-    pub cache: Option<&'static str>,
+    /// How much came from the compression cache (when the policy looked anything up).
+    pub cache: Option<CacheStatus>,
     /// Per message: its pieces with their content kind, transform, tokens and texts (only when
     /// the hook explains, with `[telemetry] log_content = true`).
     pub explain: Option<serde_json::Value>,
