@@ -13,8 +13,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use lingua_proxy::scorer::llmlingua2::random::RandomSpec;
-use lingua_proxy::scorer::llmlingua2::{ModelFiles, Precision, TokenClassifier};
+use lingua_encoder::random::RandomSpec;
+use lingua_encoder::{ModelFiles, Precision, TokenClassifier};
 
 const WINDOW: usize = 510;
 
@@ -203,7 +203,7 @@ fn main() {
                 panic!("load failed: {e}");
             }
         };
-        let opts = lingua_proxy::compress::llmlingua2::Lingua2Options {
+        let opts = lingua_proxy::compress::llmlingua2::Llmlingua2Options {
             rate: 0.5,
             ..Default::default()
         };

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use lingua_proxy::cli::compress::{CompressArgs, compress_text};
 use lingua_proxy::compress::{
-    Budget, CompressionConfig, Compressor, Lingua2Compressor, Policy, RequestOptions, TokenizerKind,
+    Budget, CompressionConfig, Compressor, Llmlingua2Compressor, Policy, RequestOptions,
+    TokenizerKind,
 };
 use lingua_proxy::engine::build_compressor;
 use lingua_proxy::scorer::heuristic::HeuristicScorer;
@@ -19,8 +20,8 @@ collect the region, the time of the first error and the request identifier.\n\
 Escalate to Maria Lopez in the SRE team if the outage lasts longer than 15 minutes.\n\
 Do not share internal hostnames.";
 
-fn heuristic() -> Lingua2Compressor {
-    Lingua2Compressor::new(Arc::new(HeuristicScorer::new()))
+fn heuristic() -> Llmlingua2Compressor {
+    Llmlingua2Compressor::new(Arc::new(HeuristicScorer::new()))
 }
 
 #[test]
@@ -162,7 +163,7 @@ fn cli_plain_and_role_modes() {
     let direct = lingua_proxy::compress::llmlingua2::compress_prompt(
         &HeuristicScorer::new(),
         &[TEXT],
-        &lingua_proxy::compress::llmlingua2::Lingua2Options {
+        &lingua_proxy::compress::llmlingua2::Llmlingua2Options {
             rate: 0.5,
             ..Default::default()
         },

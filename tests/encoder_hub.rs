@@ -6,9 +6,9 @@
     reason = "sets environment variables before starting threads"
 )]
 
-use lingua_proxy::scorer::llmlingua2::Arch;
-use lingua_proxy::scorer::llmlingua2::ModelFiles;
-use lingua_proxy::scorer::llmlingua2::random::RandomSpec;
+use lingua_encoder::Arch;
+use lingua_encoder::ModelFiles;
+use lingua_encoder::random::RandomSpec;
 
 #[test]
 fn offline_resolution_uses_the_hf_cache_layout() {

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use lingua_proxy::scorer::llmlingua2::random::RandomSpec;
-use lingua_proxy::scorer::llmlingua2::{Arch, LoadError, ModelFiles, Precision, TokenClassifier};
+use lingua_encoder::random::RandomSpec;
+use lingua_encoder::{Arch, LoadError, ModelFiles, Precision, TokenClassifier};
 
 fn files(dir: &Path) -> ModelFiles {
     ModelFiles {

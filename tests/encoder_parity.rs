@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use lingua_proxy::scorer::llmlingua2::{ModelFiles, Precision, TokenClassifier};
+use lingua_encoder::{ModelFiles, Precision, TokenClassifier};
 use serde_json::Value;
 
 fn parity_dir() -> Option<PathBuf> {

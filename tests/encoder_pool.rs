@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 
+use lingua_encoder::random::RandomSpec;
+use lingua_encoder::{Arch, ModelFiles, Precision, TokenClassifier};
 use lingua_proxy::model::{SchedError, SchedulerConfig, WorkCtx};
 use lingua_proxy::scorer::llmlingua2::pool::start;
-use lingua_proxy::scorer::llmlingua2::random::RandomSpec;
-use lingua_proxy::scorer::llmlingua2::{Arch, ModelFiles, Precision, TokenClassifier};
 
 fn model() -> (tempfile::TempDir, Arc<TokenClassifier>) {
     let tmp = tempfile::tempdir().unwrap();

@@ -21,7 +21,7 @@ use common::faults::{
 };
 use common::{compressible_body, read_events, token_counts};
 use futures_util::StreamExt;
-use lingua_proxy::compress::{CompressionConfig, Lingua2Compressor, Policy, ScorerKind};
+use lingua_proxy::compress::{CompressionConfig, Llmlingua2Compressor, Policy, ScorerKind};
 use lingua_proxy::config::{Config, RouteConfig};
 use lingua_proxy::headers::{HEADER_SKIPPED, HEADER_TOKENS_AFTER};
 use lingua_proxy::hook::CompressionHook;
@@ -107,7 +107,7 @@ fn fault_hook_with(
     cfg.roles.system.min_tokens = 50;
     cfg.roles.tool.min_tokens = 50;
     tweak(&mut cfg);
-    let compressor = Arc::new(Lingua2Compressor::new(Arc::new(FaultScorer(
+    let compressor = Arc::new(Llmlingua2Compressor::new(Arc::new(FaultScorer(
         HeuristicScorer::new(),
     ))));
     Arc::new(CompressionHook::new(Arc::new(

@@ -14,10 +14,10 @@ mod lingua2_common;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use lingua_encoder::{ModelFiles, Precision, TokenClassifier};
 use lingua_proxy::compress::llmlingua2::compress_prompt_traced;
 use lingua_proxy::scorer::Scorer;
 use lingua_proxy::scorer::llmlingua2::tokenizer::{InputScorer, ModelInput};
-use lingua_proxy::scorer::llmlingua2::{ModelFiles, Precision, TokenClassifier};
 use lingua2_common::*;
 
 const PROB_TOL: f32 = 1e-4;
@@ -37,7 +37,7 @@ fn encoder_scorer(model: &str, toks: &Tokenizers) -> impl Scorer {
         id,
         move |inp: &[ModelInput], _: &lingua_proxy::model::WorkCtx| {
             let ids: Vec<Vec<u32>> = inp.iter().map(|i| i.input_ids.clone()).collect();
-            clf.keep_probs(&ids)
+            Ok(clf.keep_probs(&ids)?)
         },
     )
 }

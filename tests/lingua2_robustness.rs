@@ -7,7 +7,7 @@
 mod lingua2_common;
 
 use lingua_proxy::compress::llmlingua2::{
-    Lingua2Options, TokenToWord, cl100k_count, compress_prompt,
+    Llmlingua2Options, TokenToWord, cl100k_count, compress_prompt,
 };
 use lingua_proxy::scorer::ScorerError;
 use lingua_proxy::scorer::llmlingua2::tokenizer::{InputScorer, ModelInput};
@@ -85,10 +85,10 @@ fn random_text(r: &mut Rng, max_pieces: usize) -> String {
     (0..n).map(|_| PIECES[r.below(PIECES.len())]).collect()
 }
 
-fn random_options(r: &mut Rng) -> Lingua2Options {
-    let mut o = Lingua2Options {
+fn random_options(r: &mut Rng) -> Llmlingua2Options {
+    let mut o = Llmlingua2Options {
         rate: r.unit() * 2.0 - 0.5,
-        ..Lingua2Options::default()
+        ..Llmlingua2Options::default()
     };
     if r.below(2) == 0 {
         o.target_token = [-1, 0, 1, 5, 40, i64::MAX][r.below(6)];

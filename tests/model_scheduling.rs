@@ -9,7 +9,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lingua_proxy::compress::{CompressionConfig, Lingua2Compressor, Policy, ScorerKind};
+use lingua_proxy::compress::{CompressionConfig, Llmlingua2Compressor, Policy, ScorerKind};
 use lingua_proxy::headers::HEADER_SKIPPED;
 use lingua_proxy::hook::CompressionHook;
 use lingua_proxy::hook::{Intercepted, RequestHook};
@@ -117,7 +117,7 @@ fn slow_hook(deadline_ms: u64) -> (CompressionHook, Log) {
         ..CompressionConfig::default()
     };
     cfg.roles.system.min_tokens = 50;
-    let policy = Policy::new(cfg, Arc::new(Lingua2Compressor::new(scorer))).unwrap();
+    let policy = Policy::new(cfg, Arc::new(Llmlingua2Compressor::new(scorer))).unwrap();
     (CompressionHook::new(Arc::new(policy)), log)
 }
 

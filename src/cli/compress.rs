@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use serde_json::json;
 
-use crate::compress::llmlingua2::{Lingua2Options, TokenToWord, compress_prompt};
+use crate::compress::llmlingua2::{Llmlingua2Options, TokenToWord, compress_prompt};
 use crate::compress::{
     CompressionConfig, ModelUnavailable, Policy, PrecisionSetting, RequestOptions, ScorerKind,
     TokenizerKind,
@@ -173,7 +173,7 @@ pub fn compress_text(args: &CompressArgs, text: &str) -> anyhow::Result<Compress
     match &args.role {
         None => {
             // Exactly the reference's `compress_prompt(text, rate=…, target_token=…, …)`.
-            let opts = Lingua2Options {
+            let opts = Llmlingua2Options {
                 rate: args.rate.unwrap_or(0.5),
                 target_token: args
                     .target_tokens
@@ -185,7 +185,7 @@ pub fn compress_text(args: &CompressArgs, text: &str) -> anyhow::Result<Compress
                     Some(TokenToWordArg::First) => TokenToWord::First,
                     _ => TokenToWord::Mean,
                 },
-                ..Lingua2Options::default()
+                ..Llmlingua2Options::default()
             };
             let start = Instant::now();
             let out = compress_prompt(scorer.as_ref(), &[text], &opts)?;

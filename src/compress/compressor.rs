@@ -2,7 +2,7 @@
 //!
 //! [`MeaningCompressor`](super::select::MeaningCompressor) runs the policy's meaning-keeping
 //! selection over any [`Scorer`](crate::scorer::Scorer);
-//! `Lingua2Compressor` (tests and benches, `test-support`) the LLMLingua-2 selection itself;
+//! `Llmlingua2Compressor` (tests and benches, `test-support`) the LLMLingua-2 selection itself;
 //! [`LlmlinguaCompressor`](super::llmlingua_compressor::LlmlinguaCompressor) the
 //! perplexity-based LLMLingua and LongLLMLingua over a causal LM.
 

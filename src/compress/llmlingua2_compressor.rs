@@ -5,17 +5,17 @@
 use std::sync::Arc;
 
 use super::compressor::{Budget, CompressError, CompressOutput, Compressor, OverScorer};
-use super::llmlingua2::{Lingua2Options, compress_prompt};
+use super::llmlingua2::{Llmlingua2Options, compress_prompt};
 use crate::model::WorkCtx;
 use crate::scorer::Scorer;
 
 /// Runs LLMLingua-2 token-level selection (one context, no context filter).
 #[derive(Debug)]
-pub struct Lingua2Compressor {
+pub struct Llmlingua2Compressor {
     over: OverScorer,
 }
 
-impl Lingua2Compressor {
+impl Llmlingua2Compressor {
     pub fn new(scorer: Arc<dyn Scorer>) -> Self {
         Self {
             over: OverScorer::new("lingua2-select/v1-pieces", scorer),
@@ -27,7 +27,7 @@ impl Lingua2Compressor {
     }
 }
 
-impl Compressor for Lingua2Compressor {
+impl Compressor for Llmlingua2Compressor {
     fn id(&self) -> &str {
         self.over.id()
     }
@@ -39,7 +39,7 @@ impl Compressor for Lingua2Compressor {
         ctx: &WorkCtx,
     ) -> Result<CompressOutput, CompressError> {
         budget.check_rate()?;
-        let opts = Lingua2Options {
+        let opts = Llmlingua2Options {
             rate: budget.rate,
             target_token: budget
                 .target_tokens
@@ -48,7 +48,7 @@ impl Compressor for Lingua2Compressor {
             force_tokens: budget.force_tokens.clone(),
             force_reserve_digit: budget.force_reserve_digit,
             work: ctx.clone(),
-            ..Lingua2Options::default()
+            ..Llmlingua2Options::default()
         };
         let pieces = split_pieces(text);
         let cores: Vec<&str> = pieces.iter().map(|p| p.core).collect();

@@ -28,7 +28,7 @@ pub use config::{
 };
 pub use conversation::{Conversation, Message, PathElem, Segment};
 #[cfg(any(test, feature = "test-support"))]
-pub use llmlingua2_compressor::Lingua2Compressor;
+pub use llmlingua2_compressor::Llmlingua2Compressor;
 pub use policy::{
     CacheStatus, MessageReport, Outcome, PieceReport, Policy, Report, RequestOptions, RoleReport,
     SkipReason,

@@ -1,7 +1,7 @@
 //! Scorers turn chunks of text into per-token keep probabilities.
 //!
 //! The policy's meaning-keeping selection ([`crate::compress::select::MeaningCompressor`]) reads
-//! them from any [`Scorer`] (the LLMLingua-2 token classifier in `llmlingua2/`, the embedded
+//! them from any [`Scorer`] (the LLMLingua-2 token classifier of the `lingua-encoder` crate, wrapped in `llmlingua2/`; the embedded
 //! heuristic scorer in `heuristic.rs`), so a budget means the same whichever scorer runs; the
 //! reference-parity LLMLingua-2 selection (`crate::compress::llmlingua2`) is generic over them
 //! too. `causal/` is the causal LM's glue for LLMLingua (v1), which reads per-token losses
@@ -55,6 +55,14 @@ impl From<Interrupted> for ScorerError {
         match i {
             Interrupted::Deadline => Self::Deadline,
             Interrupted::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+impl From<lingua_encoder::EncoderError> for ScorerError {
+    fn from(e: lingua_encoder::EncoderError) -> Self {
+        match e {
+            lingua_encoder::EncoderError::Model(m) => Self::Model(m),
         }
     }
 }

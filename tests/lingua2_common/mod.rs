@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use lingua_proxy::compress::llmlingua2::replay::ReplayScorer;
-use lingua_proxy::compress::llmlingua2::{Lingua2Options, Lingua2Output, TokenToWord};
+use lingua_proxy::compress::llmlingua2::{Llmlingua2Options, Llmlingua2Output, TokenToWord};
 use lingua_proxy::scorer::ScoredChunk;
-use lingua_proxy::scorer::llmlingua2::tokenizer::Lingua2Tokenizer;
+use lingua_proxy::scorer::llmlingua2::tokenizer::Llmlingua2Tokenizer;
 use serde_json::Value;
 
 pub fn repo() -> PathBuf {
@@ -35,7 +35,7 @@ pub fn cases(g: &Value) -> &Vec<Value> {
 }
 
 pub struct Tokenizers {
-    map: HashMap<String, Lingua2Tokenizer>,
+    map: HashMap<String, Llmlingua2Tokenizer>,
 }
 
 impl Tokenizers {
@@ -46,13 +46,13 @@ impl Tokenizers {
         }
         Self { map }
     }
-    pub fn get(&self, model: &str) -> &Lingua2Tokenizer {
+    pub fn get(&self, model: &str) -> &Llmlingua2Tokenizer {
         &self.map[model]
     }
 }
 
-pub fn tokenizer_for(dir: &Path) -> Lingua2Tokenizer {
-    Lingua2Tokenizer::from_dir(dir).unwrap()
+pub fn tokenizer_for(dir: &Path) -> Llmlingua2Tokenizer {
+    Llmlingua2Tokenizer::from_dir(dir).unwrap()
 }
 
 pub fn f32s(v: &Value) -> Vec<f32> {
@@ -84,8 +84,8 @@ pub fn scored(chunk: &Value) -> ScoredChunk {
 }
 
 /// The reference's keyword arguments → options (defaults = `compress_prompt`'s).
-pub fn options(case: &Value) -> Lingua2Options {
-    let mut o = Lingua2Options::default();
+pub fn options(case: &Value) -> Llmlingua2Options {
+    let mut o = Llmlingua2Options::default();
     let Some(kw) = case["options"].as_object() else {
         return o;
     };
@@ -128,7 +128,7 @@ pub fn contexts(case: &Value) -> Vec<String> {
     strings(&case["contexts"])
 }
 
-pub fn replay_scorer(tok: &Lingua2Tokenizer, case: &Value) -> ReplayScorer<Lingua2Tokenizer> {
+pub fn replay_scorer(tok: &Llmlingua2Tokenizer, case: &Value) -> ReplayScorer<Llmlingua2Tokenizer> {
     let mut r = ReplayScorer::new(tok.clone());
     for chunk in case["chunks"].as_array().unwrap() {
         r.record(chunk["text"].as_str().unwrap(), scored(chunk));
@@ -137,7 +137,7 @@ pub fn replay_scorer(tok: &Lingua2Tokenizer, case: &Value) -> ReplayScorer<Lingu
 }
 
 /// Field-by-field differences between our output and the reference's result dict.
-pub fn diff(out: &Lingua2Output, expected: &Value) -> Vec<String> {
+pub fn diff(out: &Llmlingua2Output, expected: &Value) -> Vec<String> {
     let mut d = Vec::new();
     let mut cmp = |field: &str, ours: String, theirs: String| {
         if ours != theirs {
@@ -193,7 +193,7 @@ pub fn diff(out: &Lingua2Output, expected: &Value) -> Vec<String> {
 /// floating-point near-tie. `Err(why)`: a real difference.
 pub fn judge_with_ties(
     case: &Value,
-    ours: &Lingua2Output,
+    ours: &Llmlingua2Output,
     ours_trace: &lingua_proxy::compress::llmlingua2::Trace,
     ref_trace: &lingua_proxy::compress::llmlingua2::Trace,
     tol: f64,

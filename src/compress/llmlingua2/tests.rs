@@ -167,8 +167,8 @@ fn fill_probs(extra: &[(&'static str, f32)]) -> Vec<(&'static str, f32)> {
     v
 }
 
-fn opts() -> Lingua2Options {
-    Lingua2Options::default()
+fn opts() -> Llmlingua2Options {
+    Llmlingua2Options::default()
 }
 
 fn strings(v: &[&str]) -> Vec<String> {
@@ -177,7 +177,7 @@ fn strings(v: &[&str]) -> Vec<String> {
 
 #[test]
 fn defaults_match_the_reference_public_entry_point() {
-    let o = Lingua2Options::default();
+    let o = Llmlingua2Options::default();
     assert_eq!(o.rate, 0.5);
     assert_eq!(o.target_token, -1);
     assert!(o.use_context_level_filter);
@@ -195,7 +195,7 @@ fn spec_toy_example_keeps_cat_and_forced_period() {
         WordStyle::Metaspace,
         &[("The", 0.2), ("cat", 0.9), ("sat", 0.6), (".", 0.1)],
     );
-    let o = Lingua2Options {
+    let o = Llmlingua2Options {
         force_tokens: strings(&["."]),
         ..opts()
     };
@@ -222,7 +222,7 @@ fn word_labels_strip_metaspace_and_use_reference_separators() {
         WordStyle::Metaspace,
         &[("The", 0.2), ("cat", 0.9), ("sat", 0.6)],
     );
-    let o = Lingua2Options {
+    let o = Llmlingua2Options {
         force_tokens: strings(&["."]),
         return_word_label: true,
         ..opts()
@@ -245,7 +245,7 @@ fn threshold_ties_are_dropped_unless_the_threshold_is_one() {
     assert_eq!(out.rate, "100.0%");
     // Everything forced → threshold 1.0 → the p == thr == 1.0 rule keeps all.
     let toy = Toy::new(WordStyle::Metaspace, &[]);
-    let o = Lingua2Options {
+    let o = Llmlingua2Options {
         force_tokens: strings(&["a", "b"]),
         ..opts()
     };
@@ -268,7 +268,7 @@ fn mean_and_first_token_to_word() {
     let toy = Toy::new(WordStyle::Metaspace, &probs);
     let mean = compress_prompt(&toy, &[text], &opts()).unwrap();
     assert_eq!(mean.compressed_prompt, "big");
-    let o = Lingua2Options {
+    let o = Llmlingua2Options {
         token_to_word: TokenToWord::First,
         ..opts()
     };
@@ -288,7 +288,7 @@ fn multi_piece_force_token_gets_a_placeholder_and_extra_space() {
             ("line", 0.001),
         ]),
     );
-    let o = Lingua2Options {
+    let o = Llmlingua2Options {
         force_tokens: strings(&["\n", "."]),
         ..opts()
     };
@@ -325,13 +325,13 @@ fn drop_consecutive_suppresses_repeated_force_tokens() {
     );
     let text = format!("keep. drop. drop. also.{FILL}");
     let text = text.as_str();
-    let base = Lingua2Options {
+    let base = Llmlingua2Options {
         force_tokens: strings(&["."]),
         ..opts()
     };
     let out = compress_prompt(&toy, &[text], &base).unwrap();
     assert_eq!(out.compressed_prompt, "keep... also.");
-    let o = Lingua2Options {
+    let o = Llmlingua2Options {
         drop_consecutive: true,
         ..base
     };
@@ -349,7 +349,7 @@ fn force_reserve_digit_forces_words_and_pieces_with_digits() {
     let text = text.as_str();
     let out = compress_prompt(&toy, &[text], &opts()).unwrap();
     assert_eq!(out.compressed_prompt, "the");
-    let o = Lingua2Options {
+    let o = Llmlingua2Options {
         force_reserve_digit: true,
         ..opts()
     };
@@ -380,7 +380,7 @@ fn chunks_split_after_end_tokens_and_fuse_without_separator() {
         tokens.len()
     );
     // rate 1.0 → no model call; chunks are concatenated with no separator.
-    let o = Lingua2Options {
+    let o = Llmlingua2Options {
         rate: 1.0,
         ..opts()
     };
@@ -409,7 +409,7 @@ fn chunk_without_end_token_has_511_tokens() {
 #[test]
 fn rate_one_returns_normalised_text_and_regex_word_labels() {
     let toy = Toy::new(WordStyle::Metaspace, &[]);
-    let o = Lingua2Options {
+    let o = Llmlingua2Options {
         rate: 1.0,
         return_word_label: true,
         force_tokens: strings(&["\n"]),
@@ -439,7 +439,7 @@ fn target_token_overrides_rate() {
     let toy = Toy::new(WordStyle::Metaspace, &probs);
     let text = "a b c d e f g h";
     let n = cl100k_count(text) as i64;
-    let o = Lingua2Options {
+    let o = Llmlingua2Options {
         target_token: n / 2,
         rate: 0.99,
         ..opts()
@@ -448,7 +448,7 @@ fn target_token_overrides_rate() {
     let by_rate = compress_prompt(
         &toy,
         &[text],
-        &Lingua2Options {
+        &Llmlingua2Options {
             rate: (n / 2) as f64 / n as f64,
             ..opts()
         },
@@ -475,7 +475,7 @@ fn context_filter_drops_the_low_scoring_context_and_rebudgets() {
     // Within the kept context: good (0.9) > thr, fine (0.8) not.
     assert_eq!(out.compressed_prompt, "good good");
     // force_context_ids keeps the other one too (in original order).
-    let o = Lingua2Options {
+    let o = Llmlingua2Options {
         force_context_ids: vec![1],
         return_word_label: true,
         ..opts()
@@ -483,7 +483,7 @@ fn context_filter_drops_the_low_scoring_context_and_rebudgets() {
     let out = compress_prompt(&toy, &ctxs, &o).unwrap();
     assert_eq!(out.compressed_prompt_list.len(), 2);
     // Without the filter, both contexts are compressed independently.
-    let o = Lingua2Options {
+    let o = Llmlingua2Options {
         use_context_level_filter: false,
         ..opts()
     };
@@ -500,7 +500,7 @@ fn context_scores_use_the_stale_first_token_probability() {
         &[("elep", 0.1), ("hant", 0.9), ("s", 0.9), ("ok", 0.3)],
     );
     let ctxs = ["elephants", "ok"];
-    let o = Lingua2Options {
+    let o = Llmlingua2Options {
         target_context: 1,
         use_token_level_filter: false,
         ..opts()
@@ -562,7 +562,7 @@ fn metaspace_punctuation_rule_is_a_substring_test() {
 #[test]
 fn too_many_force_tokens_is_an_error() {
     let toy = Toy::new(WordStyle::Metaspace, &[]);
-    let o = Lingua2Options {
+    let o = Llmlingua2Options {
         force_tokens: (0..101).map(|i| format!("f{i}")).collect(),
         ..opts()
     };
@@ -572,7 +572,7 @@ fn too_many_force_tokens_is_an_error() {
 #[test]
 fn empty_contexts_keep_their_separators() {
     let toy = Toy::new(WordStyle::Metaspace, &[("a", 0.9), ("b", 0.1)]);
-    let o = Lingua2Options {
+    let o = Llmlingua2Options {
         use_context_level_filter: false,
         ..opts()
     };

@@ -12,7 +12,7 @@ use lingua_causal::{CausalLm, KvCache, LoadOptions, Precision};
 use super::{CausalScorer, CausalTokenizer};
 use crate::model::{Backend, ModelConfig, PrecisionSetting, Scheduler, SchedulerConfig, WorkCtx};
 use crate::scorer::ScorerError;
-use crate::scorer::llmlingua2::load::ModelFiles;
+use lingua_encoder::ModelFiles;
 
 /// One step: the ids to feed after the cached prefix. The cache is moved to the model thread
 /// and back (never copied: a GPT-2-small cache of 1,024 positions is 75 MB).

@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use super::encoder::TokenClassifier;
 use crate::model::{Backend, Scheduler, SchedulerConfig};
 use crate::scorer::ScorerError;
+use lingua_encoder::encoder::TokenClassifier;
 
 /// The classifier, forwarded by the scheduler's model thread.
 #[derive(Debug, Clone)]
@@ -31,7 +31,7 @@ impl Backend for ClassifierBackend {
     }
 
     fn forward(&mut self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, ScorerError> {
-        self.model.keep_probs(batch)
+        Ok(self.model.keep_probs(batch)?)
     }
 }
 

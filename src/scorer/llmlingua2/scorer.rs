@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use super::encoder::{Precision, TokenClassifier};
-use super::load::ModelFiles;
 use super::pool::{ClassifierScheduler, start};
-use super::tokenizer::{InputScorer, Lingua2Tokenizer, ModelInput};
+use super::tokenizer::{InputScorer, Llmlingua2Tokenizer, ModelInput};
 use crate::model::WorkCtx;
 use crate::model::{ModelConfig, PrecisionSetting, SchedulerConfig};
 use crate::scorer::{Scorer, ScorerError};
+use lingua_encoder::ModelFiles;
+use lingua_encoder::encoder::{Precision, TokenClassifier};
 
 /// A loaded LLMLingua-2 checkpoint, ready to score.
 pub struct LoadedModel {
@@ -33,7 +33,7 @@ impl std::fmt::Debug for LoadedModel {
 /// name the file and the problem.
 pub fn load(model: &str, cfg: &ModelConfig) -> Result<LoadedModel, String> {
     let files = ModelFiles::resolve(model).map_err(|e| e.to_string())?;
-    let tokenizer = Lingua2Tokenizer::from_dir(&files.dir)
+    let tokenizer = Llmlingua2Tokenizer::from_dir(&files.dir)
         .map_err(|e| format!("{}: {e}", files.tokenizer_json.display()))?;
     let precision = match cfg.precision() {
         PrecisionSetting::F32 => Precision::F32,

@@ -4,13 +4,13 @@
 //!
 //! * the 100 placeholders `[NEW0]`…`[NEW99]` are registered as special added tokens, in order,
 //!   and must get the ids `base + i`;
-//! * [`Lingua2Tokenizer::tokenize`] = HF `tokenizer.tokenize(text)` (no special tokens added,
+//! * [`Llmlingua2Tokenizer::tokenize`] = HF `tokenizer.tokenize(text)` (no special tokens added,
 //!   truncation and padding from `tokenizer.json` disabled, as transformers does per call);
-//! * [`Lingua2Tokenizer::tokens_to_string`] = HF `convert_tokens_to_string` = the decoder of
+//! * [`Llmlingua2Tokenizer::tokens_to_string`] = HF `convert_tokens_to_string` = the decoder of
 //!   `tokenizer.json` applied to token strings (the Rust crate's WordPiece cleanup matches the
 //!   Python `tokenizers` 0.23 the reference runs with: cleanup per token);
 //! * the special-token set = the named special tokens of the tokenizer config;
-//! * [`Lingua2Tokenizer::model_input`] builds the ids the model sees, including the reference's
+//! * [`Llmlingua2Tokenizer::model_input`] builds the ids the model sees, including the reference's
 //!   [BUG-COMPAT] `[CLS]`/`[SEP]`/`[PAD]` marker strings (unknown to XLM-R, so they become the unk
 //!   id there).
 //!
@@ -52,7 +52,7 @@ pub struct ModelInput {
 
 /// A loaded LLMLingua-2 tokenizer.
 #[derive(Clone)]
-pub struct Lingua2Tokenizer {
+pub struct Llmlingua2Tokenizer {
     tok: Tokenizer,
     style: WordStyle,
     special: HashSet<String>,
@@ -98,7 +98,7 @@ const NAMED_SPECIALS: [&str; 7] = [
     "mask_token",
 ];
 
-impl Lingua2Tokenizer {
+impl Llmlingua2Tokenizer {
     /// Loads `dir/tokenizer.json` plus the special-token names from `tokenizer_config.json` /
     /// `special_tokens_map.json` and `pad_token_id` from `config.json` (each optional).
     pub fn from_dir(dir: &Path) -> Result<Self, ScorerError> {
@@ -318,7 +318,7 @@ fn detect_style(tok: &Tokenizer) -> Result<WordStyle, ScorerError> {
 /// The tokenizer alone as a [`Scorer`] that cannot score: for tests that replay recorded
 /// probabilities (`compress::llmlingua2::replay::ReplayScorer`, feature `test-support`) and for callers that only
 /// need tokenisation. `score_chunks` always fails.
-impl Scorer for Lingua2Tokenizer {
+impl Scorer for Llmlingua2Tokenizer {
     fn id(&self) -> &str {
         &self.id
     }
@@ -326,13 +326,13 @@ impl Scorer for Lingua2Tokenizer {
         self.style
     }
     fn tokenize(&self, text: &str) -> Result<Vec<String>, ScorerError> {
-        Lingua2Tokenizer::tokenize(self, text)
+        Llmlingua2Tokenizer::tokenize(self, text)
     }
     fn tokens_to_string(&self, tokens: &[String]) -> String {
-        Lingua2Tokenizer::tokens_to_string(self, tokens)
+        Llmlingua2Tokenizer::tokens_to_string(self, tokens)
     }
     fn is_special(&self, token: &str) -> bool {
-        Lingua2Tokenizer::is_special(self, token)
+        Llmlingua2Tokenizer::is_special(self, token)
     }
     fn score_chunks(
         &self,
@@ -351,7 +351,7 @@ impl Scorer for Lingua2Tokenizer {
 /// inputs to the model's scheduler).
 /// Positions with attention mask 0 are dropped, as the reference's `masked_select` does.
 pub struct InputScorer<F> {
-    tokenizer: Lingua2Tokenizer,
+    tokenizer: Llmlingua2Tokenizer,
     infer: F,
     id: String,
 }
@@ -362,7 +362,7 @@ where
 {
     /// `id` must identify everything that changes the probabilities (weights digest,
     /// precision…); it ends up in cache keys.
-    pub fn new(tokenizer: Lingua2Tokenizer, id: impl Into<String>, infer: F) -> Self {
+    pub fn new(tokenizer: Llmlingua2Tokenizer, id: impl Into<String>, infer: F) -> Self {
         Self {
             tokenizer,
             infer,
@@ -370,7 +370,7 @@ where
         }
     }
 
-    pub fn tokenizer(&self) -> &Lingua2Tokenizer {
+    pub fn tokenizer(&self) -> &Llmlingua2Tokenizer {
         &self.tokenizer
     }
 }

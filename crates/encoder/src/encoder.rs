@@ -21,11 +21,11 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use super::candle_ops::{RawLayer, RawWeights, TensorEncoder, position_ids};
-use super::config::{Activation, EncoderConfig};
-use super::kernels::{self, q8};
-use super::load::{LoadError, ModelFiles};
-use crate::scorer::ScorerError;
+use crate::EncoderError;
+use crate::candle_ops::{RawLayer, RawWeights, TensorEncoder, position_ids};
+use crate::config::{Activation, EncoderConfig};
+use crate::kernels::{self, q8};
+use crate::load::{LoadError, ModelFiles};
 
 /// Numeric precision of the encoder's linear layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -359,7 +359,7 @@ impl TokenClassifier {
     ///
     /// Each sequence is the full model input (special/marker ids included, no padding,
     /// `1 <= len <= max_len()`); sequences are packed together, never padded.
-    pub fn keep_probs(&self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, ScorerError> {
+    pub fn keep_probs(&self, batch: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, EncoderError> {
         self.validate(batch)?;
         if batch.is_empty() {
             return Ok(Vec::new());
@@ -373,7 +373,7 @@ impl TokenClassifier {
                     .map(|ids| {
                         position_ids(self.cfg.arch, self.cfg.pad_token_id, ids, &mut pos);
                         enc.forward(ids, &pos)
-                            .map_err(|e| ScorerError::Model(format!("candle forward: {e}")))
+                            .map_err(|e| EncoderError::Model(format!("candle forward: {e}")))
                     })
                     .collect()
             }
@@ -381,17 +381,17 @@ impl TokenClassifier {
     }
 
     /// Checks lengths and ids of a batch without running it.
-    pub fn validate(&self, batch: &[Vec<u32>]) -> Result<(), ScorerError> {
+    pub fn validate(&self, batch: &[Vec<u32>]) -> Result<(), EncoderError> {
         let max = self.max_len();
         for (i, s) in batch.iter().enumerate() {
             if s.is_empty() || s.len() > max {
-                return Err(ScorerError::Model(format!(
+                return Err(EncoderError::Model(format!(
                     "sequence {i} has {} ids; the encoder takes 1 to {max}",
                     s.len()
                 )));
             }
             if let Some(bad) = s.iter().find(|&&id| id as usize >= self.cfg.vocab_size) {
-                return Err(ScorerError::Model(format!(
+                return Err(EncoderError::Model(format!(
                     "sequence {i} holds id {bad}, outside the vocabulary of {}",
                     self.cfg.vocab_size
                 )));

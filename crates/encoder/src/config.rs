@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::load::LoadError;
+use crate::load::LoadError;
 
 /// Encoder families this crate runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,8 +6,8 @@
 
 use candle_core::{Device, Tensor};
 
-use super::config::{Activation, Arch, EncoderConfig};
-use super::load::LoadError;
+use crate::config::{Activation, Arch, EncoderConfig};
+use crate::load::LoadError;
 
 pub(crate) struct Lin {
     wt: Tensor,

@@ -56,7 +56,7 @@ pub enum TokenToWord {
 /// Options of `compress_prompt`; `Default` gives the defaults seen through the reference's
 /// public `PromptCompressor.compress_prompt` (spec §2.1), NumPy 2.x arithmetic.
 #[derive(Debug, Clone)]
-pub struct Lingua2Options {
+pub struct Llmlingua2Options {
     /// Fraction of tokens to keep.
     pub rate: f64,
     /// Token budget; overrides `rate` when > 0 (single stage) or >= 0 (context filter).
@@ -78,7 +78,7 @@ pub struct Lingua2Options {
     pub drop_consecutive: bool,
     /// Preferred chunk boundaries (exact token strings).
     pub chunk_end_tokens: Vec<String>,
-    /// Fill [`Lingua2Output::fn_labeled_original_prompt`].
+    /// Fill [`Llmlingua2Output::fn_labeled_original_prompt`].
     pub return_word_label: bool,
     /// Reproduce NumPy 1.x arithmetic (float64 means, NumPy 1 percentile precision) — the era in
     /// which the reference repository's goldens were made. Default: NumPy 2.x (today's install).
@@ -87,7 +87,7 @@ pub struct Lingua2Options {
     pub work: WorkCtx,
 }
 
-impl Default for Lingua2Options {
+impl Default for Llmlingua2Options {
     fn default() -> Self {
         Self {
             rate: 0.5,
@@ -112,7 +112,7 @@ impl Default for Lingua2Options {
 
 /// The reference's result dictionary.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Lingua2Output {
+pub struct Llmlingua2Output {
     /// Kept contexts' outputs joined by `"\n\n"`.
     pub compressed_prompt: String,
     pub compressed_prompt_list: Vec<String>,
@@ -581,7 +581,7 @@ fn score_all(
     Ok(scored)
 }
 
-fn finish(texts: Vec<String>, origin_tokens: usize, labels: Option<String>) -> Lingua2Output {
+fn finish(texts: Vec<String>, origin_tokens: usize, labels: Option<String>) -> Llmlingua2Output {
     let compressed_tokens: usize = texts.iter().map(|t| cl100k_count(t)).sum();
     let saving = (origin_tokens as f64 - compressed_tokens as f64) * 0.06 / 1000.0;
     let ratio = if compressed_tokens == 0 {
@@ -589,7 +589,7 @@ fn finish(texts: Vec<String>, origin_tokens: usize, labels: Option<String>) -> L
     } else {
         origin_tokens as f64 / compressed_tokens as f64
     };
-    Lingua2Output {
+    Llmlingua2Output {
         compressed_prompt: texts.join("\n\n"),
         compressed_prompt_list: texts,
         origin_tokens,
@@ -618,8 +618,8 @@ fn label_string(words: &[String], labels: &[u8]) -> String {
 pub fn compress_prompt(
     scorer: &dyn Scorer,
     contexts: &[&str],
-    opts: &Lingua2Options,
-) -> Result<Lingua2Output, ScorerError> {
+    opts: &Llmlingua2Options,
+) -> Result<Llmlingua2Output, ScorerError> {
     compress_impl(scorer, contexts, opts, false).map(|(out, _)| out)
 }
 
@@ -628,17 +628,17 @@ pub fn compress_prompt(
 pub fn compress_prompt_traced(
     scorer: &dyn Scorer,
     contexts: &[&str],
-    opts: &Lingua2Options,
-) -> Result<(Lingua2Output, Trace), ScorerError> {
+    opts: &Llmlingua2Options,
+) -> Result<(Llmlingua2Output, Trace), ScorerError> {
     compress_impl(scorer, contexts, opts, true)
 }
 
 fn compress_impl(
     scorer: &dyn Scorer,
     contexts: &[&str],
-    opts: &Lingua2Options,
+    opts: &Llmlingua2Options,
     trace: bool,
-) -> Result<(Lingua2Output, Trace), ScorerError> {
+) -> Result<(Llmlingua2Output, Trace), ScorerError> {
     if opts.force_tokens.len() > MAX_FORCE_TOKENS {
         return Err(ScorerError::Tokenizer(format!(
             "at most {MAX_FORCE_TOKENS} force tokens are supported, got {}",
@@ -721,8 +721,8 @@ fn compress_with_context_filter(
     contexts: &[&str],
     chunked: Vec<Vec<String>>,
     n_original: usize,
-    opts: &Lingua2Options,
-) -> Result<(Lingua2Output, Trace), ScorerError> {
+    opts: &Llmlingua2Options,
+) -> Result<(Llmlingua2Output, Trace), ScorerError> {
     let numpy1 = sel.numpy1;
     let mut rate = opts.rate;
     let mut context_level_rate = opts.context_level_rate;

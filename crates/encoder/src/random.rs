@@ -5,7 +5,7 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype, TensorView};
 
-use super::config::Arch;
+use crate::config::Arch;
 
 /// Sizes of a random checkpoint.
 #[derive(Debug, Clone, PartialEq)]
