@@ -10,12 +10,12 @@ cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-# The official SDKs, and the Python agent frameworks of tests/agent_clients.rs (they resolve
+# The official SDKs, and the Python agent frameworks of tests/e2e/agent_clients.rs (they resolve
 # together with the SDKs' pins).
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt \
   -r tests/agents/requirements.txt
 
-# The Node SDK tests (tests/sdk_node.rs) use the packages pinned in
+# The Node SDK tests (tests/e2e/sdk_node.rs) use the packages pinned in
 # tests/sdk/node/package-lock.json, installed into tests/sdk/node/node_modules (gitignored).
 if [ ! -d tests/sdk/node/node_modules ]; then
   if ! command -v npm >/dev/null 2>&1; then
@@ -25,7 +25,7 @@ if [ ! -d tests/sdk/node/node_modules ]; then
   npm ci --prefix tests/sdk/node --no-audit --no-fund --loglevel=error
 fi
 
-# The agent CLIs of tests/agent_clients.rs (Claude Code and Codex, pinned in
+# The agent CLIs of tests/e2e/agent_clients.rs (Claude Code and Codex, pinned in
 # tests/agents/package-lock.json; each ships its native binary in a platform package) go into
 # tests/agents/node_modules (gitignored); reinstalled whenever the lock file changes.
 if ! cmp -s tests/agents/package-lock.json tests/agents/node_modules/.installed-lock.json; then

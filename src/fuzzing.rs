@@ -1,6 +1,6 @@
 //! Fuzzing entry points, not a public API: each takes arbitrary bytes, runs one part of the proxy
 //! on them and panics when an invariant breaks. The coverage-guided targets in `fuzz/`
-//! (cargo-afl) and the corpus replay in `tests/fuzz_corpus.rs` (the CI smoke run) call them.
+//! (cargo-afl) and the corpus replay in `tests/compression/fuzz_corpus.rs` (the CI smoke run) call them.
 //!
 //! - [`transform`]: the request transformer (conversation parsing, policy, span detection,
 //!   selection with the heuristic scorer, byte splicing). Invariants: no panic, no error, the

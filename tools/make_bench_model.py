@@ -10,7 +10,7 @@
   make_bench_model.py parity OUT_DIR
       small seeded BERT and XLM-R checkpoints (safetensors, plus a pytorch_model.bin copy of
       the BERT one) and PyTorch probabilities for fixed input ids, padded as the reference
-      pads (tests/encoder_parity.rs reads them through LINGUA_ENCODER_PARITY_DIR).
+      pads (tests/llmlingua/encoder_parity.rs reads them through LINGUA_ENCODER_PARITY_DIR).
 """
 import json
 import os

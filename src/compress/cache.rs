@@ -61,7 +61,7 @@ pub trait CompressionCache: Send + Sync {
 
 /// What one entry costs besides its text: the key, the `Arc<CompressOutput>`, and moka's
 /// bookkeeping (its entry, access-order and write-order nodes, hash table slot and frequency
-/// sketch). Measured with a counting allocator in `tests/cache_bound.rs` (about 320 bytes on
+/// sketch). Measured with a counting allocator in `tests/proxy/cache_bound.rs` (about 320 bytes on
 /// x86_64 with moka 0.12), rounded up so that many tiny entries stay within `cache_bytes`.
 const ENTRY_OVERHEAD: usize = 384;
 

@@ -718,33 +718,15 @@ mod tests {
             chunks: &[String],
             _ctx: &WorkCtx,
         ) -> Result<Vec<crate::scorer::ScoredChunk>, ScorerError> {
-            let mut rng = Rng(self.0);
+            let mut rng = fastrand::Rng::with_seed(self.0);
             Ok(chunks
                 .iter()
                 .map(|c| {
                     let tokens = HeuristicScorer::tokenize_str(c);
-                    let probs = tokens.iter().map(|_| rng.unit() as f32).collect();
+                    let probs = tokens.iter().map(|_| rng.f64() as f32).collect();
                     crate::scorer::ScoredChunk { tokens, probs }
                 })
                 .collect())
-        }
-    }
-
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            // xorshift64*
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-        fn unit(&mut self) -> f64 {
-            (self.next() >> 11) as f64 / (1u64 << 53) as f64
         }
     }
 
@@ -799,14 +781,14 @@ mod tests {
         " ", " ", " ", " ", "  ", "\n", "\n\n", "\n  ", "\t", " \n- ",
     ];
 
-    fn random_text(rng: &mut Rng) -> String {
-        let n = 1 + rng.below(120);
+    fn random_text(rng: &mut fastrand::Rng) -> String {
+        let n = 1 + rng.usize(..120);
         let mut s = String::new();
         for i in 0..n {
             if i > 0 {
-                s.push_str(SEPS[rng.below(SEPS.len())]);
+                s.push_str(SEPS[rng.usize(..SEPS.len())]);
             }
-            s.push_str(PIECES[rng.below(PIECES.len())]);
+            s.push_str(PIECES[rng.usize(..PIECES.len())]);
         }
         s
     }
@@ -816,16 +798,16 @@ mod tests {
     /// at random rates and rules.
     #[test]
     fn property_output_is_input_with_whole_words_deleted() {
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut rng = fastrand::Rng::with_seed(0x9E37_79B9_7F4A_7C15);
         let heuristic = HeuristicScorer::new();
         for case in 0..400 {
             let text = random_text(&mut rng);
-            let random = RandomScorer(rng.next() | 1);
+            let random = RandomScorer(rng.u64(..) | 1);
             let scorer: &dyn Scorer = if case % 2 == 0 { &heuristic } else { &random };
-            let mut b = budget(0.05 + 0.9 * rng.unit());
-            b.keep.units = rng.below(2) == 0;
-            b.keep.negations = rng.below(2) == 0;
-            b.force_reserve_digit = rng.below(4) == 0;
+            let mut b = budget(0.05 + 0.9 * rng.f64());
+            b.keep.units = rng.usize(..2) == 0;
+            b.keep.negations = rng.usize(..2) == 0;
+            b.force_reserve_digit = rng.usize(..4) == 0;
             let sel = select(scorer, &text, &b, &WorkCtx::none()).unwrap();
             let input: Vec<&str> = text.split_whitespace().collect();
             let mut it = input.iter();

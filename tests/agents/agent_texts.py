@@ -1,4 +1,4 @@
-"""The texts the Python agents of tests/agent_clients.rs send: an operator's system prompt, the
+"""The texts the Python agents of tests/e2e/agent_clients.rs send: an operator's system prompt, the
 user's task, and what their one function tool answers (long enough, over 200 tokens of prose, for
 the proxy's default tool-result budget to compress it)."""
 

@@ -1,6 +1,6 @@
 """One run of an agent of the OpenAI Agents SDK (`openai-agents`) with a function tool, against
 `BASE_URL` (an OpenAI-compatible `/v1`) over the Responses API or Chat Completions. Prints the
-agent's final output. Driven by tests/agent_clients.rs; fully offline: tracing is off (also by
+agent's final output. Driven by tests/e2e/agent_clients.rs; fully offline: tracing is off (also by
 `OPENAI_AGENTS_DISABLE_TRACING=1` in the environment the test gives it), the key is a dummy.
 
 usage: openai_agents_client.py BASE_URL responses|chat

@@ -1,6 +1,6 @@
 """One run of a Pydantic AI agent (`pydantic-ai-slim[openai]`) with a function tool, against
 `BASE_URL` (an OpenAI-compatible `/v1`) over Chat Completions or the Responses API. Prints the
-agent's output. Driven by tests/agent_clients.rs; fully offline: no instrumentation (logfire is
+agent's output. Driven by tests/e2e/agent_clients.rs; fully offline: no instrumentation (logfire is
 not installed and `Agent.instrument_all` is never called), the key is a dummy.
 
 usage: pydantic_ai_client.py BASE_URL chat|responses

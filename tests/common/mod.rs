@@ -202,3 +202,55 @@ pub async fn read_events(path: &std::path::Path, n: usize) -> Vec<lingua_proxy::
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// The heuristic scorer with a step of the test's own run before every scoring call (stall,
+/// panic, queue on a scheduler): the scorer double of the fault and scheduling tests.
+pub struct HeuristicWith<F> {
+    pub id: &'static str,
+    pub inner: lingua_proxy::scorer::heuristic::HeuristicScorer,
+    pub before: F,
+}
+
+impl<F> HeuristicWith<F> {
+    pub fn new(id: &'static str, before: F) -> Self {
+        Self {
+            id,
+            inner: lingua_proxy::scorer::heuristic::HeuristicScorer::new(),
+            before,
+        }
+    }
+}
+
+impl<F> lingua_proxy::scorer::Scorer for HeuristicWith<F>
+where
+    F: Fn(
+            &[String],
+            &lingua_proxy::model::WorkCtx,
+        ) -> Result<(), lingua_proxy::scorer::ScorerError>
+        + Send
+        + Sync,
+{
+    fn id(&self) -> &str {
+        self.id
+    }
+    fn word_style(&self) -> lingua_proxy::scorer::WordStyle {
+        self.inner.word_style()
+    }
+    fn tokenize(&self, text: &str) -> Result<Vec<String>, lingua_proxy::scorer::ScorerError> {
+        self.inner.tokenize(text)
+    }
+    fn tokens_to_string(&self, tokens: &[String]) -> String {
+        self.inner.tokens_to_string(tokens)
+    }
+    fn is_special(&self, token: &str) -> bool {
+        self.inner.is_special(token)
+    }
+    fn score_chunks(
+        &self,
+        chunks: &[String],
+        ctx: &lingua_proxy::model::WorkCtx,
+    ) -> Result<Vec<lingua_proxy::scorer::ScoredChunk>, lingua_proxy::scorer::ScorerError> {
+        (self.before)(chunks, ctx)?;
+        self.inner.score_chunks(chunks, ctx)
+    }
+}

@@ -1,6 +1,6 @@
 """End-to-end checks with the official `anthropic` Python SDK pointed at lingua-proxy.
 
-Run by tests/sdk_python.rs, which starts the testkit's mock upstream and the proxy (heuristic
+Run by tests/e2e/sdk_python.rs, which starts the testkit's mock upstream and the proxy (heuristic
 scorer) on loopback. argv[1]: the proxy's Anthropic base URL (`http://HOST:PORT`); argv[2]: the
 base URL of a second proxy with `[auth]` on, whose keys the SDK does not know.
 

@@ -1,6 +1,6 @@
 """A/B checks with the official OpenAI Python SDK pointed at lingua-proxy in mirror mode.
 
-Run by tests/sdk_python.rs with the proxy's base URL as argv[1] and a long system prompt in
+Run by tests/e2e/sdk_python.rs with the proxy's base URL as argv[1] and a long system prompt in
 argv[2]. Exits non-zero on the first failed check.
 """
 

@@ -1,6 +1,6 @@
 """End-to-end checks with the official OpenAI Python SDK pointed at lingua-proxy.
 
-Run by tests/sdk_python.rs, which starts the mock upstream and the proxy on loopback and passes
+Run by tests/e2e/sdk_python.rs, which starts the mock upstream and the proxy on loopback and passes
 the proxy's base URL as argv[1]. Exits non-zero on the first failed check.
 """
 

@@ -1,7 +1,7 @@
 """End-to-end checks with the official `openai` Python SDK's Responses and legacy Completions
 APIs pointed at lingua-proxy.
 
-Run by tests/sdk_python.rs, which starts the testkit's mock upstream and the proxy (heuristic
+Run by tests/e2e/sdk_python.rs, which starts the testkit's mock upstream and the proxy (heuristic
 scorer, `prompt` budget on) on loopback. argv[1]: the proxy's OpenAI base URL
 (`http://HOST:PORT/v1`). Every request carries `x-request-id: e2e-<case>` (see
 anthropic_e2e.py). Prints one JSON object on stdout: `checks`, `sent` (request id -> the exact

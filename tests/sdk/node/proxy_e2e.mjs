@@ -2,7 +2,7 @@
 // lingua-proxy: Chat Completions, Responses and Anthropic Messages, plain and streamed, each with
 // a long system prompt for the proxy to compress.
 //
-// Run by tests/sdk_node.rs, which starts the testkit's mock upstream and the proxy (heuristic
+// Run by tests/e2e/sdk_node.rs, which starts the testkit's mock upstream and the proxy (heuristic
 // scorer) on loopback. argv[2]: the proxy's OpenAI base URL (`http://HOST:PORT/v1`); argv[3]:
 // its Anthropic base URL (`http://HOST:PORT`); argv[4]: the system prompt. Every request
 // carries `x-request-id: e2e-<case>`. Prints one JSON object on stdout: `checks` and `sent`

@@ -1,7 +1,7 @@
 // Smoke checks of the official Node SDKs (`openai@6`, `@anthropic-ai/sdk`) on every API surface:
 // Chat Completions, Responses, legacy Completions and Anthropic Messages, plain and streamed.
 //
-// Run by tests/sdk_node.rs against the testkit's mock upstream directly; point it at the proxy by
+// Run by tests/e2e/sdk_node.rs against the testkit's mock upstream directly; point it at the proxy by
 // passing the proxy's URLs instead. argv[2]: the OpenAI base URL (`http://HOST:PORT/v1`);
 // argv[3]: the Anthropic base URL (`http://HOST:PORT`). Exits non-zero on the first failed check.
 import Anthropic from "@anthropic-ai/sdk";

@@ -9,7 +9,7 @@
 //!
 //! The MiniLM weights are rebuilt by tools/build_minilm_checkpoint.py (see tools/README.md).
 
-mod lingua2_common;
+use crate::lingua2_common;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -6,7 +6,7 @@
     reason = "sets environment variables before starting threads"
 )]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Harness, compressible_body, heuristic_hook, read_events};
+use common::{compressible_body, heuristic_hook, read_events};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use lingua_proxy::ab::{AbConfig, Arm, Assigner, Mode};
@@ -23,14 +23,8 @@ use lingua_proxy::config::Config;
 use lingua_proxy::headers::{HEADER_ARM, HEADER_MODE};
 use lingua_proxy::telemetry::Event;
 
-type Setup = common::Logged;
-
-async fn setup(tweak: impl FnOnce(&mut Config)) -> Setup {
+async fn setup(tweak: impl FnOnce(&mut Config)) -> common::Logged {
     common::start_logged(tweak, Arc::new(heuristic_hook())).await
-}
-
-async fn post(h: &Harness, body: &[u8], headers: &[(&str, &str)]) -> reqwest::Response {
-    h.post_chat(body, headers).await
 }
 
 fn events_now(path: &std::path::Path) -> Vec<Event> {
@@ -65,7 +59,9 @@ async fn invented_roles_and_models_stay_out_of_labels_and_stats() {
             );
         }
         body["model"] = format!("made-up-model-{r}").into();
-        let resp = post(&s.h, &serde_json::to_vec(&body).unwrap(), &[]).await;
+        let resp =
+            s.h.post_chat(&serde_json::to_vec(&body).unwrap(), &[])
+                .await;
         assert_eq!(resp.status(), 200);
         resp.bytes().await.unwrap();
     }
@@ -162,7 +158,7 @@ async fn api_key_sticky_arm_survives_proxy_auth() {
             } else {
                 ("x-api-key", key.clone())
             };
-            let resp = post(&s.h, &body, &[(auth.0, &auth.1)]).await;
+            let resp = s.h.post_chat(&body, &[(auth.0, &auth.1)]).await;
             assert_eq!(resp.status(), 200);
             let arm = Arm::parse(resp.headers()[HEADER_ARM].to_str().unwrap()).unwrap();
             assert_eq!(arm, want, "round {round}: the key's arm");
@@ -206,7 +202,7 @@ async fn a_client_gone_before_the_headers_still_writes_its_event() {
         e.latency_ms.total
     );
     // The next ordinary request is compressed and recorded normally.
-    let resp = post(&s.h, &body, &[]).await;
+    let resp = s.h.post_chat(&body, &[]).await;
     assert_eq!(resp.status(), 200);
     let (before, after) = common::token_counts(&resp);
     assert!(after < before, "compressed: {before} -> {after}");
@@ -232,15 +228,15 @@ async fn mirror_copies_beyond_the_bound_are_skipped() {
         let (h, body) = (&s.h, &body);
         async move {
             let session = format!("bound-{i}");
-            let resp = post(
-                h,
-                body,
-                &[
-                    ("x-session-id", &session),
-                    ("x-mock-first-byte-delay-ms", "700"),
-                ],
-            )
-            .await;
+            let resp = h
+                .post_chat(
+                    body,
+                    &[
+                        ("x-session-id", &session),
+                        ("x-mock-first-byte-delay-ms", "700"),
+                    ],
+                )
+                .await;
             assert_eq!(resp.status(), 200, "the served call is unaffected");
             let mirrored = resp
                 .headers()
@@ -307,12 +303,14 @@ async fn mirror_at_shutdown(delay: Duration, grace_ms: u64) -> (Vec<Event>, Dura
         c.ab.salt = "a-secret-test-salt".into();
     })
     .await;
-    let resp = post(&s.h, &body, &[("x-session-id", "shutdown-1")]).await;
+    let resp =
+        s.h.post_chat(&body, &[("x-session-id", "shutdown-1")])
+            .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()[HEADER_ARM], "compressed");
     assert_eq!(resp.headers()[HEADER_MODE], "mirror");
     resp.bytes().await.unwrap();
-    let Setup {
+    let common::Logged {
         h,
         events,
         dir: _dir,

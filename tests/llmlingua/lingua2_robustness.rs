@@ -4,7 +4,7 @@
 //! placeholders, markers, emoji and empty contexts, with random (also out-of-range) options, on
 //! both test tokenizers, scored by a deterministic fake model.
 
-mod lingua2_common;
+use crate::lingua2_common;
 
 use lingua_proxy::compress::llmlingua2::{
     Llmlingua2Options, TokenToWord, cl100k_count, compress_prompt,
@@ -12,23 +12,6 @@ use lingua_proxy::compress::llmlingua2::{
 use lingua_proxy::scorer::ScorerError;
 use lingua_proxy::scorer::llmlingua2::tokenizer::{InputScorer, ModelInput};
 use lingua2_common::*;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 const PIECES: &[&str] = &[
     "the",
@@ -80,37 +63,37 @@ const PIECES: &[&str] = &[
     "John's",
 ];
 
-fn random_text(r: &mut Rng, max_pieces: usize) -> String {
-    let n = r.below(max_pieces + 1);
-    (0..n).map(|_| PIECES[r.below(PIECES.len())]).collect()
+fn random_text(r: &mut fastrand::Rng, max_pieces: usize) -> String {
+    let n = r.usize(..max_pieces + 1);
+    (0..n).map(|_| PIECES[r.usize(..PIECES.len())]).collect()
 }
 
-fn random_options(r: &mut Rng) -> Llmlingua2Options {
+fn random_options(r: &mut fastrand::Rng) -> Llmlingua2Options {
     let mut o = Llmlingua2Options {
-        rate: r.unit() * 2.0 - 0.5,
+        rate: r.f64() * 2.0 - 0.5,
         ..Llmlingua2Options::default()
     };
-    if r.below(2) == 0 {
-        o.target_token = [-1, 0, 1, 5, 40, i64::MAX][r.below(6)];
+    if r.usize(..2) == 0 {
+        o.target_token = [-1, 0, 1, 5, 40, i64::MAX][r.usize(..6)];
     }
-    o.use_context_level_filter = r.below(2) == 0;
-    o.use_token_level_filter = r.below(5) != 0;
-    if r.below(3) == 0 {
-        o.target_context = r.below(5) as i64 - 1;
+    o.use_context_level_filter = r.usize(..2) == 0;
+    o.use_token_level_filter = r.usize(..5) != 0;
+    if r.usize(..3) == 0 {
+        o.target_context = r.usize(..5) as i64 - 1;
     }
-    if r.below(3) == 0 {
-        o.context_level_rate = r.unit() * 1.5;
+    if r.usize(..3) == 0 {
+        o.context_level_rate = r.f64() * 1.5;
     }
-    if r.below(4) == 0 {
-        o.context_level_target_token = r.below(100) as i64 - 1;
+    if r.usize(..4) == 0 {
+        o.context_level_target_token = r.usize(..100) as i64 - 1;
     }
-    if r.below(3) == 0 {
-        o.force_context_ids = vec![r.below(6)];
+    if r.usize(..3) == 0 {
+        o.force_context_ids = vec![r.usize(..6)];
     }
-    if r.below(2) == 0 {
+    if r.usize(..2) == 0 {
         o.token_to_word = TokenToWord::First;
     }
-    let nf = r.below(6);
+    let nf = r.usize(..6);
     o.force_tokens = (0..nf)
         .map(|_| {
             [
@@ -124,17 +107,17 @@ fn random_options(r: &mut Rng) -> Llmlingua2Options {
                 "▁",
                 "[NEW0]",
                 "<s>",
-            ][r.below(10)]
+            ][r.usize(..10)]
             .to_string()
         })
         .collect();
-    o.force_reserve_digit = r.below(2) == 0;
-    o.drop_consecutive = r.below(2) == 0;
-    if r.below(4) == 0 {
+    o.force_reserve_digit = r.usize(..2) == 0;
+    o.drop_consecutive = r.usize(..2) == 0;
+    if r.usize(..4) == 0 {
         o.chunk_end_tokens = vec![",".to_string()];
     }
-    o.return_word_label = r.below(2) == 0;
-    o.numpy1_percentile = r.below(2) == 0;
+    o.return_word_label = r.usize(..2) == 0;
+    o.numpy1_percentile = r.usize(..2) == 0;
     o
 }
 
@@ -162,10 +145,10 @@ fn random_inputs_never_panic_and_outputs_are_consistent() {
                 )
             },
         );
-        let mut r = Rng(0x9e37_79b9_7f4a_7c15 ^ model.len() as u64);
+        let mut r = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15 ^ model.len() as u64);
         for iter in 0..150 {
-            let n_ctx = 1 + r.below(4);
-            let long = r.below(10) == 0;
+            let n_ctx = 1 + r.usize(..4);
+            let long = r.usize(..10) == 0;
             let ctx: Vec<String> = (0..n_ctx)
                 .map(|_| random_text(&mut r, if long { 700 } else { 25 }))
                 .collect();

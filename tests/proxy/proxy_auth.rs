@@ -5,7 +5,7 @@
     reason = "sets environment variables before starting threads"
 )]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -7,7 +7,7 @@
     reason = "sets environment variables before starting threads"
 )]
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::net::SocketAddr;

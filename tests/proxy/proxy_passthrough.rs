@@ -1,7 +1,7 @@
 //! The proxy is invisible: bodies, streams, errors and headers pass through unchanged.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

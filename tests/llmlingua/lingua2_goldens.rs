@@ -5,7 +5,7 @@
 //! Tokenisation, chunking, placeholders and decoding run for real (tokenizer.json); only the
 //! model is replayed. A chunk string we produce that the reference never scored fails the case.
 
-mod lingua2_common;
+use crate::lingua2_common;
 
 use lingua_proxy::compress::llmlingua2::compress_prompt;
 use lingua2_common::*;

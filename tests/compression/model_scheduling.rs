@@ -4,7 +4,7 @@
 //! proxy down.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,8 +14,8 @@ use lingua_proxy::headers::HEADER_SKIPPED;
 use lingua_proxy::hook::CompressionHook;
 use lingua_proxy::hook::{Intercepted, RequestHook};
 use lingua_proxy::model::{Backend, Scheduler, SchedulerConfig, WorkCtx};
-use lingua_proxy::scorer::heuristic::HeuristicScorer;
-use lingua_proxy::scorer::{ScoredChunk, Scorer, ScorerError, WordStyle};
+
+use lingua_proxy::scorer::Scorer;
 
 /// A slow model: every batch takes `delay`; it records which request (by the marker word in
 /// the chunk) each batch served, at the moment the batch starts.
@@ -41,47 +41,11 @@ impl Backend for Slow {
     }
 }
 
-/// The heuristic scorer whose scoring first has to go through the slow model's scheduler.
-struct SlowScorer {
-    inner: HeuristicScorer,
-    sched: Arc<Scheduler<Slow>>,
-}
-
 fn marker(chunk: &str) -> &'static str {
     if chunk.contains("alpha") {
         "alpha"
     } else {
         "bravo"
-    }
-}
-
-impl Scorer for SlowScorer {
-    fn id(&self) -> &str {
-        "slow-test"
-    }
-    fn word_style(&self) -> WordStyle {
-        self.inner.word_style()
-    }
-    fn tokenize(&self, text: &str) -> Result<Vec<String>, ScorerError> {
-        self.inner.tokenize(text)
-    }
-    fn tokens_to_string(&self, tokens: &[String]) -> String {
-        self.inner.tokens_to_string(tokens)
-    }
-    fn is_special(&self, token: &str) -> bool {
-        self.inner.is_special(token)
-    }
-    fn score_chunks(
-        &self,
-        chunks: &[String],
-        ctx: &WorkCtx,
-    ) -> Result<Vec<ScoredChunk>, ScorerError> {
-        let windows = chunks
-            .iter()
-            .map(|c| (marker(c), c.split_whitespace().count().max(1)))
-            .collect();
-        self.sched.submit(ctx, windows)?.wait()?;
-        self.inner.score_chunks(chunks, ctx)
     }
 }
 
@@ -104,10 +68,18 @@ fn slow_hook(deadline_ms: u64) -> (CompressionHook, Log) {
         )
         .unwrap(),
     );
-    let scorer: Arc<dyn Scorer> = Arc::new(SlowScorer {
-        inner: HeuristicScorer::new(),
-        sched,
-    });
+    // The heuristic scorer whose scoring first has to go through the slow model's scheduler.
+    let scorer: Arc<dyn Scorer> = Arc::new(common::HeuristicWith::new(
+        "slow-test",
+        move |chunks: &[String], ctx: &WorkCtx| {
+            let windows = chunks
+                .iter()
+                .map(|c| (marker(c), c.split_whitespace().count().max(1)))
+                .collect();
+            sched.submit(ctx, windows)?.wait()?;
+            Ok(())
+        },
+    ));
     let mut cfg = CompressionConfig {
         // Instruction prose is compressed here (the default keeps it).
         instructions: lingua_proxy::compress::InstructionsMode::Compress,

@@ -25,7 +25,7 @@
     reason = "kill(2) on the process group the test started for a hung agent"
 )]
 
-mod common;
+use crate::common;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! Compression through the real proxy, against the mock upstream on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

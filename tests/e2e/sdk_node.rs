@@ -5,7 +5,7 @@
 //! `LINGUA_NODE` names another `node` binary.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::sync::Arc;

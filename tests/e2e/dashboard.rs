@@ -6,7 +6,7 @@
 //! Debian `chromium` package (`scripts/test.sh` installs it); `LINGUA_PROXY_CHROMIUM` may name
 //! another binary.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -56,7 +56,7 @@ fn check(
 }
 
 #[test]
-#[ignore = "needs LINGUA_ENCODER_PARITY_DIR from `tools/make_bench_model.py parity DIR` (torch); CI covers parity through tests/lingua2_e2e.rs"]
+#[ignore = "needs LINGUA_ENCODER_PARITY_DIR from `tools/make_bench_model.py parity DIR` (torch); CI covers parity through tests/e2e/lingua2_e2e.rs"]
 fn f32_matches_pytorch_within_1e4() {
     let Some(dir) = parity_dir() else {
         panic!("set LINGUA_ENCODER_PARITY_DIR (see the module docs)");

@@ -11,7 +11,7 @@
     reason = "sets environment variables before starting threads"
 )]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! reference scored, the exact input ids (with the [BUG-COMPAT] `[CLS]`/`[SEP]` markers) and
 //! the token strings the model saw.
 
-mod lingua2_common;
+use crate::lingua2_common;
 
 use lingua_proxy::scorer::WordStyle;
 use lingua2_common::*;

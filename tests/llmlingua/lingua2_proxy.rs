@@ -1,7 +1,7 @@
 //! The proxy compresses with a local LLMLingua-2 checkpoint end to end.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

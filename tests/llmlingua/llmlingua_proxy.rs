@@ -4,7 +4,7 @@
 //! same bytes for the same message, and a slow LM fails open.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! `/stats`, through the real proxy and the mock upstream on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,10 +26,6 @@ async fn setup(tweak: impl FnOnce(&mut Config)) -> Setup {
         Arc::new(heuristic_hook()),
     )
     .await
-}
-
-async fn post(h: &Harness, body: &[u8], headers: &[(&str, &str)]) -> reqwest::Response {
-    h.post_chat(body, headers).await
 }
 
 fn arm_of(resp: &reqwest::Response) -> Arm {
@@ -65,7 +61,9 @@ async fn arms_split_within_tolerance_and_stick_per_session() {
     let mut arms = BTreeMap::new();
     let n = 120;
     for i in 0..n {
-        let resp = post(&s.h, &body, &[("x-session-id", &format!("session-{i}"))]).await;
+        let resp =
+            s.h.post_chat(&body, &[("x-session-id", &format!("session-{i}"))])
+                .await;
         assert_eq!(resp.status(), 200);
         arms.insert(i, arm_of(&resp));
         resp.bytes().await.unwrap();
@@ -89,16 +87,18 @@ async fn arms_split_within_tolerance_and_stick_per_session() {
     }
     // The same session lands in the same arm every time.
     for i in 0..20 {
-        let resp = post(&s.h, &body, &[("x-session-id", &format!("session-{i}"))]).await;
+        let resp =
+            s.h.post_chat(&body, &[("x-session-id", &format!("session-{i}"))])
+                .await;
         assert_eq!(arm_of(&resp), arms[&i], "session-{i} changed arm");
     }
     // Without the session header, the OpenAI `user` field is the key.
     let mut with_user = compressible_body(false);
     with_user["user"] = "user-42".into();
     let with_user = serde_json::to_vec(&with_user).unwrap();
-    let first = arm_of(&post(&s.h, &with_user, &[]).await);
+    let first = arm_of(&s.h.post_chat(&with_user, &[]).await);
     for _ in 0..5 {
-        assert_eq!(arm_of(&post(&s.h, &with_user, &[]).await), first);
+        assert_eq!(arm_of(&s.h.post_chat(&with_user, &[]).await), first);
     }
     let events = read_events(&s.events, n + 26).await;
     assert_eq!(events.len(), n + 26);
@@ -117,9 +117,9 @@ async fn arms_split_within_tolerance_and_stick_per_session() {
 async fn forced_arm_overrides_the_split_and_never_reaches_upstream() {
     let s = setup(|c| c.ab.raw_percent = 0.0).await;
     let body = serde_json::to_vec(&compressible_body(false)).unwrap();
-    let resp = post(&s.h, &body, &[(HEADER_ARM, "raw")]).await;
+    let resp = s.h.post_chat(&body, &[(HEADER_ARM, "raw")]).await;
     assert_eq!(arm_of(&resp), Arm::Raw);
-    let resp = post(&s.h, &body, &[]).await;
+    let resp = s.h.post_chat(&body, &[]).await;
     assert_eq!(arm_of(&resp), Arm::Compressed);
     let seen = s.h.mock.state.requests();
     assert_eq!(seen[0].body.as_ref(), body.as_slice());
@@ -131,7 +131,7 @@ async fn forced_arm_overrides_the_split_and_never_reaches_upstream() {
         c.ab.allow_arm_override = false;
     })
     .await;
-    let resp = post(&s.h, &body, &[(HEADER_ARM, "compressed")]).await;
+    let resp = s.h.post_chat(&body, &[(HEADER_ARM, "compressed")]).await;
     assert_eq!(arm_of(&resp), Arm::Raw, "overrides are off");
 }
 
@@ -139,7 +139,7 @@ async fn forced_arm_overrides_the_split_and_never_reaches_upstream() {
 async fn shadow_forwards_raw_and_records_the_saving() {
     let s = setup(|c| c.ab.mode = Mode::Shadow).await;
     let body = serde_json::to_vec(&compressible_body(false)).unwrap();
-    let resp = post(&s.h, &body, &[("x-session-id", "shadow-1")]).await;
+    let resp = s.h.post_chat(&body, &[("x-session-id", "shadow-1")]).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(arm_of(&resp), Arm::Raw);
     assert_eq!(resp.headers()[HEADER_MODE], "shadow");
@@ -188,7 +188,7 @@ async fn mirror_case(stream: bool) {
     })
     .await;
     let body = serde_json::to_vec(&compressible_body(stream)).unwrap();
-    let resp = post(&s.h, &body, &[("x-session-id", "mirror-1")]).await;
+    let resp = s.h.post_chat(&body, &[("x-session-id", "mirror-1")]).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(arm_of(&resp), Arm::Compressed);
     assert_eq!(resp.headers()[HEADER_MODE], "mirror");
@@ -303,7 +303,7 @@ async fn mirror_streams_the_clients_arm_and_records_both() {
 async fn stream_usage_is_requested_upstream_and_stripped_for_the_client() {
     let s = setup(|_| {}).await;
     let body = serde_json::to_vec(&compressible_body(true)).unwrap();
-    let got = post(&s.h, &body, &[]).await.bytes().await.unwrap();
+    let got = s.h.post_chat(&body, &[]).await.bytes().await.unwrap();
     let seen = s.h.mock.state.requests();
     let upstream: Value = serde_json::from_slice(&seen[0].body).unwrap();
     assert_eq!(upstream["stream_options"]["include_usage"], true);
@@ -337,18 +337,19 @@ async fn stream_usage_is_requested_upstream_and_stripped_for_the_client() {
     // A client that asked for usage gets the upstream's stream byte for byte.
     let mut asked = compressible_body(true);
     asked["stream_options"] = serde_json::json!({"include_usage": true});
-    let got = post(&s.h, &serde_json::to_vec(&asked).unwrap(), &[])
-        .await
-        .bytes()
-        .await
-        .unwrap();
+    let got =
+        s.h.post_chat(&serde_json::to_vec(&asked).unwrap(), &[])
+            .await
+            .bytes()
+            .await
+            .unwrap();
     assert_eq!(got, s.h.mock.state.responses()[1]);
     let events = read_events(&s.events, 2).await;
     assert!(events[1].usage.is_some());
 
     // Off: the request goes upstream as the policy left it, and streams carry no usage.
     let s = setup(|c| c.telemetry.stream_usage = false).await;
-    let got = post(&s.h, &body, &[]).await.bytes().await.unwrap();
+    let got = s.h.post_chat(&body, &[]).await.bytes().await.unwrap();
     let upstream: Value = serde_json::from_slice(&s.h.mock.state.requests()[0].body).unwrap();
     assert!(upstream.get("stream_options").is_none());
     assert_eq!(got, s.h.mock.state.responses()[0]);
@@ -360,7 +361,9 @@ async fn event_log_records_every_field() {
     let s = setup(|_| {}).await;
     let body = serde_json::to_vec(&compressible_body(false)).unwrap();
     for _ in 0..2 {
-        let resp = post(&s.h, &body, &[("x-request-id", "req-abc-123")]).await;
+        let resp =
+            s.h.post_chat(&body, &[("x-request-id", "req-abc-123")])
+                .await;
         assert_eq!(resp.headers()[HEADER_REQUEST_ID], "req-abc-123");
         resp.bytes().await.unwrap();
     }
@@ -369,11 +372,13 @@ async fn event_log_records_every_field() {
     long["messages"][3]["content"] = "Please summarise the shipment history. ".repeat(200).into();
     let long = serde_json::to_vec(&long).unwrap();
     for _ in 0..2 {
-        post(&s.h, &long, &[]).await.bytes().await.unwrap();
+        s.h.post_chat(&long, &[]).await.bytes().await.unwrap();
     }
     let mut failing = compressible_body(false);
     failing["model"] = "mock-error-500".into();
-    let resp = post(&s.h, &serde_json::to_vec(&failing).unwrap(), &[]).await;
+    let resp =
+        s.h.post_chat(&serde_json::to_vec(&failing).unwrap(), &[])
+            .await;
     assert_eq!(resp.status(), 500);
     resp.bytes().await.unwrap();
 
@@ -441,7 +446,7 @@ async fn event_log_records_every_field() {
         Arc::new(heuristic_hook()),
     )
     .await;
-    let resp = post(&h, &body, &[]).await;
+    let resp = h.post_chat(&body, &[]).await;
     assert_eq!(resp.status(), 502);
     let e = &read_events(&path, 1).await[0];
     assert_eq!(
@@ -455,13 +460,13 @@ async fn shutdown_puts_every_event_on_disk() {
     let s = setup(|c| c.ab.raw_percent = 50.0).await;
     let body = serde_json::to_vec(&compressible_body(true)).unwrap();
     for i in 0..20 {
-        post(&s.h, &body, &[("x-session-id", &format!("s{i}"))])
+        s.h.post_chat(&body, &[("x-session-id", &format!("s{i}"))])
             .await
             .bytes()
             .await
             .unwrap();
     }
-    let Setup {
+    let common::Logged {
         h,
         events,
         dir: _dir,
@@ -484,12 +489,9 @@ async fn pair_ids_are_the_proxys_own() {
     .await;
     let body = serde_json::to_vec(&compressible_body(false)).unwrap();
     for _ in 0..3 {
-        let resp = post(
-            &s.h,
-            &body,
-            &[("x-request-id", "same-id"), ("x-session-id", "m")],
-        )
-        .await;
+        let resp =
+            s.h.post_chat(&body, &[("x-request-id", "same-id"), ("x-session-id", "m")])
+                .await;
         assert_eq!(resp.status(), 200);
         resp.bytes().await.unwrap();
     }

@@ -4,7 +4,7 @@
 //! `lingua_proxy::eval::agent`.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -74,7 +74,7 @@ fn agent_corpus_at_the_defaults_with_the_embedded_scorer() {
         prose.saving()
     );
     // The corpus's facts are strict (the word a number is about: "valid for 60 days"); the
-    // fact-retention gate proper is `eval facts` (tests/eval_facts.rs, 95%).
+    // fact-retention gate proper is `eval facts` (tests/cli/eval_facts.rs, 95%).
     assert!(
         prose.facts_kept * 100 >= prose.facts * 90,
         "{}/{} facts\n{report}",

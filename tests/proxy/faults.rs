@@ -8,7 +8,7 @@
 //! is shared by the whole test binary; the ordinary request goes to the default route (the mock).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,16 +26,16 @@ use lingua_proxy::config::{Config, RouteConfig};
 use lingua_proxy::headers::{HEADER_SKIPPED, HEADER_TOKENS_AFTER};
 use lingua_proxy::hook::CompressionHook;
 use lingua_proxy::model::{Interrupted, WorkCtx};
-use lingua_proxy::scorer::heuristic::HeuristicScorer;
-use lingua_proxy::scorer::{ScoredChunk, Scorer, ScorerError, WordStyle};
+
+use lingua_proxy::scorer::ScorerError;
 use lingua_proxy::server::{ServerHandle, Stats};
 use lingua_proxy::telemetry::Event;
 use lingua_proxy_testkit::mock::{MockConfig, MockUpstream};
 use serde_json::{Value, json};
 
-/// A word that makes [`FaultScorer`] panic.
+/// A word that makes [`fault_step`] panic.
 const PANIC_WORD: &str = "panicword";
-/// A word that makes [`FaultScorer`] take [`SLOW`] per call.
+/// A word that makes [`fault_step`] take [`SLOW`] per call.
 const SLOW_WORD: &str = "slowword";
 const SLOW: Duration = Duration::from_secs(3);
 
@@ -43,50 +43,28 @@ const SLOW: Duration = Duration::from_secs(3);
 static STOPPED_DEADLINE: AtomicUsize = AtomicUsize::new(0);
 static STOPPED_CANCELLED: AtomicUsize = AtomicUsize::new(0);
 
-/// The heuristic scorer, except that it panics or stalls when a chunk carries a trigger word.
-/// A stall watches its work context, as a real scorer's scheduler does.
-struct FaultScorer(HeuristicScorer);
-
-impl Scorer for FaultScorer {
-    fn id(&self) -> &str {
-        "fault-test"
+/// The step [`fault_hook`]'s scorer runs before the heuristic scores: it panics or stalls when
+/// a chunk carries a trigger word. A stall watches its work context, as a real scorer's
+/// scheduler does.
+fn fault_step(chunks: &[String], ctx: &WorkCtx) -> Result<(), ScorerError> {
+    if chunks.iter().any(|c| c.contains(PANIC_WORD)) {
+        panic!("the test scorer panics on request");
     }
-    fn word_style(&self) -> WordStyle {
-        self.0.word_style()
-    }
-    fn tokenize(&self, text: &str) -> Result<Vec<String>, ScorerError> {
-        self.0.tokenize(text)
-    }
-    fn tokens_to_string(&self, tokens: &[String]) -> String {
-        self.0.tokens_to_string(tokens)
-    }
-    fn is_special(&self, token: &str) -> bool {
-        self.0.is_special(token)
-    }
-    fn score_chunks(
-        &self,
-        chunks: &[String],
-        ctx: &WorkCtx,
-    ) -> Result<Vec<ScoredChunk>, ScorerError> {
-        if chunks.iter().any(|c| c.contains(PANIC_WORD)) {
-            panic!("the test scorer panics on request");
-        }
-        if chunks.iter().any(|c| c.contains(SLOW_WORD)) {
-            let until = Instant::now() + SLOW;
-            while Instant::now() < until {
-                if let Err(why) = ctx.check() {
-                    match why {
-                        Interrupted::Deadline => &STOPPED_DEADLINE,
-                        Interrupted::Cancelled => &STOPPED_CANCELLED,
-                    }
-                    .fetch_add(1, Ordering::SeqCst);
-                    return Err(why.into());
+    if chunks.iter().any(|c| c.contains(SLOW_WORD)) {
+        let until = Instant::now() + SLOW;
+        while Instant::now() < until {
+            if let Err(why) = ctx.check() {
+                match why {
+                    Interrupted::Deadline => &STOPPED_DEADLINE,
+                    Interrupted::Cancelled => &STOPPED_CANCELLED,
                 }
-                std::thread::sleep(Duration::from_millis(5));
+                .fetch_add(1, Ordering::SeqCst);
+                return Err(why.into());
             }
+            std::thread::sleep(Duration::from_millis(5));
         }
-        self.0.score_chunks(chunks, ctx)
     }
+    Ok(())
 }
 
 fn fault_hook(deadline_ms: u64) -> Arc<CompressionHook> {
@@ -107,9 +85,8 @@ fn fault_hook_with(
     cfg.roles.system.min_tokens = 50;
     cfg.roles.tool.min_tokens = 50;
     tweak(&mut cfg);
-    let compressor = Arc::new(Llmlingua2Compressor::new(Arc::new(FaultScorer(
-        HeuristicScorer::new(),
-    ))));
+    let scorer = common::HeuristicWith::new("fault-test", fault_step);
+    let compressor = Arc::new(Llmlingua2Compressor::new(Arc::new(scorer)));
     Arc::new(CompressionHook::new(Arc::new(
         Policy::new(cfg, compressor).unwrap(),
     )))

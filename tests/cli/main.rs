@@ -1,0 +1,8 @@
+//! The command line: configuration loading and validation, `compress` and `eval facts`.
+//!
+//! One test binary per group (linking is most of a test build); each file is one module.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+mod cli_config;
+mod compress_cli;
+mod eval_facts;
