@@ -71,6 +71,10 @@ pub struct Config {
     pub compress_endpoint: CompressEndpointConfig,
     pub log: LogConfig,
     pub compression: CompressionConfig,
+    /// Where compressed texts are cached: in each process, or shared between replicas.
+    pub cache: CacheConfig,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) instead of cleartext.
+    pub tls: TlsConfig,
     /// Where the model runs and how its scheduler is sized.
     pub model: ModelConfig,
     pub ab: AbConfig,
@@ -94,6 +98,8 @@ impl Default for Config {
             compress_endpoint: CompressEndpointConfig::default(),
             log: LogConfig::default(),
             compression: CompressionConfig::default(),
+            cache: CacheConfig::default(),
+            tls: TlsConfig::default(),
             model: ModelConfig::default(),
             ab: AbConfig::default(),
             telemetry: TelemetryConfig::default(),
@@ -118,6 +124,9 @@ pub struct UpstreamConfig {
     pub first_byte_timeout_ms: u64,
     /// Longest silence allowed while reading a response body (no total timeout on streams).
     pub idle_timeout_ms: u64,
+    /// PEM file of extra CAs trusted for upstream TLS (a private CA), beside the platform's
+    /// roots.
+    pub ca_path: Option<PathBuf>,
 }
 
 impl Default for UpstreamConfig {
@@ -129,6 +138,7 @@ impl Default for UpstreamConfig {
             connect_timeout_ms: 10_000,
             first_byte_timeout_ms: 600_000,
             idle_timeout_ms: 300_000,
+            ca_path: None,
         }
     }
 }
@@ -285,6 +295,55 @@ pub enum LogFormat {
     #[default]
     Pretty,
     Json,
+}
+
+/// The TLS listener: set both paths to serve HTTPS. The files are read again on SIGHUP and
+/// when they change, without dropping a connection.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_path: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: Option<PathBuf>,
+}
+
+/// Where compressed texts are cached. `[compression] cache_bytes` sizes the in-process cache,
+/// which stays in front of a shared one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// `memory`: each process its own cache. `redis`: also a Redis shared by every replica,
+    /// so a conversation compressed on one is a cache hit on the others.
+    pub backend: CacheBackend,
+    /// `redis://[user:password@]host:port[/db]` (or `unix:///path`); required with `redis`.
+    pub redis_url: Option<String>,
+    /// Prefix of every key the proxy writes (several deployments can share one Redis).
+    pub key_prefix: String,
+    /// How long an entry lives in Redis, in seconds.
+    pub ttl_s: u64,
+    /// A Redis lookup slower than this is a miss; after a failure lookups are skipped for a
+    /// second while the connection recovers by itself, so an outage never holds a request.
+    pub timeout_ms: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            backend: CacheBackend::Memory,
+            redis_url: None,
+            key_prefix: "lingua:".into(),
+            ttl_s: 86_400,
+            timeout_ms: 50,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheBackend {
+    Memory,
+    Redis,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -485,6 +544,18 @@ impl Config {
                 ));
             }
         }
+        self.validate_cache()?;
+        if self.tls.cert_path.is_some() != self.tls.key_path.is_some() {
+            return Err(ConfigError::invalid(
+                if self.tls.cert_path.is_none() {
+                    "tls.cert_path"
+                } else {
+                    "tls.key_path"
+                },
+                "is required when the other TLS path is set",
+                "cert_path and key_path, both PEM files",
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             ConfigError::invalid(
                 "log.level",
@@ -492,6 +563,34 @@ impl Config {
                 "a tracing filter such as `info`",
             )
         })?;
+        Ok(())
+    }
+
+    fn validate_cache(&self) -> Result<(), ConfigError> {
+        let c = &self.cache;
+        if c.backend == CacheBackend::Redis {
+            let url = c.redis_url.as_deref().unwrap_or_default();
+            if redis::Client::open(url).is_err() {
+                return Err(ConfigError::invalid(
+                    "cache.redis_url",
+                    if url.is_empty() {
+                        "is required with backend = \"redis\"".to_string()
+                    } else {
+                        "is not a Redis URL".to_string()
+                    },
+                    "redis://host:6379/0",
+                ));
+            }
+        }
+        for (key, value) in [("cache.ttl_s", c.ttl_s), ("cache.timeout_ms", c.timeout_ms)] {
+            if value == 0 {
+                return Err(ConfigError::invalid(
+                    key,
+                    "must be positive",
+                    "a number > 0",
+                ));
+            }
+        }
         Ok(())
     }
 

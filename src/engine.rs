@@ -4,14 +4,16 @@
 //! `hook/` know nothing of it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::compress::config::{
     CompressionConfig, DEFAULT_MODEL, MethodKind, ModelUnavailable, ScorerKind,
 };
 use crate::compress::llmlingua::Method;
 use crate::compress::llmlingua_compressor::LlmlinguaCompressor;
+use crate::compress::redis_cache::RedisCache;
 use crate::compress::{CompressError, Compressor, MeaningCompressor};
-use crate::config::Config;
+use crate::config::{CacheBackend, CacheConfig, Config};
 use crate::hook::{CompressionHook, HookBuilder};
 use crate::model::SchedulerStats;
 use crate::model::{ModelConfig, ModelQueue};
@@ -252,6 +254,16 @@ pub fn build_compressor(config: &CompressionConfig) -> Result<Arc<dyn Compressor
 /// (`on_model_unavailable = "passthrough"`) the hook forwards every request unchanged and
 /// ignores `x-lingua-compress: on`.
 pub fn hook(config: &CompressionConfig, model: &ModelConfig) -> anyhow::Result<HookBuilder> {
+    hook_with(config, model, &CacheConfig::default())
+}
+
+/// [`hook`] with the `[cache]` table: with `backend = "redis"`, the shared cache goes behind
+/// the in-process one.
+pub fn hook_with(
+    config: &CompressionConfig,
+    model: &ModelConfig,
+    cache: &CacheConfig,
+) -> anyhow::Result<HookBuilder> {
     let built = build_with(config, model)?;
     let policy = match built.compressor {
         Some(compressor) => {
@@ -269,13 +281,29 @@ pub fn hook(config: &CompressionConfig, model: &ModelConfig) -> anyhow::Result<H
             crate::compress::Policy::new(off, Arc::new(MeaningCompressor::new(scorer)))?
         }
     };
+    let policy = match (cache.backend, &cache.redis_url) {
+        (CacheBackend::Redis, Some(url)) => {
+            let shared = RedisCache::connect(
+                url,
+                &cache.key_prefix,
+                Duration::from_secs(cache.ttl_s),
+                Duration::from_millis(cache.timeout_ms),
+            )
+            .map_err(|e| anyhow::anyhow!("[cache] {e}"))?;
+            tracing::info!(prefix = %cache.key_prefix, "shared compression cache: Redis");
+            policy.with_shared_cache(Arc::new(shared))
+        }
+        _ => policy,
+    };
     Ok(CompressionHook::builder(Arc::new(policy)).scorer(built.active, built.model_queue))
 }
 
 /// The hook `lingua-proxy serve` runs: [`hook`] from `[compression]` and `[model]`, explaining
 /// each piece in the event log when `[telemetry] log_content` is on.
 pub fn serve_hook(config: &Config) -> anyhow::Result<CompressionHook> {
-    Ok(hook(&config.compression, &config.model)?
-        .explain(config.telemetry.log_content)
-        .build())
+    Ok(
+        hook_with(&config.compression, &config.model, &config.cache)?
+            .explain(config.telemetry.log_content)
+            .build(),
+    )
 }

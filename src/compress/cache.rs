@@ -1,8 +1,8 @@
 //! Content-addressed cache of compressed texts.
 //!
 //! Keys hash everything that changes the output (compressor id, budget, force tokens, text), so
-//! a hit returns exactly the bytes a fresh compression would produce. The trait lets a shared
-//! cache (e.g. Redis) be added for fleets.
+//! a hit returns exactly the bytes a fresh compression would produce. A fleet puts a shared
+//! cache ([`super::redis_cache::RedisCache`]) behind the local one with [`TieredCache`].
 
 use std::sync::Arc;
 
@@ -96,6 +96,34 @@ impl CompressionCache for MokaCache {
     }
     fn insert(&self, key: CacheKey, value: Arc<CompressOutput>) {
         self.inner.insert(key, value);
+    }
+}
+
+/// The in-process cache in front of a shared one: a local hit never leaves the process, a
+/// shared hit is kept locally too, and every new entry goes to both.
+pub struct TieredCache {
+    local: Arc<dyn CompressionCache>,
+    shared: Arc<dyn CompressionCache>,
+}
+
+impl TieredCache {
+    pub fn new(local: Arc<dyn CompressionCache>, shared: Arc<dyn CompressionCache>) -> Self {
+        Self { local, shared }
+    }
+}
+
+impl CompressionCache for TieredCache {
+    fn get(&self, key: &CacheKey) -> Option<Arc<CompressOutput>> {
+        if let Some(hit) = self.local.get(key) {
+            return Some(hit);
+        }
+        let hit = self.shared.get(key)?;
+        self.local.insert(*key, hit.clone());
+        Some(hit)
+    }
+    fn insert(&self, key: CacheKey, value: Arc<CompressOutput>) {
+        self.local.insert(key, value.clone());
+        self.shared.insert(key, value);
     }
 }
 

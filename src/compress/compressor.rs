@@ -56,7 +56,7 @@ impl Budget {
 }
 
 /// A compressed text and its counts (in the compressor's own counting, cl100k for LLMLingua-2).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CompressOutput {
     pub text: String,
     pub origin_tokens: usize,

@@ -14,6 +14,7 @@ pub mod llmlingua2_compressor;
 pub mod llmlingua_compressor;
 pub mod policy;
 pub mod punkt;
+pub mod redis_cache;
 pub mod select;
 pub mod spans;
 pub mod units;

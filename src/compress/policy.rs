@@ -272,6 +272,12 @@ impl Policy {
         self
     }
 
+    /// Puts `shared` behind the policy's own cache (see [`super::cache::TieredCache`]).
+    pub fn with_shared_cache(self, shared: Arc<dyn CompressionCache>) -> Self {
+        let local = self.cache.clone();
+        self.with_cache(Arc::new(super::cache::TieredCache::new(local, shared)))
+    }
+
     pub fn config(&self) -> &CompressionConfig {
         &self.config
     }

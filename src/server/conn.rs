@@ -1,5 +1,6 @@
-//! Client connections: the accept loop, the connection cap, HTTP/1 and HTTP/2 timeouts, the
-//! per-connection idle timeout, and shutdown (drain within the grace period, then close).
+//! Client connections: the accept loop, the connection cap, the TLS handshake (with `[tls]`;
+//! bounded by the header read timeout), HTTP/1 and HTTP/2 timeouts, the per-connection idle
+//! timeout, and shutdown (drain within the grace period, then close).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -129,6 +130,7 @@ impl Activity {
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     state: Arc<AppState>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let cfg = state.config.server.clone();
@@ -193,50 +195,29 @@ pub(crate) async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::new());
-        let report = Arc::new(ScanReport::default());
-        let seen = Arc::new(AtomicU64::new(0));
-        let io = TokioIo::new(ScanIo::new(stream, report.clone()));
-        let state = state.clone();
-        let service_activity = activity.clone();
-        let service = service_fn(move |mut req: Request<Incoming>| {
-            // HTTP/1 requests of a connection reach the service in order: the n-th is the one
-            // the scanner numbered n.
-            let n = seen.fetch_add(1, Ordering::Relaxed) + 1;
-            let http1 = req.version() < http::Version::HTTP_2;
-            let blind_after = report.blind_after.load(Ordering::Relaxed);
-            // A request the scanner could not follow is refused like an ambiguous one; the
-            // one after which it stopped is answered, then the connection closes.
-            if report.flagged.load(Ordering::Relaxed) == n || (http1 && n > blind_after) {
-                req.extensions_mut().insert(AmbiguousLength);
-            }
-            let close = http1 && n >= blind_after;
-            req.extensions_mut().insert(super::edge::PeerAddr(peer));
-            let guard = service_activity.begin();
-            let state = state.clone();
-            async move {
-                let mut response = proxy::handle(state, req).await;
-                if close {
-                    response.headers_mut().insert(
-                        http::header::CONNECTION,
-                        http::HeaderValue::from_static("close"),
-                    );
-                }
-                Ok::<_, Infallible>(response.map(|inner| Tracked {
-                    inner,
-                    _guard: guard,
-                }))
-            }
-        });
-        let conn = builder.serve_connection(io, service).into_owned();
-        conns.spawn(drive(
-            conn,
+        let conn = Conn {
+            builder: builder.clone(),
+            state: state.clone(),
             peer,
-            activity,
             timers,
-            phase_rx.clone(),
-            permit,
-        ));
+            phase: phase_rx.clone(),
+            slot: permit,
+        };
+        match &tls {
+            None => {
+                conns.spawn(conn.serve(stream));
+            }
+            Some(acceptor) => {
+                let handshake = acceptor.accept(stream);
+                conns.spawn(async move {
+                    match tokio::time::timeout(timers.first_request, handshake).await {
+                        Ok(Ok(stream)) => conn.serve(stream).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
     }
 
     drop(listener);
@@ -282,6 +263,69 @@ pub(crate) async fn accept_loop(
                 "the event log did not drain in time at shutdown"
             );
         }
+    }
+}
+
+/// One accepted connection, before its first byte is read.
+struct Conn {
+    builder: auto::Builder<TokioExecutor>,
+    state: Arc<AppState>,
+    peer: std::net::SocketAddr,
+    timers: ConnTimers,
+    phase: watch::Receiver<Phase>,
+    slot: OwnedSemaphorePermit,
+}
+
+impl Conn {
+    /// Serves HTTP/1 or HTTP/2 on `io` (TCP, or TLS over it) until the connection ends.
+    async fn serve<I>(self, io: I)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Conn {
+            builder,
+            state,
+            peer,
+            timers,
+            phase,
+            slot,
+        } = self;
+        let activity = Arc::new(Activity::new());
+        let report = Arc::new(ScanReport::default());
+        let seen = Arc::new(AtomicU64::new(0));
+        let io = TokioIo::new(ScanIo::new(io, report.clone()));
+        let service_activity = activity.clone();
+        let service = service_fn(move |mut req: Request<Incoming>| {
+            // HTTP/1 requests of a connection reach the service in order: the n-th is the one
+            // the scanner numbered n.
+            let n = seen.fetch_add(1, Ordering::Relaxed) + 1;
+            let http1 = req.version() < http::Version::HTTP_2;
+            let blind_after = report.blind_after.load(Ordering::Relaxed);
+            // A request the scanner could not follow is refused like an ambiguous one; the
+            // one after which it stopped is answered, then the connection closes.
+            if report.flagged.load(Ordering::Relaxed) == n || (http1 && n > blind_after) {
+                req.extensions_mut().insert(AmbiguousLength);
+            }
+            let close = http1 && n >= blind_after;
+            req.extensions_mut().insert(super::edge::PeerAddr(peer));
+            let guard = service_activity.begin();
+            let state = state.clone();
+            async move {
+                let mut response = proxy::handle(state, req).await;
+                if close {
+                    response.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
+                Ok::<_, Infallible>(response.map(|inner| Tracked {
+                    inner,
+                    _guard: guard,
+                }))
+            }
+        });
+        let conn = builder.serve_connection(io, service).into_owned();
+        drive(conn, peer, activity, timers, phase, slot).await;
     }
 }
 

@@ -18,6 +18,7 @@ mod mirror;
 mod observe;
 mod plan;
 mod proxy;
+mod tls;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -278,7 +279,11 @@ impl AppState {
                 upstream,
             });
         }
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder();
+        if let Some(path) = &config.upstream.ca_path {
+            client = client.tls_certs_merge(upstream_cas(path)?);
+        }
+        let client = client
             .connect_timeout(Duration::from_millis(config.upstream.connect_timeout_ms))
             .read_timeout(Duration::from_millis(config.upstream.idle_timeout_ms))
             .tcp_nodelay(true)
@@ -342,6 +347,17 @@ impl AppState {
             .map(|r| &r.upstream)
             .unwrap_or(&self.default_upstream)
     }
+}
+
+/// The CAs of `[upstream] ca_path` (PEM, one or more certificates).
+fn upstream_cas(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, StartError> {
+    let bad = |e: String| StartError::Config(format!("upstream.ca_path {}: {e}", path.display()));
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("no certificate in the file".into()));
+    }
+    Ok(certs)
 }
 
 /// The client's `x-request-id` when usable, else a fresh one.
@@ -466,8 +482,17 @@ pub fn start_on(listener: TcpListener, state: Arc<AppState>) -> Result<ServerHan
         source,
     })?;
     let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(conn::accept_loop(listener, state.clone(), rx));
-    tracing::info!(%addr, upstream = %state.default_upstream.base_url, "lingua-proxy listening");
+    let acceptor = match (&state.config.tls.cert_path, &state.config.tls.key_path) {
+        (Some(cert), Some(key)) => {
+            let certs = Arc::new(tls::Certificates::load(cert, key).map_err(StartError::Config)?);
+            tokio::spawn(tls::watch_files(certs.clone(), rx.clone()));
+            Some(tls::acceptor(certs))
+        }
+        _ => None,
+    };
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    let task = tokio::spawn(conn::accept_loop(listener, state.clone(), acceptor, rx));
+    tracing::info!(%addr, scheme, upstream = %state.default_upstream.base_url, "lingua-proxy listening");
     Ok(ServerHandle {
         addr,
         state,

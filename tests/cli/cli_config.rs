@@ -56,6 +56,8 @@ fn shipped_proxy_toml_is_valid() {
     assert_eq!(config.telemetry, defaults.telemetry);
     assert_eq!(config.prices, defaults.prices);
     assert_eq!(config.model, defaults.model);
+    assert_eq!(config.cache, defaults.cache);
+    assert_eq!(config.tls, defaults.tls);
     assert_eq!(config.compression.max_message_tokens, 32768);
     assert_eq!(config.compression.max_request_tokens, 131072);
     assert!(!config.compression.background);
@@ -301,5 +303,47 @@ fn open_relay_is_refused_and_the_event_log_is_private() {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&events).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+}
+
+#[test]
+fn kubernetes_proxy_toml_is_valid() {
+    // The ConfigMap of deploy/kubernetes: the proxy's own loader accepts it.
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/kubernetes/base/proxy.toml"
+    );
+    let config = lingua_proxy::config::Config::load(
+        Some(std::path::Path::new(path)),
+        &lingua_proxy::config::Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(config.listen, "0.0.0.0:8080");
+    assert_eq!(config.log.format, lingua_proxy::config::LogFormat::Json);
+    assert!(!config.server.loopback_host_check);
+    assert_eq!(config.auth.keys_env.as_deref(), Some("LINGUA_PROXY_KEYS"));
+}
+
+#[test]
+fn cache_and_tls_tables_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    for (toml, key) in [
+        ("[cache]\nbackend = \"redis\"\n", "cache.redis_url"),
+        (
+            "[cache]\nbackend = \"redis\"\nredis_url = \"http://x\"\n",
+            "cache.redis_url",
+        ),
+        ("[cache]\nttl_s = 0\n", "cache.ttl_s"),
+        ("[tls]\ncert_path = \"/tmp/c.pem\"\n", "tls.key_path"),
+    ] {
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, toml).unwrap();
+        let err = lingua_proxy::config::Config::load(
+            Some(&path),
+            &lingua_proxy::config::Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(key), "{toml}: {err}");
     }
 }

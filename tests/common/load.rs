@@ -103,18 +103,8 @@ impl Drop for ProxyProcess {
 
 /// Starts `binary serve` against `upstream` with the heuristic scorer and waits for `/healthz`.
 pub async fn start_proxy(binary: &Path, upstream: &str, dir: &Path) -> ProxyProcess {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let config = dir.join("load.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"listen = "{addr}"
-[upstream]
+    let config = format!(
+        r#"[upstream]
 base_url = "{upstream}"
 [log]
 level = "warn"
@@ -127,9 +117,21 @@ min_tokens = 50
 [compression.roles.tool]
 min_tokens = 50
 "#
-        ),
-    )
-    .unwrap();
+    );
+    start_proxy_with(binary, &config, &dir.join("load.toml")).await
+}
+
+/// Starts `binary serve` with the configuration `toml` (written to `path`, `listen` set to a
+/// free loopback port) and waits for `/healthz`.
+pub async fn start_proxy_with(binary: &Path, toml: &str, path: &Path) -> ProxyProcess {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let config = path.to_path_buf();
+    std::fs::write(&config, format!("listen = \"{addr}\"\n{toml}")).unwrap();
     let child = Command::new(binary)
         .arg("serve")
         .arg("--config")
@@ -139,6 +141,9 @@ min_tokens = 50
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
+    // Owned at once, so that a failing test below still kills the process.
+    let process = ProxyProcess { child, addr };
+    lingua_proxy::server::install_crypto_provider();
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -150,7 +155,7 @@ min_tokens = 50
         assert!(Instant::now() < deadline, "the proxy did not come up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    ProxyProcess { child, addr }
+    process
 }
 
 fn body(client: usize, n: u64, unique: bool) -> serde_json::Value {

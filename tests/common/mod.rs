@@ -10,6 +10,7 @@ pub mod faults;
 pub mod load;
 pub mod memload;
 pub mod sdk;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::sync::Arc;

