@@ -14,6 +14,10 @@ fi
 # together with the SDKs' pins).
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt \
   -r tests/agents/requirements.txt
+# The Kubernetes API schemas that scripts/check_kubernetes.sh validates the manifests against,
+# and what tools/check_compose.py needs to check docker-compose.yml against its schema.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check kubernetes-validate==1.37.0 \
+  jsonschema pyyaml
 
 # The Node SDK tests (tests/e2e/sdk_node.rs) use the packages pinned in
 # tests/sdk/node/package-lock.json, installed into tests/sdk/node/node_modules (gitignored).
@@ -59,20 +63,29 @@ if [ ! -f "$punkt/ortho_context.tab" ]; then
   rm -rf "$wheels"
 fi
 
-# The dashboard tests render the page in headless Chromium: install the Debian package when
-# no Chromium is on PATH (CI runs as root; otherwise sudo, when there is one).
+# Debian packages: headless Chromium for the dashboard tests (unless LINGUA_PROXY_CHROMIUM
+# names one) and redis-server for the shared-cache tests. (kubectl, for the manifests, must be
+# 1.27 or newer: Debian 12's kubernetes-client is too old for kustomize's `labels`.) CI runs as root; otherwise sudo,
+# when there is one.
+packages=()
 if [ -z "${LINGUA_PROXY_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 \
   && ! command -v chromium-browser >/dev/null 2>&1; then
+  packages+=(chromium fonts-dejavu-core)
+fi
+if ! command -v redis-server >/dev/null 2>&1; then
+  packages+=(redis-server)
+fi
+if [ "${#packages[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then
     as_root=()
   elif command -v sudo >/dev/null 2>&1; then
     as_root=(sudo)
   else
-    echo "Chromium is missing: install the Debian 'chromium' package (needs root)" >&2
+    echo "missing Debian packages (needs root to install): ${packages[*]}" >&2
     exit 1
   fi
-  echo "installing chromium (apt) for the dashboard tests..."
+  echo "installing ${packages[*]} (apt) for the end-to-end tests..."
   "${as_root[@]}" apt-get update -qq
   "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+    apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 fi
