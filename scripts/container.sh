@@ -33,9 +33,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The bootstrapped images trust the CAs this machine added to its own store (a TLS-intercepting
+# egress proxy, a private registry mirror), as an image built here must.
+trust_hook='if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then
+  cp /usr/local/share/ca-certificates/*.crt "$1/usr/local/share/ca-certificates/"
+  chroot "$1" update-ca-certificates >/dev/null
+fi'
+
 if ! podman image exists "$slim_image"; then
   echo "bootstrapping $slim_image (mmdebstrap, minbase)..."
-  mmdebstrap --quiet --variant=minbase bookworm "$work/slim.tar"
+  mmdebstrap --quiet --variant=minbase --include=ca-certificates \
+    --customize-hook="$trust_hook" bookworm "$work/slim.tar"
   podman import --quiet "$work/slim.tar" "$slim_image" >/dev/null
   rm -f "$work/slim.tar"
 fi
@@ -48,6 +56,7 @@ if ! podman image exists "$rust_image"; then
   name="$rust_version.0-x86_64-unknown-linux-gnu"
   mmdebstrap --quiet --variant=apt \
     --include=build-essential,ca-certificates,pkg-config,curl,git \
+    --customize-hook="$trust_hook" \
     --customize-hook="mkdir -p \"\$1/usr/local/rustup/toolchains\" \"\$1/usr/local/cargo/bin\"" \
     --customize-hook="cp -a '$toolchain' \"\$1/usr/local/rustup/toolchains/$name\"" \
     --customize-hook="for b in cargo rustc rustdoc rustfmt; do [ -e \"\$1/usr/local/rustup/toolchains/$name/bin/\$b\" ] && ln -s /usr/local/rustup/toolchains/$name/bin/\$b \"\$1/usr/local/cargo/bin/\$b\"; done; true" \
