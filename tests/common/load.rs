@@ -124,11 +124,7 @@ min_tokens = 50
 /// Starts `binary serve` with the configuration `toml` (written to `path`, `listen` set to a
 /// free loopback port) and waits for `/healthz`.
 pub async fn start_proxy_with(binary: &Path, toml: &str, path: &Path) -> ProxyProcess {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = super::free_port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let config = path.to_path_buf();
     std::fs::write(&config, format!("listen = \"{addr}\"\n{toml}")).unwrap();

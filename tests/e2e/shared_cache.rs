@@ -38,7 +38,7 @@ impl Redis {
     }
 
     fn start() -> Self {
-        Self::start_on(free_port())
+        Self::start_on(common::free_port())
     }
 
     fn url(&self) -> String {
@@ -55,14 +55,6 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn binary() -> PathBuf {

@@ -88,14 +88,6 @@ async fn in_flight_streams_finish_within_grace_and_the_rest_are_closed_after_it(
     assert!(h.client.get(health).send().await.is_err());
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The real binary, serving on a free loopback port in front of `upstream`, with `extra` TOML
 /// appended to its config; returns once `/healthz` answers.
 struct Binary {
@@ -116,7 +108,7 @@ impl Binary {
     async fn start(upstream: &str, grace_ms: u64, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let events = dir.path().join("events.jsonl");
-        let port = free_port();
+        let port = common::free_port();
         let config = dir.path().join("proxy.toml");
         std::fs::write(
             &config,

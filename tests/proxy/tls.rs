@@ -111,11 +111,7 @@ async fn sighup_reloads_the_certificate_of_the_binary() {
     let dir = tempfile::tempdir().unwrap();
     let old = TestPki::new(dir.path(), "hup-old");
     let new = TestPki::new(dir.path(), "hup-new");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let config = dir.path().join("tls.toml");
     std::fs::write(
         &config,
