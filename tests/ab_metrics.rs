@@ -2,7 +2,7 @@
 //! process-wide, so no other test may add to the counters while this one reads them.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
-use crate::common;
+mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
