@@ -10,6 +10,7 @@ pub mod api;
 pub mod cli;
 pub mod compress;
 pub mod config;
+pub mod distill;
 pub mod engine;
 pub mod eval;
 #[doc(hidden)]

@@ -38,6 +38,9 @@ enum Command {
     Report(lingua_proxy::cli::report::ReportArgs),
     /// Offline quality benchmarks (`eval facts`: fact retention per scorer and budget).
     Eval(lingua_proxy::cli::eval::EvalArgs),
+    /// LLMLingua-2 data distillation: `label` (align compressions to their originals) and
+    /// `filter` (the two-stage quality filter).
+    Distill(lingua_proxy::cli::distill::DistillArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -82,6 +85,13 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("lingua-proxy eval: {e:#}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Distill(args) => match lingua_proxy::cli::distill::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lingua-proxy distill: {e:#}");
                 ExitCode::from(2)
             }
         },

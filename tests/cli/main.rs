@@ -5,4 +5,5 @@
 
 mod cli_config;
 mod compress_cli;
+mod distill_cli;
 mod eval_facts;
