@@ -1,6 +1,10 @@
 //! `lingua-proxy distill`: the model-free steps of LLMLingua-2's data distillation over JSON
 //! Lines files ([`crate::distill`]).
 //!
+//! - `collect`: reads `{"id", "text"}` per line, cuts each text into chunks of at most 512
+//!   cl100k tokens ending at `.` or a line break, and asks an OpenAI-compatible model to compress
+//!   each with the paper's instruction; appends `{"id", "origin", "comp", ...}` per chunk and
+//!   skips chunks already in the output, so an interrupted run resumes.
 //! - `label`: reads `{"id", "origin", "comp"}` per line (an original chunk and the LLM's
 //!   compression of it), writes per line `id`, `origin`, `comp`, `words` (surface forms),
 //!   `labels` (true: kept), `retrieval` (the kept words) and the five metrics. An empty original
@@ -10,6 +14,7 @@
 
 use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::{Value, json};
@@ -26,10 +31,45 @@ pub struct DistillArgs {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Step {
+    /// Ask an LLM to compress every chunk of the input texts with the paper's instruction.
+    Collect(CollectArgs),
     /// Align compressions to their originals and label every original word keep or drop.
     Label(LabelArgs),
     /// Drop the chunks whose variation rate, then alignment gap, reach the 90th percentile.
     Filter(FilterArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CollectArgs {
+    /// JSON Lines of `{"id", "text"}`.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// JSON Lines the answers are appended to (chunks already there are skipped).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// The OpenAI-compatible API, e.g. `https://api.openai.com/v1`.
+    #[arg(long)]
+    pub base_url: String,
+    #[arg(long, default_value = "gpt-4o")]
+    pub model: String,
+    /// Environment variable holding the API key (none: no Authorization header).
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub api_key_env: String,
+    #[arg(long, default_value_t = crate::distill::chunk::DEFAULT_CHUNK_TOKENS)]
+    pub chunk_tokens: usize,
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    #[arg(long, default_value_t = 0.3)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 4000)]
+    pub max_tokens: u64,
+    /// Retries of a call that got 429, 5xx or no answer, with doubling waits.
+    #[arg(long, default_value_t = 6)]
+    pub retries: u32,
+    /// Refuse to start when the estimate exceeds this many US dollars, and stop sending once
+    /// the billed usage reaches it.
+    #[arg(long)]
+    pub max_cost: Option<f64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -66,6 +106,7 @@ pub struct FilterArgs {
 
 pub fn run(args: DistillArgs) -> anyhow::Result<()> {
     match args.step {
+        Step::Collect(a) => collect(a),
         Step::Label(a) => label(a),
         Step::Filter(a) => filter_step(a),
     }
@@ -85,6 +126,93 @@ fn lines(path: &PathBuf) -> anyhow::Result<Vec<Value>> {
         );
     }
     Ok(out)
+}
+
+fn collect(a: CollectArgs) -> anyhow::Result<()> {
+    use crate::distill::collect::{Answer, Settings, estimate, jobs, run};
+    let mut texts = Vec::new();
+    for (n, r) in lines(&a.input)?.into_iter().enumerate() {
+        let text = r
+            .get("text")
+            .and_then(Value::as_str)
+            .with_context(|| format!("line {}: `text` must be a string", n + 1))?
+            .to_string();
+        texts.push((r.get("id").cloned().unwrap_or(json!(n)), text));
+    }
+    let done: std::collections::HashSet<String> = if a.output.exists() {
+        lines(&a.output)?
+            .iter()
+            .filter_map(|r| r.get("id").and_then(Value::as_str).map(str::to_owned))
+            .collect()
+    } else {
+        Default::default()
+    };
+    let todo = jobs(&texts, a.chunk_tokens, &done);
+    let prices = crate::telemetry::PriceTable::default();
+    let (prompt, completion, cost) = estimate(&todo, &a.model, &prices);
+    let shown = cost.map_or("unknown (no price for the model)".to_string(), |c| {
+        format!("${c:.4}")
+    });
+    eprintln!(
+        "distill collect: {} chunks to send ({} already answered), about {prompt} prompt and \
+         {completion} completion tokens, estimated cost {shown}",
+        todo.len(),
+        done.len()
+    );
+    if let (Some(max), Some(c)) = (a.max_cost, cost) {
+        anyhow::ensure!(
+            c <= max,
+            "the estimate ${c:.4} is over --max-cost ${max:.4}; nothing sent"
+        );
+    }
+    let settings = Settings {
+        base_url: a.base_url,
+        api_key: std::env::var(&a.api_key_env).ok().filter(|k| !k.is_empty()),
+        model: a.model,
+        temperature: a.temperature,
+        max_tokens: a.max_tokens,
+        concurrency: a.concurrency,
+        retries: a.retries,
+        backoff: Duration::from_millis(500),
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&a.output)
+        .with_context(|| format!("{}", a.output.display()))?;
+    let mut out = BufWriter::new(file);
+    let total = todo.len();
+    let (mut ok, mut failed, mut write_error) = (0usize, 0usize, None);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    crate::server::install_crypto_provider();
+    let spent = runtime.block_on(run(&settings, todo, &prices, a.max_cost, |answer| {
+        match answer {
+            Answer::Ok { record, .. } => {
+                ok += 1;
+                // one line per answer, flushed: an interrupted run loses nothing it paid for
+                if let Err(e) = writeln!(out, "{record}").and_then(|()| out.flush()) {
+                    write_error.get_or_insert(e);
+                }
+            }
+            Answer::Failed { id, error } => {
+                failed += 1;
+                eprintln!("distill collect: chunk {id}: {error}");
+            }
+        }
+        eprint!("\rdistill collect: {}/{total} chunks", ok + failed);
+    }));
+    eprintln!();
+    if let Some(e) = write_error {
+        return Err(e).context(format!("{}", a.output.display()));
+    }
+    println!(
+        "collected {ok} chunks, {failed} failed or not sent; billed cost ${spent:.4} \
+         (from the answers' usage and the price table)"
+    );
+    Ok(())
 }
 
 fn label(a: LabelArgs) -> anyhow::Result<()> {

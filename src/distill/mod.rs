@@ -1,12 +1,14 @@
 //! LLMLingua-2's data distillation, the steps that need no model (spec
 //! `llmlingua2-distillation.md` §2 and §3, from the MIT-licensed microsoft/LLMLingua
-//! `experiments/llmlingua2/data_collection`): splitting texts into words ([`words`]), aligning a
-//! compression back to its original's words and measuring the alignment ([`label`]), and the
-//! two-stage quality filter ([`filter`]). Pure functions over strings: no HTTP, no model.
+//! `experiments/llmlingua2/data_collection`): the paper's instruction and the chunking of the
+//! originals ([`chunk`]), asking an OpenAI-compatible model for the compressions ([`collect`]),
+//! splitting texts into words ([`words`]), aligning a compression back to its original's words
+//! and measuring the alignment ([`label`]), and the two-stage quality filter ([`filter`]).
 //!
-//! Collecting compressions from an LLM and training a classifier on the labels are not here
-//! yet.
+//! Training a classifier on the labels is not here yet.
 
+pub mod chunk;
+pub mod collect;
 pub mod filter;
 pub mod label;
 pub mod words;

@@ -115,3 +115,166 @@ fn label_then_filter() {
     assert!(read_lines(&kept).is_empty());
     assert!(String::from_utf8_lossy(&out.stdout).contains("kept 0 of 19"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collect_asks_with_the_papers_instruction_and_resumes() {
+    use lingua_proxy::distill::chunk::SYSTEM_PROMPT;
+    use lingua_proxy_testkit::mock::{MockConfig, MockUpstream};
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let texts = dir.path().join("texts.jsonl");
+    let long = (0..30)
+        .map(|i| format!("The council reviewed item {i} and approved it after a short discussion."))
+        .collect::<Vec<_>>()
+        .join(" ");
+    std::fs::write(
+        &texts,
+        format!(
+            "{}\n{}\n",
+            json!({"id": "long", "text": long}),
+            json!({"id": "short", "text": "Trucks leave every morning at 06:30."})
+        ),
+    )
+    .unwrap();
+    let output = dir.path().join("chunks.jsonl");
+    let base = mock.base_url();
+    let collect = |extra: Vec<String>| {
+        let (texts, output, base) = (texts.clone(), output.clone(), base.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut args: Vec<String> = [
+                "collect",
+                "--input",
+                texts.to_str().unwrap(),
+                "--output",
+                output.to_str().unwrap(),
+                "--base-url",
+                &base,
+                "--model",
+                "gpt-4o-mini",
+                "--chunk-tokens",
+                "64",
+                "--concurrency",
+                "2",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            args.extend(extra);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            distill(&args)
+        })
+    };
+    let out = collect(vec![]).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = read_lines(&output);
+    assert!(rows.len() >= 4, "{} chunks", rows.len());
+    let sent = mock.state.requests_to("/chat/completions");
+    assert_eq!(sent.len(), rows.len());
+    for r in &sent {
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["messages"][0]["content"], SYSTEM_PROMPT);
+        assert_eq!(body["temperature"], 0.3);
+        let user = body["messages"][1]["content"].as_str().unwrap();
+        assert!(user.starts_with("Compress some text to short expressions"));
+        assert!(user.ends_with("\nThe compressed text is: "));
+    }
+    for row in &rows {
+        assert!(row["comp"].is_string() && row["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+        let origin = row["origin"].as_str().unwrap();
+        assert!(
+            origin.ends_with('.') || row["id"] == "short:0",
+            "chunks end at a period: {origin:?}"
+        );
+    }
+    let long_chunks: String = rows
+        .iter()
+        .filter(|r| r["source_id"] == "long")
+        .map(|r| {
+            (
+                r["chunk_index"].as_u64().unwrap(),
+                r["origin"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into_values()
+        .collect();
+    assert_eq!(
+        long_chunks, long,
+        "the chunks put back together are the text"
+    );
+
+    // Run again: everything is answered already, nothing is sent.
+    let out = collect(vec![]).await.unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        mock.state.requests_to("/chat/completions").len(),
+        rows.len()
+    );
+    assert_eq!(read_lines(&output).len(), rows.len());
+
+    // A budget below the estimate: refused before anything is sent.
+    std::fs::write(&texts, format!("{}\n", json!({"id": "new", "text": long}))).unwrap();
+    let out = collect(vec!["--max-cost".into(), "0.000001".into()])
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max-cost"));
+    assert_eq!(
+        mock.state.requests_to("/chat/completions").len(),
+        rows.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collect_retries_rate_limits_then_gives_up_and_reports() {
+    use crate::common::faults::{RawUpstream, Script};
+    let upstream = RawUpstream::start(Script::Write {
+        parts: vec![
+            b"HTTP/1.1 429 Too Many Requests\r\nretry-after: 0\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                .to_vec(),
+        ],
+        pause: std::time::Duration::ZERO,
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let texts = dir.path().join("texts.jsonl");
+    std::fs::write(
+        &texts,
+        format!("{}\n", json!({"id": "t", "text": "One short sentence."})),
+    )
+    .unwrap();
+    let output = dir.path().join("chunks.jsonl");
+    let base = format!("http://{}/v1", upstream.addr);
+    let (t, o) = (texts.clone(), output.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        distill(&[
+            "collect",
+            "--input",
+            t.to_str().unwrap(),
+            "--output",
+            o.to_str().unwrap(),
+            "--base-url",
+            &base,
+            "--retries",
+            "2",
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("HTTP 429"), "{stderr}");
+    assert_eq!(
+        upstream.requests.lock().unwrap().len(),
+        3,
+        "one call and two retries"
+    );
+    assert!(
+        read_lines(&output).is_empty(),
+        "nothing written for a chunk never answered"
+    );
+}
