@@ -41,9 +41,13 @@ pub enum Step {
 
 #[derive(Debug, clap::Args)]
 pub struct CollectArgs {
-    /// JSON Lines of `{"id", "text"}`.
+    /// JSON Lines of `{"id", "text"}`, or with `--from-events` an event log.
     #[arg(long)]
     pub input: PathBuf,
+    /// The input is an event log written with `[telemetry] log_content = true`: its system,
+    /// tool and earlier user messages, prose only, deduplicated.
+    #[arg(long)]
+    pub from_events: bool,
     /// JSON Lines the answers are appended to (chunks already there are skipped).
     #[arg(long)]
     pub output: PathBuf,
@@ -131,7 +135,11 @@ fn lines(path: &PathBuf) -> anyhow::Result<Vec<Value>> {
 fn collect(a: CollectArgs) -> anyhow::Result<()> {
     use crate::distill::collect::{Answer, Settings, estimate, jobs, run};
     let mut texts = Vec::new();
-    for (n, r) in lines(&a.input)?.into_iter().enumerate() {
+    let records = lines(&a.input)?;
+    if a.from_events {
+        texts = crate::distill::collect::texts_from_events(&records);
+    }
+    for (n, r) in records.into_iter().enumerate().filter(|_| !a.from_events) {
         let text = r
             .get("text")
             .and_then(Value::as_str)

@@ -199,3 +199,122 @@ async fn call(client: &reqwest::Client, s: &Settings, prices: &PriceTable, job: 
         attempt += 1;
     }
 }
+
+/// The texts worth distilling from an event log written with `[telemetry] log_content = true`:
+/// of each request forwarded as the client sent it (not a compressed one), the system and tool
+/// messages and every user message but the last, cut by the content classifier into blocks, of
+/// which only prose (documents and instructions) is kept: code, diffs, logs and data never train
+/// a word dropper. Deduplicated by content: `(content hash, text)`.
+pub fn texts_from_events(events: &[Value]) -> Vec<(Value, String)> {
+    use crate::compress::content::{Kind, Prose, classify};
+    use crate::model::Pace;
+    use sha2::{Digest, Sha256};
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for e in events {
+        if e.get("compression").and_then(Value::as_str) == Some("compressed") {
+            continue; // the logged prompt is the compressed one, not the client's
+        }
+        let Some(messages) = e.get("prompt").and_then(Value::as_array) else {
+            continue;
+        };
+        let last_user = messages
+            .iter()
+            .rposition(|m| m.get("role").and_then(Value::as_str) == Some("user"));
+        for (i, m) in messages.iter().enumerate() {
+            let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
+            let wanted = matches!(role, "system" | "developer" | "tool")
+                || (role == "user" && Some(i) != last_user);
+            if !wanted {
+                continue;
+            }
+            let text = match m.get("content") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Array(parts)) => parts
+                    .iter()
+                    .filter_map(|p| p.get("text").and_then(Value::as_str))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                _ => continue,
+            };
+            let prose = if matches!(role, "system" | "developer") {
+                Prose::Instructions
+            } else {
+                Prose::Documents
+            };
+            let Ok(blocks) = classify(&text, prose, &mut Pace::unbounded()) else {
+                continue;
+            };
+            for b in blocks {
+                if !matches!(b.kind, Kind::Document | Kind::Instructions) {
+                    continue;
+                }
+                let Some(piece) = text.get(b.range.clone()) else {
+                    continue;
+                };
+                let piece = piece.trim();
+                if piece.split_whitespace().count() < 8 {
+                    continue;
+                }
+                let hash = hex::encode(Sha256::digest(piece.as_bytes()));
+                if seen.insert(hash.clone()) {
+                    out.push((
+                        Value::String(format!("sha256:{}", &hash[..16])),
+                        piece.to_string(),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_logs_give_prose_once_and_never_code_or_compressed_prompts() {
+        let doc = "The shipment left Rotterdam on Monday and reached the Hamburg warehouse on \
+                   Wednesday night after a brake inspection delayed the truck.";
+        let code = "fn main() {\n    let x = compute(1, 2);\n    println!(\"{x}\");\n}\n";
+        let events = vec![
+            json!({"compression": "unchanged", "prompt": [
+                {"role": "system", "content": "You are a careful assistant who answers questions about shipments and never invents tracking numbers."},
+                {"role": "user", "content": format!("{doc}\n\n```rust\n{code}```\n")},
+                {"role": "assistant", "content": "Noted."},
+                {"role": "user", "content": "When will it arrive at the customer in Hamburg, and who signs for it?"}
+            ]}),
+            // the same document again, on the raw arm: kept once
+            json!({"arm": "raw", "compression": "not_run", "prompt": [
+                {"role": "tool", "tool_call_id": "c", "content": doc}
+            ]}),
+            // a compressed prompt is not the client's text
+            json!({"compression": "compressed", "prompt": [
+                {"role": "tool", "content": "A compressed text that must never become training data for the scorer."}
+            ]}),
+            json!({"compression": "unchanged"}),
+        ];
+        let texts = texts_from_events(&events);
+        let bodies: Vec<&str> = texts.iter().map(|(_, t)| t.as_str()).collect();
+        assert!(
+            bodies
+                .iter()
+                .any(|t| t.starts_with("You are a careful assistant"))
+        );
+        assert_eq!(
+            bodies.iter().filter(|t| **t == doc).count(),
+            1,
+            "{bodies:?}"
+        );
+        assert!(
+            bodies.iter().all(|t| !t.contains("compute(1, 2)")),
+            "code is never material"
+        );
+        assert!(bodies.iter().all(|t| !t.contains("compressed text")));
+        assert!(
+            bodies.iter().all(|t| !t.starts_with("When will it arrive")),
+            "the last user turn is the question"
+        );
+    }
+}
