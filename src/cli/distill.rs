@@ -134,19 +134,21 @@ fn lines(path: &PathBuf) -> anyhow::Result<Vec<Value>> {
 
 fn collect(a: CollectArgs) -> anyhow::Result<()> {
     use crate::distill::collect::{Answer, Settings, estimate, jobs, run};
-    let mut texts = Vec::new();
     let records = lines(&a.input)?;
-    if a.from_events {
-        texts = crate::distill::collect::texts_from_events(&records);
-    }
-    for (n, r) in records.into_iter().enumerate().filter(|_| !a.from_events) {
-        let text = r
-            .get("text")
-            .and_then(Value::as_str)
-            .with_context(|| format!("line {}: `text` must be a string", n + 1))?
-            .to_string();
-        texts.push((r.get("id").cloned().unwrap_or(json!(n)), text));
-    }
+    let texts = if a.from_events {
+        crate::distill::collect::texts_from_events(&records)
+    } else {
+        let mut texts = Vec::with_capacity(records.len());
+        for (n, r) in records.into_iter().enumerate() {
+            let text = r
+                .get("text")
+                .and_then(Value::as_str)
+                .with_context(|| format!("line {}: `text` must be a string", n + 1))?
+                .to_string();
+            texts.push((r.get("id").cloned().unwrap_or(json!(n)), text));
+        }
+        texts
+    };
     let done: std::collections::HashSet<String> = if a.output.exists() {
         lines(&a.output)?
             .iter()

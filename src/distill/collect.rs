@@ -92,8 +92,9 @@ pub async fn run(
     mut sink: impl FnMut(Answer),
 ) -> f64 {
     let client = reqwest::Client::new();
-    let spent = std::sync::Mutex::new(0.0f64);
-    let over = || max_cost.is_some_and(|m| spent.lock().map_or(true, |s| *s >= m));
+    // The calls are polled by this one task: a cell is enough.
+    let spent = std::cell::Cell::new(0.0f64);
+    let over = || max_cost.is_some_and(|m| spent.get() >= m);
     let mut answers = futures_util::stream::iter(jobs)
         .map(|job| {
             let client = client.clone();
@@ -110,15 +111,13 @@ pub async fn run(
         })
         .buffer_unordered(settings.concurrency.max(1));
     while let Some(a) = answers.next().await {
-        if let Answer::Ok { cost: Some(c), .. } = &a
-            && let Ok(mut s) = spent.lock()
-        {
-            *s += c;
+        if let Answer::Ok { cost: Some(c), .. } = &a {
+            spent.set(spent.get() + c);
         }
         sink(a);
     }
     drop(answers);
-    spent.into_inner().unwrap_or(0.0)
+    spent.get()
 }
 
 async fn call(client: &reqwest::Client, s: &Settings, prices: &PriceTable, job: Job) -> Answer {

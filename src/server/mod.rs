@@ -331,10 +331,12 @@ impl AppState {
     ) -> (crate::hook::RequestCtx, &Upstream) {
         let upstream = self.upstream_for(path, model.as_deref());
         let ctx = crate::hook::RequestCtx {
+            api,
             route: upstream.name.clone(),
+            model,
             tokenizer: upstream.tokenizer,
             request_id: request_id(headers),
-            ..crate::hook::RequestCtx::new(api, model)
+            arm: None,
         };
         (ctx, upstream)
     }

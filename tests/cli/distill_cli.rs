@@ -1,4 +1,4 @@
-//! `lingua-proxy distill label` and `distill filter` on JSON Lines files, through the binary.
+//! `lingua-proxy distill collect`, `label` and `filter` on JSON Lines files, through the binary.
 
 use std::process::Command;
 
@@ -10,6 +10,24 @@ fn distill(args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .unwrap()
+}
+
+/// `distill <step> --input <input> --output <output> <extra>`.
+fn step(
+    name: &str,
+    input: &std::path::Path,
+    output: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        name,
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    distill(&args)
 }
 
 fn read_lines(path: &std::path::Path) -> Vec<Value> {
@@ -43,13 +61,7 @@ fn label_then_filter() {
     )
     .unwrap();
     let labelled = dir.path().join("labelled.jsonl");
-    let out = distill(&[
-        "label",
-        "--input",
-        chunks.to_str().unwrap(),
-        "--output",
-        labelled.to_str().unwrap(),
-    ]);
+    let out = step("label", &chunks, &labelled, &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -79,13 +91,7 @@ fn label_then_filter() {
     assert!(rows[2]["variation_rate"].as_f64().unwrap() > 0.5);
 
     let kept = dir.path().join("kept.jsonl");
-    let out = distill(&[
-        "filter",
-        "--input",
-        labelled.to_str().unwrap(),
-        "--output",
-        kept.to_str().unwrap(),
-    ]);
+    let out = step("filter", &labelled, &kept, &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -103,14 +109,7 @@ fn label_then_filter() {
     assert!(ids.contains(&"meeting-1") && ids.len() >= 15, "{ids:?}");
 
     // The reference's tie rule: every chunk here has alignment gap 0, so stage 2 drops them all.
-    let out = distill(&[
-        "filter",
-        "--input",
-        labelled.to_str().unwrap(),
-        "--output",
-        kept.to_str().unwrap(),
-        "--drop-ties",
-    ]);
+    let out = step("filter", &labelled, &kept, &["--drop-ties"]);
     assert!(out.status.success());
     assert!(read_lines(&kept).is_empty());
     assert!(String::from_utf8_lossy(&out.stdout).contains("kept 0 of 19"));
