@@ -37,6 +37,8 @@ pub enum Step {
     Label(LabelArgs),
     /// Drop the chunks whose variation rate, then alignment gap, reach the 90th percentile.
     Filter(FilterArgs),
+    /// Fine-tune a BERT or XLM-R token classifier on labelled chunks.
+    Train(TrainArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -108,11 +110,55 @@ pub struct FilterArgs {
     pub drop_ties: bool,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// `distill filter` (or `label`) output.
+    #[arg(long)]
+    pub input: PathBuf,
+    /// The checkpoint to start from: a directory or Hugging Face id of a BERT or XLM-R model
+    /// (a token classifier keeps its head; a bare encoder gets a fresh one).
+    #[arg(long)]
+    pub model: String,
+    /// Where the distilled checkpoint, `heldout.jsonl` and `training_report.json` go.
+    #[arg(long)]
+    pub output: PathBuf,
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 10)]
+    pub batch_size: usize,
+    /// AdamW learning rate (the paper: 1e-5, constant).
+    #[arg(long, default_value_t = 1e-5)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0: none).
+    #[arg(long, default_value_t = 10.0)]
+    pub max_grad_norm: f64,
+    /// Dropout (default: the checkpoint's `hidden_dropout_prob`).
+    #[arg(long)]
+    pub dropout: Option<f32>,
+    /// Share of source texts held out for validation (whole sources, never single chunks).
+    #[arg(long, default_value_t = 0.1)]
+    pub validation: f64,
+    /// Stop after this many epochs without a lower validation loss.
+    #[arg(long, default_value_t = 2)]
+    pub patience: usize,
+    /// Longest window in model tokens, `[CLS]` and `[SEP]` included.
+    #[arg(long, default_value_t = 512)]
+    pub max_len: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// `cpu`, or `cuda:N` in a build with the `cuda` feature.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
 pub fn run(args: DistillArgs) -> anyhow::Result<()> {
     match args.step {
         Step::Collect(a) => collect(a),
         Step::Label(a) => label(a),
         Step::Filter(a) => filter_step(a),
+        Step::Train(a) => train(a),
     }
 }
 
@@ -268,6 +314,7 @@ fn label(a: LabelArgs) -> anyhow::Result<()> {
             .collect();
         let line = json!({
             "id": id,
+            "source_id": r.get("source_id"),
             "origin": origin,
             "comp": comp,
             "words": ow.iter().map(|w| &w.surface).collect::<Vec<_>>(),
@@ -331,6 +378,268 @@ fn filter_step(a: FilterArgs) -> anyhow::Result<()> {
         show(f.thresholds.0),
         show(f.thresholds.1),
         if a.drop_ties { "dropped" } else { "kept" }
+    );
+    Ok(())
+}
+
+/// Files of the starting checkpoint the distilled one needs beside its own weights and config.
+const TOKENIZER_FILES: [&str; 6] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "sentencepiece.bpe.model",
+    "added_tokens.json",
+];
+
+fn train(a: TrainArgs) -> anyhow::Result<()> {
+    use crate::distill::train::{Labelled, batches, counts, held_out_sources, windows};
+    use crate::scorer::llmlingua2::tokenizer::Llmlingua2Tokenizer;
+    use lingua_encoder::train::{EvalSums, TrainSettings, Trainer};
+
+    anyhow::ensure!(
+        a.epochs > 0 && a.batch_size > 0,
+        "--epochs and --batch-size must be positive"
+    );
+    anyhow::ensure!(
+        (0.0..1.0).contains(&a.validation),
+        "--validation must be within 0 and 1"
+    );
+    let started = std::time::Instant::now();
+    let files = lingua_encoder::ModelFiles::resolve(&a.model)?;
+    let tok = Llmlingua2Tokenizer::from_dir(&files.dir)?;
+    let settings = TrainSettings {
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        max_grad_norm: (a.max_grad_norm > 0.0).then_some(a.max_grad_norm),
+        dropout: a.dropout,
+        seed: a.seed,
+    };
+    let mut trainer = Trainer::from_checkpoint(&files, &a.device, settings.clone())?;
+    anyhow::ensure!(
+        tok.len_with_added() <= trainer.config().vocab_size,
+        "the tokenizer has {} ids but the model's embedding table {} rows",
+        tok.len_with_added(),
+        trainer.config().vocab_size
+    );
+    let max_len = a.max_len.min(trainer.max_len());
+    let records = lines(&a.input)?;
+    let mut chunks = Vec::with_capacity(records.len());
+    for (n, r) in records.iter().enumerate() {
+        let origin = r
+            .get("origin")
+            .and_then(Value::as_str)
+            .with_context(|| format!("line {}: `origin` must be a string", n + 1))?;
+        let labels = r
+            .get("labels")
+            .and_then(Value::as_array)
+            .and_then(|l| l.iter().map(Value::as_bool).collect::<Option<Vec<bool>>>())
+            .with_context(|| {
+                format!(
+                    "line {}: `labels` must be booleans (distill label output)",
+                    n + 1
+                )
+            })?;
+        let source = match r
+            .get("source_id")
+            .filter(|v| !v.is_null())
+            .or_else(|| r.get("id"))
+        {
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => v.to_string(),
+            None => n.to_string(),
+        };
+        chunks.push(Labelled {
+            source,
+            origin: origin.to_string(),
+            labels,
+        });
+    }
+    anyhow::ensure!(
+        !chunks.is_empty(),
+        "{}: no labelled chunks",
+        a.input.display()
+    );
+    let sources: Vec<&str> = chunks.iter().map(|c| c.source.as_str()).collect();
+    let held: std::collections::HashSet<String> = held_out_sources(&sources, a.validation, a.seed)
+        .into_iter()
+        .collect();
+    let (mut train_c, mut val_c) = (Vec::new(), Vec::new());
+    let (mut train_w, mut val_w) = (Vec::new(), Vec::new());
+    std::fs::create_dir_all(&a.output).with_context(|| format!("{}", a.output.display()))?;
+    let heldout_path = a.output.join("heldout.jsonl");
+    let mut heldout = BufWriter::new(std::fs::File::create(&heldout_path)?);
+    for (n, c) in chunks.iter().enumerate() {
+        let w = windows(&tok, c, max_len).map_err(|e| anyhow::anyhow!("line {}: {e}", n + 1))?;
+        if held.contains(&c.source) {
+            writeln!(heldout, "{}", records[n])?;
+            val_c.push(c);
+            val_w.extend(w);
+        } else {
+            train_c.push(c);
+            train_w.extend(w);
+        }
+    }
+    heldout.flush()?;
+    let train_counts = counts(&train_c, &train_w);
+    let val_counts = counts(&val_c, &val_w);
+    eprintln!(
+        "distill train: {} parameters ({} fresh: {}), {} training windows from {} sources, {} \
+         validation windows from {} sources",
+        trainer.parameters(),
+        trainer.fresh().len(),
+        if trainer.fresh().is_empty() {
+            "-".to_string()
+        } else {
+            trainer.fresh().join(", ")
+        },
+        train_w.len(),
+        train_counts.sources,
+        val_w.len(),
+        val_counts.sources
+    );
+    // the same batches every epoch for validation: sorted by length, little padding
+    val_w.sort_by_key(|w| w.ids.len());
+    let val_batches = batches(&val_w, a.batch_size);
+    let validate = |t: &mut Trainer| -> anyhow::Result<Option<EvalSums>> {
+        if val_batches.is_empty() {
+            return Ok(None);
+        }
+        let mut sums = EvalSums::default();
+        for b in &val_batches {
+            sums.add(t.evaluate(b)?);
+        }
+        Ok(Some(sums))
+    };
+    let save = |t: &Trainer| -> anyhow::Result<()> {
+        t.save(&a.output)?;
+        for f in TOKENIZER_FILES {
+            let from = files.dir.join(f);
+            if from.exists() {
+                std::fs::copy(&from, a.output.join(f))
+                    .with_context(|| format!("{}", from.display()))?;
+            }
+        }
+        Ok(())
+    };
+    let initial = validate(&mut trainer)?;
+    let mut epochs = Vec::new();
+    let mut best: Option<(usize, f64)> = None;
+    let mut since_best = 0;
+    let mut rng = fastrand::Rng::with_seed(a.seed);
+    let steps_per_epoch = train_w.len().div_ceil(a.batch_size);
+    let bar = indicatif::ProgressBar::new((steps_per_epoch * a.epochs) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} steps {msg} ({elapsed}, eta {eta})",
+        )?
+        .progress_chars("=> "),
+    );
+    let (mut total_tokens, mut train_secs) = (0usize, 0f64);
+    for epoch in 1..=a.epochs {
+        bar.set_prefix(format!("epoch {epoch}/{}", a.epochs));
+        let mut order: Vec<&crate::distill::train::Window> = train_w.iter().collect();
+        rng.shuffle(&mut order);
+        let t0 = std::time::Instant::now();
+        let (mut loss_sum, mut tokens, mut clipped) = (0f64, 0usize, 0usize);
+        for b in batches(order, a.batch_size) {
+            let s = trainer.step(&b)?;
+            loss_sum += f64::from(s.loss) * s.tokens as f64;
+            tokens += s.tokens;
+            clipped += usize::from(
+                settings
+                    .max_grad_norm
+                    .is_some_and(|m| f64::from(s.grad_norm) > m),
+            );
+            let secs = t0.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!(
+                "loss {:.4}, {:.0} tokens/s",
+                loss_sum / tokens.max(1) as f64,
+                tokens as f64 / secs
+            ));
+            bar.inc(1);
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        total_tokens += tokens;
+        train_secs += secs;
+        let val = validate(&mut trainer)?;
+        let train_loss = loss_sum / tokens.max(1) as f64;
+        let line = match val {
+            Some(v) => format!(
+                "epoch {epoch}: train loss {train_loss:.4}, validation loss {:.4}, accuracy {:.4}",
+                v.loss(),
+                v.accuracy()
+            ),
+            None => format!("epoch {epoch}: train loss {train_loss:.4} (no validation split)"),
+        };
+        bar.suspend(|| eprintln!("distill train: {line}"));
+        epochs.push(json!({
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "validation_loss": val.map(|v| v.loss()),
+            "validation_accuracy": val.map(|v| v.accuracy()),
+            "clipped_steps": clipped,
+            "tokens_per_second": tokens as f64 / secs.max(1e-9),
+            "seconds": secs,
+        }));
+        match val {
+            Some(v) if best.is_none_or(|(_, b)| v.loss() < b) => {
+                best = Some((epoch, v.loss()));
+                since_best = 0;
+                save(&trainer)?;
+            }
+            Some(_) => {
+                since_best += 1;
+                if since_best >= a.patience.max(1) {
+                    bar.suspend(|| {
+                        eprintln!(
+                            "distill train: no lower validation loss for {since_best} epochs; stopping"
+                        )
+                    });
+                    break;
+                }
+            }
+            None => {
+                best = Some((epoch, train_loss));
+                save(&trainer)?;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let report = json!({
+        "base_model": a.model,
+        "base_dir": files.dir,
+        "fresh_tensors": trainer.fresh(),
+        "parameters": trainer.parameters(),
+        "device": a.device,
+        "settings": {
+            "epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr,
+            "weight_decay": a.weight_decay, "max_grad_norm": settings.max_grad_norm,
+            "dropout": a.dropout, "validation": a.validation, "patience": a.patience,
+            "max_len": max_len, "seed": a.seed, "optimizer": "AdamW (betas 0.9, 0.999; eps 1e-8)",
+        },
+        "train": train_counts,
+        "validation": val_counts,
+        "initial_validation_loss": initial.map(|v| v.loss()),
+        "initial_validation_accuracy": initial.map(|v| v.accuracy()),
+        "epochs": epochs,
+        "best_epoch": best.map(|b| b.0),
+        "best_validation_loss": best.filter(|_| initial.is_some()).map(|b| b.1),
+        "training_tokens_per_second": total_tokens as f64 / train_secs.max(1e-9),
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    let report_path = a.output.join("training_report.json");
+    std::fs::write(&report_path, serde_json::to_string_pretty(&report)? + "\n")?;
+    println!(
+        "trained {} epochs; best epoch {} (validation loss {} from {}); checkpoint in {}, report \
+         in {}",
+        epochs.len(),
+        best.map_or("-".to_string(), |b| b.0.to_string()),
+        best.filter(|_| initial.is_some())
+            .map_or("-".into(), |b| format!("{:.4}", b.1)),
+        initial.map_or("-".into(), |v| format!("{:.4}", v.loss())),
+        a.output.display(),
+        report_path.display()
     );
     Ok(())
 }

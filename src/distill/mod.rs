@@ -3,12 +3,13 @@
 //! `experiments/llmlingua2/data_collection`): the paper's instruction and the chunking of the
 //! originals ([`chunk`]), asking an OpenAI-compatible model for the compressions ([`collect`]),
 //! splitting texts into words ([`words`]), aligning a compression back to its original's words
-//! and measuring the alignment ([`label`]), and the two-stage quality filter ([`filter`]).
-//!
-//! Training a classifier on the labels is not here yet.
+//! and measuring the alignment ([`label`]), the two-stage quality filter ([`filter`]), and
+//! the training windows and split of the token classifier ([`train`]; the optimiser is
+//! `lingua_encoder::train`).
 
 pub mod chunk;
 pub mod collect;
 pub mod filter;
 pub mod label;
+pub mod train;
 pub mod words;

@@ -9,6 +9,7 @@
 //!   int8 products) and its precisions;
 //! - `kernels`: the CPU products and element-wise passes, chosen at run time;
 //! - `candle_ops`: the candle reference forward (non-CPU devices, parity checks);
+//! - `train`: [`train::Trainer`], fine-tuning with candle's autograd and AdamW;
 //! - `random` (feature `test-support`): random-weight checkpoints for tests and benches.
 
 mod candle_ops;
@@ -18,6 +19,7 @@ pub mod kernels;
 pub mod load;
 #[cfg(feature = "test-support")]
 pub mod random;
+pub mod train;
 
 pub use config::{Activation, Arch, EncoderConfig};
 pub use encoder::{Precision, TokenClassifier};

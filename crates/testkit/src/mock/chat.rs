@@ -6,7 +6,7 @@ use http::{Response, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::tokens::{NAME, SEP, bpe_for, first_words};
+use super::tokens::{NAME, SEP, bpe_for, extractive_compression, first_words};
 use super::{
     CREATED, CacheSpace, Call, MockBody, MockState, bad_request, data_event, json_response,
     openai_model_error, parse_body, sse_response,
@@ -88,12 +88,14 @@ pub(crate) fn chat(call: &Call<'_>) -> Response<MockBody> {
         .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
         .map(|m| content_text(m.get("content").unwrap_or(&Value::Null)))
         .unwrap_or_default();
-    let reply = format!(
-        "Mock reply to {} messages ({} prompt tokens). You said: {}",
-        messages.len(),
-        prompt.len(),
-        first_words(&last_user, 12)
-    );
+    let reply = extractive_compression(&last_user).unwrap_or_else(|| {
+        format!(
+            "Mock reply to {} messages ({} prompt tokens). You said: {}",
+            messages.len(),
+            prompt.len(),
+            first_words(&last_user, 12)
+        )
+    });
     let bpe = bpe_for(&model);
     let id = format!("chatcmpl-mock{}", call.id_suffix());
     let (completion_tokens, finish) = match tool {

@@ -51,9 +51,58 @@ pub(crate) fn first_words(text: &str, n: usize) -> String {
         .join(" ")
 }
 
+/// Where LLMLingua-2's compression instruction puts the text, and what follows it.
+const COMPRESS_HEAD: &str = "If you understand, please compress the following text: \n";
+const COMPRESS_TAIL: &str = "\nThe compressed text is: ";
+/// Words the mock labeller deletes (negations are never among them).
+const STOPWORDS: [&str; 36] = [
+    "a", "an", "the", "of", "to", "and", "is", "are", "was", "were", "be", "been", "will", "that",
+    "this", "for", "on", "in", "at", "by", "with", "it", "as", "then", "there", "which", "has",
+    "have", "had", "very", "also", "just", "really", "so", "we", "our",
+];
+
+/// The mock as LLMLingua-2's labelling LLM: given the paper's instruction (spec
+/// `llmlingua2-distillation.md` §1.1), a deterministic extractive compression of the text it
+/// carries: stopwords dropped, everything else in order, line breaks kept.
+pub(crate) fn extractive_compression(user: &str) -> Option<String> {
+    let start = user.find(COMPRESS_HEAD)? + COMPRESS_HEAD.len();
+    let text = user[start..].strip_suffix(COMPRESS_TAIL)?;
+    let lines: Vec<String> = text
+        .split('\n')
+        .map(|line| {
+            let mut kept = Vec::new();
+            for w in line.split_whitespace() {
+                let core = w.trim_matches(|c: char| !c.is_alphanumeric());
+                if STOPWORDS.contains(&core.to_lowercase().as_str()) {
+                    // the word goes, a sentence end after it stays
+                    let tail: String = w.chars().rev().take_while(|c| *c == '.').collect();
+                    if !tail.is_empty() {
+                        kept.push(tail);
+                    }
+                } else {
+                    kept.push(w.to_string());
+                }
+            }
+            kept.join(" ")
+        })
+        .collect();
+    Some(lines.join("\n"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_labelling_llm_deletes_stopwords_only_when_asked_with_the_instruction() {
+        let ask = |t: &str| format!("Compress some text... {COMPRESS_HEAD}{t}{COMPRESS_TAIL}");
+        assert_eq!(
+            extractive_compression(&ask("The council will vote on it.\nIt is not late."))
+                .as_deref(),
+            Some("council vote .\nnot late.")
+        );
+        assert_eq!(extractive_compression("What is the weather?"), None);
+    }
 
     #[test]
     fn model_table_matches_the_encodings() {
