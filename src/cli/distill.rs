@@ -39,6 +39,8 @@ pub enum Step {
     Filter(FilterArgs),
     /// Fine-tune a BERT or XLM-R token classifier on labelled chunks.
     Train(TrainArgs),
+    /// Compare scorers against the LLM's labels on held-out chunks (F1, accuracy, AUC).
+    Eval(EvalArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -153,12 +155,32 @@ pub struct TrainArgs {
     pub device: String,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// Labelled held-out chunks (`heldout.jsonl` from `distill train`, or `label` output).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// An LLMLingua-2 checkpoint to evaluate, `NAME=DIR` or `DIR` (repeatable).
+    #[arg(long = "model")]
+    pub models: Vec<String>,
+    /// Evaluate the embedded heuristic scorer too.
+    #[arg(long)]
+    pub heuristic: bool,
+    /// Write the table as a self-contained HTML page.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Write the results as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
 pub fn run(args: DistillArgs) -> anyhow::Result<()> {
     match args.step {
         Step::Collect(a) => collect(a),
         Step::Label(a) => label(a),
         Step::Filter(a) => filter_step(a),
         Step::Train(a) => train(a),
+        Step::Eval(a) => eval(a),
     }
 }
 
@@ -642,4 +664,136 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         report_path.display()
     );
     Ok(())
+}
+
+fn eval(a: EvalArgs) -> anyhow::Result<()> {
+    use crate::distill::eval::{Scores, word_probs};
+    use crate::scorer::Scorer;
+    use std::sync::Arc;
+
+    let records = lines(&a.input)?;
+    let mut chunks = Vec::with_capacity(records.len());
+    for (n, r) in records.iter().enumerate() {
+        let origin = r
+            .get("origin")
+            .and_then(Value::as_str)
+            .with_context(|| format!("line {}: `origin` must be a string", n + 1))?;
+        let labels = r
+            .get("labels")
+            .and_then(Value::as_array)
+            .and_then(|l| l.iter().map(Value::as_bool).collect::<Option<Vec<bool>>>())
+            .with_context(|| format!("line {}: `labels` must be booleans", n + 1))?;
+        chunks.push((origin.to_string(), labels));
+    }
+    let mut scorers: Vec<(String, Arc<dyn Scorer>)> = Vec::new();
+    for m in &a.models {
+        let (name, dir) = match m.split_once('=') {
+            Some((n, d)) => (n.to_string(), d.to_string()),
+            None => (m.clone(), m.clone()),
+        };
+        let loaded =
+            crate::scorer::llmlingua2::scorer::load(&dir, &crate::model::ModelConfig::default())
+                .map_err(|e| anyhow::anyhow!("{dir}: {e}"))?;
+        scorers.push((name, loaded.scorer));
+    }
+    if a.heuristic {
+        scorers.push((
+            "heuristic".into(),
+            Arc::new(crate::scorer::heuristic::HeuristicScorer::new()),
+        ));
+    }
+    anyhow::ensure!(
+        !scorers.is_empty(),
+        "name at least one --model, or --heuristic"
+    );
+    let mut rows = Vec::new();
+    for (name, scorer) in &scorers {
+        let t0 = std::time::Instant::now();
+        let mut scores = Scores::default();
+        for (origin, labels) in &chunks {
+            let probs = word_probs(scorer.as_ref(), origin)?;
+            scores.add(origin, labels, &probs);
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        rows.push(json!({
+            "scorer": name,
+            "chunks": chunks.len(),
+            "words": scores.words,
+            "keep_f1": scores.f1(),
+            "accuracy": scores.accuracy(),
+            "auc": scores.auc(),
+            "words_per_second": scores.words as f64 / secs.max(1e-9),
+            "counts": scores,
+        }));
+    }
+    let f = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.4}"));
+    println!("| scorer | chunks | words | keep F1 (LLM's rate) | accuracy | AUC | words/s |");
+    println!("|---|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {:.0} |",
+            r["scorer"].as_str().unwrap_or_default(),
+            r["chunks"],
+            r["words"],
+            f(&r["keep_f1"]),
+            f(&r["accuracy"]),
+            f(&r["auc"]),
+            r["words_per_second"].as_f64().unwrap_or(0.0)
+        );
+    }
+    if let Some(path) = &a.json {
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&json!({"input": a.input, "rows": rows}))? + "\n",
+        )
+        .with_context(|| format!("{}", path.display()))?;
+    }
+    if let Some(path) = &a.html {
+        std::fs::write(path, eval_html(&a.input.display().to_string(), &rows))
+            .with_context(|| format!("{}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A self-contained page: the table, with each score drawn as a bar.
+fn eval_html(input: &str, rows: &[Value]) -> String {
+    let bar = |v: &Value| match v.as_f64() {
+        Some(x) => format!(
+            "<td><div class=bar style=\"width:{:.1}%\"></div>{x:.4}</td>",
+            (x * 100.0).clamp(0.0, 100.0)
+        ),
+        None => "<td>-</td>".into(),
+    };
+    let mut body = String::new();
+    for r in rows {
+        body.push_str(&format!(
+            "<tr><th>{}</th><td>{}</td><td>{}</td>{}{}{}<td>{:.0}</td></tr>\n",
+            escape(r["scorer"].as_str().unwrap_or_default()),
+            r["chunks"],
+            r["words"],
+            bar(&r["keep_f1"]),
+            bar(&r["accuracy"]),
+            bar(&r["auc"]),
+            r["words_per_second"].as_f64().unwrap_or(0.0)
+        ));
+    }
+    format!(
+        "<!doctype html>\n<html lang=en><head><meta charset=utf-8><title>lingua-proxy distill eval</title>\n\
+         <style>body{{font:14px system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;min-width:6em}}\
+         .bar{{height:6px;background:#3b7;margin-bottom:2px}}</style></head><body>\n\
+         <h1>Scorers against the LLM's labels</h1>\n<p>Held-out chunks: {}. Each scorer keeps as \
+         many words as the LLM kept in each chunk; keep F1 and accuracy count word by word, AUC \
+         ranks every word by its probability. Line breaks are not counted.</p>\n<table>\n\
+         <tr><th>scorer</th><th>chunks</th><th>words</th><th>keep F1</th><th>accuracy</th>\
+         <th>AUC</th><th>words/s</th></tr>\n{body}</table>\n</body></html>\n",
+        escape(input)
+    )
 }

@@ -5,10 +5,11 @@
 //! splitting texts into words ([`words`]), aligning a compression back to its original's words
 //! and measuring the alignment ([`label`]), the two-stage quality filter ([`filter`]), and
 //! the training windows and split of the token classifier ([`train`]; the optimiser is
-//! `lingua_encoder::train`).
+//! `lingua_encoder::train`), and scorers measured against the labels ([`eval`]).
 
 pub mod chunk;
 pub mod collect;
+pub mod eval;
 pub mod filter;
 pub mod label;
 pub mod train;

@@ -277,3 +277,238 @@ async fn collect_retries_rate_limits_then_gives_up_and_reports() {
         "nothing written for a chunk never answered"
     );
 }
+
+/// Texts in the shape of agent traffic: several sources, each a few sentences over a shared
+/// vocabulary, deterministic.
+fn corpus(sources: usize) -> String {
+    let nouns = [
+        "council",
+        "budget",
+        "truck",
+        "warehouse",
+        "invoice",
+        "customer",
+        "shipment",
+        "report",
+        "contract",
+        "engineer",
+        "server",
+        "release",
+        "ticket",
+        "driver",
+    ];
+    let verbs = [
+        "approved", "reviewed", "delayed", "signed", "rejected", "moved", "checked",
+    ];
+    let places = ["Hamburg", "Rotterdam", "Lyon", "Denver", "Osaka"];
+    let mut rng = fastrand::Rng::with_seed(11);
+    let mut out = String::new();
+    for s in 0..sources {
+        let mut text = Vec::new();
+        for _ in 0..8 {
+            let (n1, n2) = (
+                nouns[rng.usize(..nouns.len())],
+                nouns[rng.usize(..nouns.len())],
+            );
+            let (v, p) = (
+                verbs[rng.usize(..verbs.len())],
+                places[rng.usize(..places.len())],
+            );
+            text.push(match rng.usize(..4) {
+                0 => format!("The {n1} was {v} by the {n2} in {p} on Monday."),
+                1 => format!("We have also {v} the {n1} for the {n2}, which is very important."),
+                2 => format!("It is not clear that the {n1} will be {v} in {p}."),
+                _ => format!("There are 3 {n1}s and the {n2} has {v} them."),
+            });
+        }
+        out.push_str(&json!({"id": format!("doc-{s}"), "text": text.join(" ")}).to_string());
+        out.push('\n');
+    }
+    out
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `collect` (the mock as labelling LLM) → `label` → `filter` → `train` → `eval`, then the
+/// distilled checkpoint compresses a request through the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distil_a_scorer_end_to_end_and_serve_it() {
+    use lingua_proxy::compress::{CompressionConfig, ScorerKind};
+    use lingua_proxy::scorer::ActiveScorer;
+    use lingua_proxy_testkit::mock::{MockConfig, MockUpstream};
+
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name);
+    std::fs::write(p("texts.jsonl"), corpus(32)).unwrap();
+    let base = mock.base_url();
+    let (texts, chunks) = (p("texts.jsonl"), p("chunks.jsonl"));
+    let out = tokio::task::spawn_blocking(move || {
+        step(
+            "collect",
+            &texts,
+            &chunks,
+            &[
+                "--base-url",
+                &base,
+                "--model",
+                "gpt-4o-mini",
+                "--chunk-tokens",
+                "60",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    ok(&out);
+    let collected = read_lines(&p("chunks.jsonl"));
+    assert!(collected.len() >= 64, "{} chunks", collected.len());
+    ok(&step(
+        "label",
+        &p("chunks.jsonl"),
+        &p("labelled.jsonl"),
+        &[],
+    ));
+    let labelled = read_lines(&p("labelled.jsonl"));
+    for r in &labelled {
+        // the mock only deletes words: everything it kept aligns back
+        assert_eq!(r["variation_rate"], 0.0, "{r}");
+        assert!(r["source_id"].is_string());
+    }
+    ok(&step("filter", &p("labelled.jsonl"), &p("kept.jsonl"), &[]));
+    let model = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/models/xlm-roberta-large-tiny"
+    );
+    let ckpt = p("distilled");
+    let trained = step(
+        "train",
+        &p("kept.jsonl"),
+        &ckpt,
+        &[
+            "--model",
+            model,
+            "--epochs",
+            "6",
+            "--lr",
+            "3e-3",
+            "--batch-size",
+            "8",
+            "--validation",
+            "0.25",
+            "--seed",
+            "5",
+        ],
+    );
+    ok(&trained);
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(ckpt.join("training_report.json")).unwrap())
+            .unwrap();
+    let epochs = report["epochs"].as_array().unwrap();
+    let loss = |i: usize, k: &str| epochs[i][k].as_f64().unwrap();
+    assert!(
+        loss(epochs.len() - 1, "train_loss") < loss(0, "train_loss"),
+        "the training loss falls: {report}"
+    );
+    assert!(
+        report["best_validation_loss"].as_f64().unwrap()
+            < report["initial_validation_loss"].as_f64().unwrap(),
+        "{report}"
+    );
+    // no source on both sides of the split
+    let held: std::collections::HashSet<String> = read_lines(&ckpt.join("heldout.jsonl"))
+        .iter()
+        .map(|r| r["source_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!held.is_empty());
+    assert_eq!(
+        report["validation"]["chunks"].as_u64().unwrap() as usize,
+        read_lines(&p("kept.jsonl"))
+            .iter()
+            .filter(|r| held.contains(r["source_id"].as_str().unwrap()))
+            .count()
+    );
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        assert!(ckpt.join(f).exists(), "{f}");
+    }
+
+    let out = distill(&[
+        "eval",
+        "--input",
+        ckpt.join("heldout.jsonl").to_str().unwrap(),
+        "--model",
+        &format!("distilled={}", ckpt.display()),
+        "--model",
+        &format!("untrained={model}"),
+        "--heuristic",
+        "--json",
+        p("eval.json").to_str().unwrap(),
+        "--html",
+        p("eval.html").to_str().unwrap(),
+    ]);
+    let table = ok(&out);
+    assert!(table.contains("| distilled |"), "{table}");
+    let eval: Value =
+        serde_json::from_str(&std::fs::read_to_string(p("eval.json")).unwrap()).unwrap();
+    let row = |name: &str| {
+        eval["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["scorer"] == name)
+            .unwrap()
+            .clone()
+    };
+    let (distilled, untrained) = (row("distilled"), row("untrained"));
+    assert_eq!(distilled["words"], untrained["words"]);
+    assert!(
+        distilled["keep_f1"].as_f64().unwrap() > untrained["keep_f1"].as_f64().unwrap() + 0.05,
+        "{eval}"
+    );
+    assert!(distilled["auc"].as_f64().unwrap() > 0.6, "{eval}");
+    let page = std::fs::read_to_string(p("eval.html")).unwrap();
+    assert!(page.contains("<th>distilled</th>") && page.contains("<th>heuristic</th>"));
+
+    // The distilled checkpoint serves through the proxy, unchanged.
+    let config = CompressionConfig {
+        instructions: lingua_proxy::compress::InstructionsMode::Compress,
+        scorer: ScorerKind::Llmlingua2,
+        model: Some(ckpt.to_str().unwrap().into()),
+        ..CompressionConfig::default()
+    };
+    let hook = lingua_proxy::engine::hook(&config, &Default::default())
+        .unwrap()
+        .build();
+    assert!(matches!(
+        hook.active_scorer(),
+        Some(ActiveScorer::Llmlingua2 { dir, .. }) if dir.ends_with("distilled")
+    ));
+    let h = crate::common::start_with(|_| {}, std::sync::Arc::new(hook)).await;
+    let system = "The shipment was reviewed by the council in Hamburg on Monday, and we have also \
+                  signed the contract for the driver, which is very important. "
+        .repeat(12);
+    let body = json!({"model": "gpt-4o-mini", "messages": [
+        {"role": "system", "content": system},
+        {"role": "user", "content": "When does the truck leave?"}]});
+    let resp = h
+        .client
+        .post(h.url("/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (before, after) = crate::common::token_counts(&resp);
+    assert!(after < before, "{before} -> {after}");
+    let sent: Value = serde_json::from_slice(&h.mock.state.last_request().unwrap().body).unwrap();
+    let sent_system = sent["messages"][0]["content"].as_str().unwrap();
+    assert!(sent_system.len() < system.len());
+    assert!(sent_system.contains("Hamburg"));
+}

@@ -588,6 +588,28 @@ impl Trainer {
         Ok(sums)
     }
 
+    /// Keep probabilities (label 1) of each sequence, without dropout: what the served model
+    /// computes, through the training forward (the sequences are padded into one batch).
+    pub fn keep_probs(&mut self, seqs: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, EncoderError> {
+        let batch = Batch {
+            ids: seqs.to_vec(),
+            labels: seqs.iter().map(|s| vec![IGNORE; s.len()]).collect(),
+        };
+        let [ids, pos, mask, _, _] = self.tensors(&batch).map_err(model_err)?;
+        let logits = self.logits(&ids, &pos, &mask, false).map_err(model_err)?;
+        let probs = candle_nn::ops::softmax(&logits, D::Minus1)
+            .and_then(|p| p.narrow(1, 1, 1))
+            .and_then(|p| p.flatten_all())
+            .and_then(|p| p.to_vec1::<f32>())
+            .map_err(model_err)?;
+        let len = probs.len() / seqs.len().max(1);
+        Ok(seqs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| probs[i * len..i * len + s.len()].to_vec())
+            .collect())
+    }
+
     /// Writes `config.json` (two labels, 1 = keep) and `model.safetensors` into `dir`.
     pub fn save(&self, dir: &Path) -> Result<(), LoadError> {
         std::fs::create_dir_all(dir).map_err(|e| LoadError::io(dir, e))?;
