@@ -509,6 +509,11 @@ impl Config {
                 "a value as documented in proxy.toml",
             )
         })?;
+        if let Some(control) = &self.ab.control {
+            crate::ab::control_compression(&self.compression, control).map_err(|reason| {
+                ConfigError::invalid("ab.control", reason, "keys of the [compression] table")
+            })?;
+        }
         if self.telemetry.rotate_bytes < 4096 {
             return Err(ConfigError::invalid(
                 "telemetry.rotate_bytes",

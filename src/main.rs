@@ -112,7 +112,7 @@ fn serve(args: ServeArgs) -> ExitCode {
     };
     init_logging(&config);
     let hook: Arc<dyn RequestHook> = match lingua_proxy::engine::serve_hook(&config) {
-        Ok(h) => Arc::new(h),
+        Ok(h) => h,
         Err(e) => {
             eprintln!("lingua-proxy: {e:#}");
             return ExitCode::from(2);

@@ -87,6 +87,11 @@ pub struct AbConfig {
     /// Mirror copies in flight at most; beyond it a request is served without its mirror copy
     /// (counted in `lingua_mirror_skipped_total`). 0 turns mirror copies off.
     pub max_mirror_inflight: usize,
+    /// Arms by compressor: `[ab.control]` holds `[compression]` keys, and the `raw` arm (the
+    /// control) is then compressed too, with `[compression]` overlaid by them (another `model`,
+    /// `scorer` or `rate`). The two arms compare two compressors instead of compressed against
+    /// raw. Normal mode only.
+    pub control: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The default salt. It is public, so anyone can compute which sessions land in which bucket:
@@ -110,8 +115,33 @@ impl Default for AbConfig {
             allow_arm_override: true,
             salt: PUBLIC_SALT.into(),
             max_mirror_inflight: 64,
+            control: None,
         }
     }
+}
+
+/// `[compression]` with `[ab.control]`'s keys in place of its own (a nested table replaces the
+/// table of the same name key by key). Errors name the key at fault.
+pub fn control_compression(
+    base: &crate::compress::CompressionConfig,
+    control: &serde_json::Map<String, serde_json::Value>,
+) -> Result<crate::compress::CompressionConfig, String> {
+    fn overlay(into: &mut serde_json::Value, from: &serde_json::Value) {
+        match (into, from) {
+            (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                for (k, v) in b {
+                    overlay(a.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+                }
+            }
+            (slot, v) => *slot = v.clone(),
+        }
+    }
+    let mut merged = serde_json::to_value(base).map_err(|e| e.to_string())?;
+    overlay(&mut merged, &serde_json::Value::Object(control.clone()));
+    let cfg: crate::compress::CompressionConfig =
+        serde_json::from_value(merged).map_err(|e| e.to_string())?;
+    cfg.validate().map_err(|e| e.to_string())?;
+    Ok(cfg)
 }
 
 /// A bad `[ab]` value: the key (below `ab.`) and why.
@@ -192,6 +222,16 @@ impl AbConfig {
             key: "sticky_key",
             reason,
         })?;
+        if self.control.is_some() && self.mode != Mode::Normal {
+            return Err(AbConfigError {
+                key: "control",
+                reason: format!(
+                    "arms by compressor run in mode \"normal\" (this is {:?}): shadow and \
+                     mirror copies compare against the raw request",
+                    self.mode.as_str()
+                ),
+            });
+        }
         Ok(())
     }
 }

@@ -504,6 +504,7 @@ impl Inner {
                 // no lookup happened when nothing needed compressing
                 cache: (r.cache_hits + r.cache_misses > 0).then_some(r.cache),
                 explain: self.explain.then(|| explain_of(r)),
+                compressor: None,
             }),
         }
     }
@@ -535,6 +536,7 @@ fn skipped(reason: Reason) -> HookOutcome {
             tokens: None,
             cache: None,
             explain: None,
+            compressor: None,
         }),
     }
 }

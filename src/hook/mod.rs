@@ -13,12 +13,14 @@
 //! mapping from failure to reason, counter, metric and log line). `crate::engine` builds it from
 //! the configuration.
 
+mod arms;
 mod background;
 mod compression;
 mod controls;
 mod endpoint;
 mod failure;
 
+pub use arms::{ArmsHook, Named, compressor_name};
 pub use compression::{CompressionHook, HookBuilder, HookStats};
 
 use bytes::Bytes;
@@ -216,6 +218,8 @@ pub struct HookReport {
     /// Per message: its pieces with their content kind, transform, tokens and texts (only when
     /// the hook explains, with `[telemetry] log_content = true`).
     pub explain: Option<serde_json::Value>,
+    /// With arms by compressor (`[ab.control]`): which of the two compressors ran.
+    pub compressor: Option<String>,
 }
 
 /// A refusal, rendered by the server as an OpenAI-shaped error.

@@ -74,8 +74,12 @@ pub(super) async fn plan(
         started,
         observe::CLIENT_DISCONNECTED,
     );
-    let run_hook =
-        assignment.arm == Arm::Compressed || assignment.mode == Mode::Shadow || assignment.mirror;
+    // With arms by compressor the raw arm is the control compressor's.
+    let control = state.config.ab.control.is_some();
+    let run_hook = assignment.arm == Arm::Compressed
+        || control
+        || assignment.mode == Mode::Shadow
+        || assignment.mirror;
     let mut outcome = HookOutcome::default();
     let mut hook_ms = 0.0;
     if run_hook {
@@ -100,13 +104,16 @@ pub(super) async fn plan(
     let compressed = outcome.body.clone();
     let mut response_headers = Vec::new();
     let mut copy = None;
-    let body = match (assignment.arm, assignment.mode) {
-        (_, Mode::Shadow) => {
+    let body = match (
+        assignment.mode,
+        assignment.arm == Arm::Compressed || control,
+    ) {
+        (Mode::Shadow, _) => {
             describe(&mut event);
             response_headers = std::mem::take(&mut outcome.response_headers);
             raw.clone()
         }
-        (Arm::Compressed, _) => {
+        (_, true) => {
             describe(&mut event);
             if let Some(r) = outcome.reject.take() {
                 event.status = r.status;
@@ -131,7 +138,7 @@ pub(super) async fn plan(
                 _ => compressed.clone().unwrap_or_else(|| raw.clone()),
             }
         }
-        (Arm::Raw, _) => {
+        (_, false) => {
             if assignment.mirror
                 && outcome.reject.is_none()
                 && let Some(c) = &compressed
@@ -255,6 +262,7 @@ fn describe_compression(e: &mut Event, r: &HookReport, log_content: bool) {
     e.fail_open = r.reason.map(|r| r.as_str().to_owned());
     e.tokens = r.tokens.clone();
     e.cache = r.cache.map(|c| c.as_str().to_owned());
+    e.compressor.clone_from(&r.compressor);
     if log_content {
         e.explain = r.explain.clone();
     }

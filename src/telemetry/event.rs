@@ -52,6 +52,10 @@ pub struct Event {
     pub error: Option<String>,
     /// What compression did: `compressed`, `unchanged`, `skipped`, `fail_open`, `not_run`.
     pub compression: Option<String>,
+    /// With arms by compressor (`[ab.control]`): the compressor of this call's arm, for
+    /// instance `llmlingua2:distilled` or `heuristic`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compressor: Option<String>,
     /// Compression cache: `hit`, `miss`, `partial`.
     pub cache: Option<String>,
     /// Why compression failed open (`deadline`, `error`, `panic`) or was skipped (`off`,

@@ -8,4 +8,5 @@
 mod common;
 
 mod ab;
+mod arms_by_compressor;
 mod report;

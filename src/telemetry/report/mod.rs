@@ -367,6 +367,9 @@ pub struct Report {
     pub shadow: ShadowReport,
     pub compressed_roles: RoleTotals,
     pub bootstrap: BootstrapInfo,
+    /// Arms by compressor (`[ab.control]`): the compressors each arm's events name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub arm_compressors: BTreeMap<String, BTreeSet<String>>,
     /// Plain-language caveats (missing arm, unknown prices, malformed lines).
     pub notes: Vec<String>,
 }
@@ -616,6 +619,7 @@ impl Report {
     /// The report over `events`.
     pub fn compute_with(events: &[Event], prices: &PriceTable, opts: &Options) -> Self {
         let mut arms: BTreeMap<Arm, Acc> = BTreeMap::new();
+        let mut arm_compressors: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut models: BTreeMap<(Arm, &str), Acc> = BTreeMap::new();
         let mut modes: BTreeMap<String, u64> = BTreeMap::new();
         let mut events_without_arm = 0;
@@ -663,6 +667,12 @@ impl Report {
             };
             arms.entry(arm).or_default().add(e, price, false);
             models.entry((arm, model)).or_default().add(e, price, true);
+            if let Some(c) = &e.compressor {
+                arm_compressors
+                    .entry(arm.as_str().to_string())
+                    .or_default()
+                    .insert(c.clone());
+            }
             if arm == Arm::Compressed
                 && let Some(t) = &e.tokens
             {
@@ -722,6 +732,7 @@ impl Report {
                 seed: opts.seed,
                 confidence: bootstrap::CONFIDENCE,
             },
+            arm_compressors,
             notes: Vec::new(),
         };
         // Arm order: compressed first (Arm's Ord puts raw first).
@@ -741,6 +752,21 @@ impl Report {
 
     fn refresh_notes(&mut self) {
         let mut notes = Vec::new();
+        if !self.arm_compressors.is_empty() {
+            let names = |arm: Arm| {
+                self.arm_compressors
+                    .get(arm.as_str())
+                    .map_or("-".to_string(), |c| {
+                        c.iter().cloned().collect::<Vec<_>>().join(", ")
+                    })
+            };
+            notes.push(format!(
+                "arms by compressor: the compressed arm ran {}, the raw arm {}; the saving and \
+                 agreement compare these two compressors, not compression against raw",
+                names(Arm::Compressed),
+                names(Arm::Raw)
+            ));
+        }
         let usage = |arm: Arm| self.arms.get(arm.as_str()).map_or(0, |s| s.with_usage);
         let calls = |arm: Arm| self.arms.get(arm.as_str()).map_or(0, |s| s.calls);
         if self.events > 0 && calls(Arm::Raw) == 0 {
