@@ -41,6 +41,8 @@ pub enum Step {
     Train(TrainArgs),
     /// Compare scorers against the LLM's labels on held-out chunks (F1, accuracy, AUC).
     Eval(EvalArgs),
+    /// Fine-tune the causal LM of `llmlingua` / `longllmlingua` on the target LLM's answers.
+    Align(AlignArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -153,6 +155,9 @@ pub struct TrainArgs {
     /// `cpu`, or `cuda:N` in a build with the `cuda` feature.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Continue from the checkpoint already in `--output` (weights; the optimiser restarts).
+    #[arg(long)]
+    pub resume: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -174,6 +179,54 @@ pub struct EvalArgs {
     pub json: Option<PathBuf>,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct AlignArgs {
+    /// JSON Lines of `{"prompt", "answer"}` or `distill collect` output; with `--from-events`
+    /// an event log written with `log_content = true`.
+    #[arg(long)]
+    pub input: PathBuf,
+    #[arg(long)]
+    pub from_events: bool,
+    /// The causal LM to align: a Llama or Qwen2 checkpoint directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Where the aligned checkpoint and `alignment_report.json` go.
+    #[arg(long)]
+    pub output: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 4)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 2e-5)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0: none).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    /// Train low-rank adapters of this rank on the query and value projections instead of
+    /// every weight (merged into the saved checkpoint).
+    #[arg(long)]
+    pub lora_rank: Option<usize>,
+    /// LoRA scale numerator (default: twice the rank).
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    /// Longest sequence in model tokens (prompt tail + answer).
+    #[arg(long, default_value_t = 512)]
+    pub max_len: usize,
+    /// Share of pairs held out to measure perplexity (by prompt, never split).
+    #[arg(long, default_value_t = 0.1)]
+    pub validation: f64,
+    /// Stop after this many epochs without a lower held-out perplexity.
+    #[arg(long, default_value_t = 1)]
+    pub patience: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Continue from the checkpoint already in `--output` (weights; the optimiser restarts).
+    #[arg(long)]
+    pub resume: bool,
+}
+
 pub fn run(args: DistillArgs) -> anyhow::Result<()> {
     match args.step {
         Step::Collect(a) => collect(a),
@@ -181,6 +234,7 @@ pub fn run(args: DistillArgs) -> anyhow::Result<()> {
         Step::Filter(a) => filter_step(a),
         Step::Train(a) => train(a),
         Step::Eval(a) => eval(a),
+        Step::Align(a) => align_step(a),
     }
 }
 
@@ -428,7 +482,13 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         "--validation must be within 0 and 1"
     );
     let started = std::time::Instant::now();
-    let files = lingua_encoder::ModelFiles::resolve(&a.model)?;
+    let resumed = a.resume && a.output.join("model.safetensors").exists();
+    let start = if resumed {
+        a.output.display().to_string()
+    } else {
+        a.model.clone()
+    };
+    let files = lingua_encoder::ModelFiles::resolve(&start)?;
     let tok = Llmlingua2Tokenizer::from_dir(&files.dir)?;
     let settings = TrainSettings {
         lr: a.lr,
@@ -536,10 +596,10 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     let save = |t: &Trainer| -> anyhow::Result<()> {
         t.save(&a.output)?;
         for f in TOKENIZER_FILES {
-            let from = files.dir.join(f);
-            if from.exists() {
-                std::fs::copy(&from, a.output.join(f))
-                    .with_context(|| format!("{}", from.display()))?;
+            let (from, to) = (files.dir.join(f), a.output.join(f));
+            // resuming reads from the output itself: a copy onto itself would truncate it
+            if from.exists() && from != to {
+                std::fs::copy(&from, &to).with_context(|| format!("{}", from.display()))?;
             }
         }
         Ok(())
@@ -550,13 +610,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     let mut since_best = 0;
     let mut rng = fastrand::Rng::with_seed(a.seed);
     let steps_per_epoch = train_w.len().div_ceil(a.batch_size);
-    let bar = indicatif::ProgressBar::new((steps_per_epoch * a.epochs) as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} steps {msg} ({elapsed}, eta {eta})",
-        )?
-        .progress_chars("=> "),
-    );
+    let bar = progress(steps_per_epoch * a.epochs)?;
     let (mut total_tokens, mut train_secs) = (0usize, 0f64);
     for epoch in 1..=a.epochs {
         bar.set_prefix(format!("epoch {epoch}/{}", a.epochs));
@@ -631,6 +685,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     let report = json!({
         "base_model": a.model,
         "base_dir": files.dir,
+        "resumed": resumed,
         "fresh_tensors": trainer.fresh(),
         "parameters": trainer.parameters(),
         "device": a.device,
@@ -796,4 +851,212 @@ fn eval_html(input: &str, rows: &[Value]) -> String {
          <th>AUC</th><th>words/s</th></tr>\n{body}</table>\n</body></html>\n",
         escape(input)
     )
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+fn progress(steps: usize) -> anyhow::Result<indicatif::ProgressBar> {
+    let bar = indicatif::ProgressBar::new(steps as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
+        )?
+        .progress_chars("=> "),
+    );
+    Ok(bar)
+}
+
+fn align_step(a: AlignArgs) -> anyhow::Result<()> {
+    use crate::distill::align::{example, pair_of_record, pairs_from_events};
+    use crate::distill::train::held_out_sources;
+    use crate::scorer::causal::tokenizer::CausalTokenizer;
+    use lingua_causal::train::{AlignSettings, Aligner, Lora, NllSums};
+
+    anyhow::ensure!(
+        a.epochs > 0 && a.batch_size > 0,
+        "--epochs and --batch-size must be positive"
+    );
+    anyhow::ensure!(
+        (0.0..1.0).contains(&a.validation),
+        "--validation must be within 0 and 1"
+    );
+    let started = std::time::Instant::now();
+    let start_dir = if a.resume && a.output.join("model.safetensors").exists() {
+        a.output.clone()
+    } else {
+        a.model.clone()
+    };
+    let records = lines(&a.input)?;
+    let pairs = if a.from_events {
+        pairs_from_events(&records)
+    } else {
+        let mut pairs = Vec::with_capacity(records.len());
+        for (n, r) in records.iter().enumerate() {
+            pairs.push(pair_of_record(r).with_context(|| {
+                format!(
+                    "line {}: expected `prompt` and `answer`, or `origin` and `comp`",
+                    n + 1
+                )
+            })?);
+        }
+        pairs
+    };
+    anyhow::ensure!(
+        !pairs.is_empty(),
+        "{}: no prompt and answer pairs",
+        a.input.display()
+    );
+    let tok = CausalTokenizer::from_dir(&start_dir).map_err(|e| anyhow::anyhow!(e))?;
+    let lora = a.lora_rank.map(|rank| Lora {
+        rank: rank.max(1),
+        alpha: a.lora_alpha.unwrap_or(2.0 * rank.max(1) as f64),
+    });
+    let settings = AlignSettings {
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        max_grad_norm: (a.max_grad_norm > 0.0).then_some(a.max_grad_norm),
+        lora,
+        seed: a.seed,
+    };
+    let mut aligner = Aligner::from_dir(&start_dir, settings)?;
+    let max_len = a.max_len.min(aligner.config().max_position_embeddings);
+    let eos = aligner.config().eos_token_id;
+    let keys: Vec<String> = pairs.iter().map(|p| p.prompt.clone()).collect();
+    let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let held: std::collections::HashSet<String> = held_out_sources(&key_refs, a.validation, a.seed)
+        .into_iter()
+        .collect();
+    let (mut train_x, mut val_x) = (Vec::new(), Vec::new());
+    for p in &pairs {
+        if let Some(ex) = example(&tok, p, eos, max_len).map_err(|e| anyhow::anyhow!(e))? {
+            if held.contains(&p.prompt) {
+                val_x.push(ex);
+            } else {
+                train_x.push(ex);
+            }
+        }
+    }
+    anyhow::ensure!(
+        !train_x.is_empty(),
+        "no training sequences (every pair was held out or empty)"
+    );
+    eprintln!(
+        "distill align: {} trainable parameters ({}), {} training and {} held-out sequences",
+        aligner.trainable(),
+        lora.map_or("full fine-tuning".to_string(), |l| format!(
+            "LoRA rank {} alpha {}",
+            l.rank, l.alpha
+        )),
+        train_x.len(),
+        val_x.len()
+    );
+    let held_out = |al: &Aligner| -> anyhow::Result<Option<NllSums>> {
+        if val_x.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(al.evaluate(&val_x)?))
+    };
+    let save = |al: &Aligner| -> anyhow::Result<()> {
+        al.save(&a.output)?;
+        for f in [
+            "config.json",
+            "generation_config.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+        ] {
+            let from = start_dir.join(f);
+            let to = a.output.join(f);
+            if from.exists() && from != to {
+                std::fs::copy(&from, &to).with_context(|| format!("{}", from.display()))?;
+            }
+        }
+        Ok(())
+    };
+    let initial = held_out(&aligner)?;
+    let bar = progress(train_x.len().div_ceil(a.batch_size) * a.epochs)?;
+    let mut rng = fastrand::Rng::with_seed(a.seed);
+    let (mut epochs, mut best, mut since_best) = (Vec::new(), None::<(usize, f64)>, 0);
+    let (mut total_tokens, mut train_secs) = (0usize, 0f64);
+    for epoch in 1..=a.epochs {
+        bar.set_prefix(format!("epoch {epoch}/{}", a.epochs));
+        let mut order: Vec<usize> = (0..train_x.len()).collect();
+        rng.shuffle(&mut order);
+        let t0 = std::time::Instant::now();
+        let (mut nll, mut tokens) = (0f64, 0usize);
+        for group in order.chunks(a.batch_size) {
+            let batch: Vec<_> = group.iter().map(|&i| train_x[i].clone()).collect();
+            let s = aligner.step(&batch)?;
+            nll += f64::from(s.loss) * s.tokens as f64;
+            tokens += s.tokens;
+            bar.set_message(format!(
+                "loss {:.4}, {:.0} tokens/s",
+                nll / tokens.max(1) as f64,
+                tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9)
+            ));
+            bar.inc(1);
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        total_tokens += tokens;
+        train_secs += secs;
+        let val = held_out(&aligner)?;
+        let train_loss = nll / tokens.max(1) as f64;
+        bar.suspend(|| {
+            eprintln!(
+                "distill align: epoch {epoch}: train loss {train_loss:.4}, held-out perplexity {}",
+                val.map_or("-".to_string(), |v| format!("{:.3}", v.perplexity()))
+            )
+        });
+        epochs.push(json!({
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "held_out_perplexity": val.map(|v| v.perplexity()),
+            "answer_tokens_per_second": tokens as f64 / secs.max(1e-9),
+            "seconds": secs,
+        }));
+        let score = val.map_or(train_loss, |v| v.mean());
+        if best.is_none_or(|(_, b)| score < b) {
+            best = Some((epoch, score));
+            since_best = 0;
+            save(&aligner)?;
+        } else {
+            since_best += 1;
+            if since_best >= a.patience.max(1) {
+                break;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let best_ppl = best.filter(|_| initial.is_some()).map(|b| b.1.exp());
+    let report = json!({
+        "base_model": a.model,
+        "started_from": start_dir,
+        "resumed": start_dir == a.output,
+        "trainable_parameters": aligner.trainable(),
+        "method": lora.map_or("full".to_string(), |l| format!("lora rank {} alpha {}", l.rank, l.alpha)),
+        "settings": {
+            "epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr, "weight_decay": a.weight_decay,
+            "max_grad_norm": a.max_grad_norm, "max_len": max_len, "validation": a.validation,
+            "patience": a.patience, "seed": a.seed,
+        },
+        "pairs": pairs.len(),
+        "training_sequences": train_x.len(),
+        "held_out_sequences": val_x.len(),
+        "initial_held_out_perplexity": initial.map(|v| v.perplexity()),
+        "best_held_out_perplexity": best_ppl,
+        "best_epoch": best.map(|b| b.0),
+        "epochs": epochs,
+        "answer_tokens_per_second": total_tokens as f64 / train_secs.max(1e-9),
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    let path = a.output.join("alignment_report.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
+    println!(
+        "aligned {} epochs; held-out perplexity {} -> {}; checkpoint in {}, report in {}",
+        report["epochs"].as_array().map_or(0, Vec::len),
+        initial.map_or("-".into(), |v| format!("{:.3}", v.perplexity())),
+        best_ppl.map_or("-".into(), |p| format!("{p:.3}")),
+        a.output.display(),
+        path.display()
+    );
+    Ok(())
 }

@@ -5,8 +5,11 @@
 //! splitting texts into words ([`words`]), aligning a compression back to its original's words
 //! and measuring the alignment ([`label`]), the two-stage quality filter ([`filter`]), and
 //! the training windows and split of the token classifier ([`train`]; the optimiser is
-//! `lingua_encoder::train`), and scorers measured against the labels ([`eval`]).
+//! `lingua_encoder::train`), scorers measured against the labels ([`eval`]), and the
+//! prompt and answer sequences that align the causal LM to the target LLM ([`align`]; the
+//! optimiser is `lingua_causal::train`).
 
+pub mod align;
 pub mod chunk;
 pub mod collect;
 pub mod eval;

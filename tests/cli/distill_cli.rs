@@ -337,7 +337,8 @@ fn ok(out: &std::process::Output) -> String {
 }
 
 /// `collect` (the mock as labelling LLM) → `label` → `filter` → `train` → `eval`, then the
-/// distilled checkpoint compresses a request through the proxy.
+/// distilled checkpoint compresses a request through the proxy; `align` fine-tunes the tiny
+/// causal LM on the same answers and the result compresses with `--method llmlingua`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn distil_a_scorer_end_to_end_and_serve_it() {
     use lingua_proxy::compress::{CompressionConfig, ScorerKind};
@@ -370,6 +371,63 @@ async fn distil_a_scorer_end_to_end_and_serve_it() {
     ok(&out);
     let collected = read_lines(&p("chunks.jsonl"));
     assert!(collected.len() >= 64, "{} chunks", collected.len());
+    // Distribution alignment of the causal LM on the same answers.
+    let aligned = p("aligned");
+    let llama = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/models/llama-tiny");
+    ok(&step(
+        "align",
+        &p("chunks.jsonl"),
+        &aligned,
+        &[
+            "--model",
+            llama,
+            "--epochs",
+            "2",
+            "--lr",
+            "1e-3",
+            "--validation",
+            "0.2",
+            "--max-len",
+            "256",
+        ],
+    ));
+    let report: Value = serde_json::from_str(
+        &std::fs::read_to_string(aligned.join("alignment_report.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        report["best_held_out_perplexity"].as_f64().unwrap()
+            < 0.5 * report["initial_held_out_perplexity"].as_f64().unwrap(),
+        "{report}"
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lingua-proxy"))
+        .args([
+            "compress",
+            "--method",
+            "llmlingua",
+            "--model",
+            aligned.to_str().unwrap(),
+            "--params",
+            "-",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"context": ["The council met in Hamburg on Monday. It is not clear that the budget will be approved."], "rate": 0.5}"#)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !ok(&out).trim().is_empty(),
+        "the aligned checkpoint compresses"
+    );
+
     ok(&step(
         "label",
         &p("chunks.jsonl"),
@@ -438,6 +496,40 @@ async fn distil_a_scorer_end_to_end_and_serve_it() {
     for f in ["config.json", "model.safetensors", "tokenizer.json"] {
         assert!(ckpt.join(f).exists(), "{f}");
     }
+    // Resuming continues from the saved checkpoint and keeps its tokenizer intact.
+    ok(&step(
+        "train",
+        &p("kept.jsonl"),
+        &ckpt,
+        &[
+            "--model",
+            model,
+            "--epochs",
+            "1",
+            "--lr",
+            "1e-3",
+            "--batch-size",
+            "8",
+            "--validation",
+            "0.25",
+            "--seed",
+            "5",
+            "--resume",
+        ],
+    ));
+    let resumed: Value =
+        serde_json::from_str(&std::fs::read_to_string(ckpt.join("training_report.json")).unwrap())
+            .unwrap();
+    assert_eq!(resumed["resumed"], true);
+    assert!(
+        resumed["initial_validation_loss"].as_f64().unwrap()
+            <= report["best_validation_loss"].as_f64().unwrap() + 1e-6,
+        "it starts where the first run ended: {resumed}"
+    );
+    assert_eq!(
+        std::fs::read(ckpt.join("tokenizer.json")).unwrap(),
+        std::fs::read(std::path::Path::new(model).join("tokenizer.json")).unwrap()
+    );
 
     let out = distill(&[
         "eval",

@@ -4,12 +4,16 @@
 //! cut windows out of. Numerics follow transformers 4.46.3 on CPU f32; `Precision::Q8`
 //! quantizes the projection matrices to GGML Q8_0 blocks at load.
 //!
+//! `train`: distribution alignment, fine-tuning a Llama-family model on the target LLM's
+//! answers (full or LoRA) with candle's autograd.
+//!
 //! Knows nothing of HTTP, tokenizers or compression.
 
 mod cache;
 mod config;
 mod kernels;
 mod model;
+pub mod train;
 mod weights;
 
 use std::path::{Path, PathBuf};

@@ -219,7 +219,7 @@ fn cat(parts: Vec<Raw>) -> Vec<f32> {
     out
 }
 
-fn inv_freq(cfg: &LmConfig) -> Vec<f32> {
+pub(crate) fn inv_freq(cfg: &LmConfig) -> Vec<f32> {
     let dim = cfg.head_dim;
     let mut f: Vec<f32> = (0..dim / 2)
         .map(|i| 1.0f32 / cfg.rope_theta.powf((2 * i) as f32 / dim as f32))

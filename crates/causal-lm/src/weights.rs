@@ -140,6 +140,11 @@ impl Weights {
         Ok(Self { source, tensors })
     }
 
+    /// Every tensor by its checkpoint name.
+    pub(crate) fn into_tensors(self) -> HashMap<String, Tensor> {
+        self.tensors
+    }
+
     fn find(&self, names: &[String]) -> Option<(&str, &Tensor)> {
         names
             .iter()
