@@ -177,6 +177,25 @@ pub struct EvalArgs {
     /// Write the results as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Also ask this OpenAI-compatible API the same question about each sampled chunk, raw and
+    /// compressed by each scorer at the LLM's rate, and measure how the answers agree (exact
+    /// match, token F1, ROUGE-L: the A/B agreement measures).
+    #[arg(long)]
+    pub judge_base_url: Option<String>,
+    #[arg(long, default_value = "gpt-4o-mini")]
+    pub judge_model: String,
+    /// Environment variable holding the judge's API key.
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub judge_api_key_env: String,
+    /// Chunks asked about (the first N held-out chunks).
+    #[arg(long, default_value_t = 20)]
+    pub judge_sample: usize,
+    /// The question, `{text}` standing for the chunk.
+    #[arg(
+        long,
+        default_value = "Answer in one sentence: what are the key facts of this text?\n\n{text}"
+    )]
+    pub judge_prompt: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -225,6 +244,14 @@ pub struct AlignArgs {
     /// Continue from the checkpoint already in `--output` (weights; the optimiser restarts).
     #[arg(long)]
     pub resume: bool,
+    /// Lines with a `prompt` and no `answer` are answered by this OpenAI-compatible API (the
+    /// target LLM) first; answers are kept in `--output`/answers.jsonl and reused on a rerun.
+    #[arg(long)]
+    pub answer_base_url: Option<String>,
+    #[arg(long, default_value = "gpt-4o-mini")]
+    pub answer_model: String,
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub answer_api_key_env: String,
 }
 
 pub fn run(args: DistillArgs) -> anyhow::Result<()> {
@@ -313,30 +340,34 @@ fn collect(a: CollectArgs) -> anyhow::Result<()> {
         .open(&a.output)
         .with_context(|| format!("{}", a.output.display()))?;
     let mut out = BufWriter::new(file);
-    let total = todo.len();
     let (mut ok, mut failed, mut write_error) = (0usize, 0usize, None);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     crate::server::install_crypto_provider();
+    let bar = progress(todo.len())?;
+    bar.set_prefix("distill collect");
     let spent = runtime.block_on(run(&settings, todo, &prices, a.max_cost, |answer| {
         match answer {
-            Answer::Ok { record, .. } => {
+            Answer::Ok { record, cost } => {
                 ok += 1;
                 // one line per answer, flushed: an interrupted run loses nothing it paid for
                 if let Err(e) = writeln!(out, "{record}").and_then(|()| out.flush()) {
                     write_error.get_or_insert(e);
                 }
+                if let Some(c) = cost {
+                    bar.set_message(format!("last call ${c:.5}"));
+                }
             }
             Answer::Failed { id, error } => {
                 failed += 1;
-                eprintln!("distill collect: chunk {id}: {error}");
+                bar.suspend(|| eprintln!("distill collect: chunk {id}: {error}"));
             }
         }
-        eprint!("\rdistill collect: {}/{total} chunks", ok + failed);
+        bar.inc(1);
     }));
-    eprintln!();
+    bar.finish_and_clear();
     if let Some(e) = write_error {
         return Err(e).context(format!("{}", a.output.display()));
     }
@@ -761,16 +792,55 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
         !scorers.is_empty(),
         "name at least one --model, or --heuristic"
     );
+    let judge = match &a.judge_base_url {
+        Some(base) => Some(Asker::new(
+            base,
+            &a.judge_api_key_env,
+            &a.judge_model,
+            &a.judge_prompt,
+        )?),
+        None => None,
+    };
+    let sample = a.judge_sample.min(chunks.len());
+    // the raw answers, asked once
+    let raw_answers = match &judge {
+        Some(j) => {
+            let mut answers = Vec::with_capacity(sample);
+            for (origin, _) in &chunks[..sample] {
+                answers.push(j.ask(origin)?);
+            }
+            answers
+        }
+        None => Vec::new(),
+    };
     let mut rows = Vec::new();
     for (name, scorer) in &scorers {
         let t0 = std::time::Instant::now();
         let mut scores = Scores::default();
-        for (origin, labels) in &chunks {
+        let mut agree = (0usize, 0f64, 0f64);
+        for (i, (origin, labels)) in chunks.iter().enumerate() {
             let probs = word_probs(scorer.as_ref(), origin)?;
             scores.add(origin, labels, &probs);
+            if let (Some(j), Some(raw)) = (&judge, raw_answers.get(i)) {
+                let k = labels.iter().filter(|l| **l).count();
+                let answer = j.ask(&crate::distill::eval::kept_text(origin, &probs, k))?;
+                let g = crate::telemetry::agreement::agreement(raw, &answer);
+                agree.0 += usize::from(g.exact);
+                agree.1 += g.f1;
+                agree.2 += g.rouge_l;
+            }
         }
         let secs = t0.elapsed().as_secs_f64();
+        let judged = (judge.is_some() && sample > 0).then(|| {
+            json!({
+                "chunks": sample,
+                "exact": agree.0 as f64 / sample as f64,
+                "f1": agree.1 / sample as f64,
+                "rouge_l": agree.2 / sample as f64,
+            })
+        });
         rows.push(json!({
+            "judge": judged,
             "scorer": name,
             "chunks": chunks.len(),
             "words": scores.words,
@@ -782,18 +852,24 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
         }));
     }
     let f = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.4}"));
-    println!("| scorer | chunks | words | keep F1 (LLM's rate) | accuracy | AUC | words/s |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| scorer | chunks | words | keep F1 (LLM's rate) | accuracy | AUC | words/s | answers: \
+         exact | F1 | ROUGE-L |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {:.0} |",
+            "| {} | {} | {} | {} | {} | {} | {:.0} | {} | {} | {} |",
             r["scorer"].as_str().unwrap_or_default(),
             r["chunks"],
             r["words"],
             f(&r["keep_f1"]),
             f(&r["accuracy"]),
             f(&r["auc"]),
-            r["words_per_second"].as_f64().unwrap_or(0.0)
+            r["words_per_second"].as_f64().unwrap_or(0.0),
+            f(&r["judge"]["exact"]),
+            f(&r["judge"]["f1"]),
+            f(&r["judge"]["rouge_l"]),
         );
     }
     if let Some(path) = &a.json {
@@ -829,14 +905,17 @@ fn eval_html(input: &str, rows: &[Value]) -> String {
     let mut body = String::new();
     for r in rows {
         body.push_str(&format!(
-            "<tr><th>{}</th><td>{}</td><td>{}</td>{}{}{}<td>{:.0}</td></tr>\n",
+            "<tr><th>{}</th><td>{}</td><td>{}</td>{}{}{}<td>{:.0}</td>{}{}{}</tr>\n",
             escape(r["scorer"].as_str().unwrap_or_default()),
             r["chunks"],
             r["words"],
             bar(&r["keep_f1"]),
             bar(&r["accuracy"]),
             bar(&r["auc"]),
-            r["words_per_second"].as_f64().unwrap_or(0.0)
+            r["words_per_second"].as_f64().unwrap_or(0.0),
+            bar(&r["judge"]["exact"]),
+            bar(&r["judge"]["f1"]),
+            bar(&r["judge"]["rouge_l"]),
         ));
     }
     format!(
@@ -848,7 +927,10 @@ fn eval_html(input: &str, rows: &[Value]) -> String {
          many words as the LLM kept in each chunk; keep F1 and accuracy count word by word, AUC \
          ranks every word by its probability. Line breaks are not counted.</p>\n<table>\n\
          <tr><th>scorer</th><th>chunks</th><th>words</th><th>keep F1</th><th>accuracy</th>\
-         <th>AUC</th><th>words/s</th></tr>\n{body}</table>\n</body></html>\n",
+         <th>AUC</th><th>words/s</th><th>answers: exact</th><th>answer F1</th>\
+         <th>answer ROUGE-L</th></tr>\n{body}</table>\n<p>Answer columns (with <code>--judge-base-url</code>): \
+         the judge model's answer about each sampled chunk compressed by the scorer at the LLM's \
+         rate, against its answer about the raw chunk.</p>\n</body></html>\n",
         escape(input)
     )
 }
@@ -890,13 +972,20 @@ fn align_step(a: AlignArgs) -> anyhow::Result<()> {
         pairs_from_events(&records)
     } else {
         let mut pairs = Vec::with_capacity(records.len());
+        let mut ask = Vec::new();
         for (n, r) in records.iter().enumerate() {
-            pairs.push(pair_of_record(r).with_context(|| {
-                format!(
-                    "line {}: expected `prompt` and `answer`, or `origin` and `comp`",
+            match (pair_of_record(r), r.get("prompt").and_then(Value::as_str)) {
+                (Some(p), _) => pairs.push(p),
+                (None, Some(prompt)) if a.answer_base_url.is_some() => ask.push(prompt.to_string()),
+                _ => anyhow::bail!(
+                    "line {}: expected `prompt` and `answer` (or only `prompt` with \
+                     --answer-base-url), or `origin` and `comp`",
                     n + 1
-                )
-            })?);
+                ),
+            }
+        }
+        if let Some(base) = &a.answer_base_url {
+            pairs.extend(answered(&a, base, ask)?);
         }
         pairs
     };
@@ -1059,4 +1148,126 @@ fn align_step(a: AlignArgs) -> anyhow::Result<()> {
         path.display()
     );
     Ok(())
+}
+
+/// Asks an OpenAI-compatible API one question per text (`{text}` in the template stands for
+/// it; temperature 0), retrying 429, 5xx and transport errors with doubling waits.
+struct Asker {
+    runtime: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    url: String,
+    key: Option<String>,
+    model: String,
+    prompt: String,
+}
+
+impl Asker {
+    fn new(base: &str, api_key_env: &str, model: &str, template: &str) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            template.contains("{text}"),
+            "the question template must contain {{text}}"
+        );
+        crate::server::install_crypto_provider();
+        Ok(Self {
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+            client: reqwest::Client::new(),
+            url: format!("{}/chat/completions", base.trim_end_matches('/')),
+            key: std::env::var(api_key_env).ok().filter(|k| !k.is_empty()),
+            model: model.to_string(),
+            prompt: template.to_string(),
+        })
+    }
+
+    fn ask(&self, text: &str) -> anyhow::Result<String> {
+        let body = json!({
+            "model": self.model,
+            "temperature": 0,
+            "max_tokens": 200,
+            "messages": [{"role": "user", "content": self.prompt.replace("{text}", text)}],
+        });
+        self.runtime.block_on(async {
+            let mut wait = Duration::from_millis(500);
+            for attempt in 0..4 {
+                let mut req = self.client.post(&self.url).json(&body);
+                if let Some(k) = &self.key {
+                    req = req.bearer_auth(k);
+                }
+                match req.send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let v: Value = r.json().await?;
+                        return v
+                            .pointer("/choices/0/message/content")
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                            .context("the answer has no choices[0].message.content");
+                    }
+                    Ok(r) if (r.status() == 429 || r.status().is_server_error()) && attempt < 3 => {
+                    }
+                    Ok(r) => anyhow::bail!("{} answered {}", self.url, r.status()),
+                    Err(e) if attempt < 3 => tracing::debug!(error = %e, "call failed"),
+                    Err(e) => return Err(e.into()),
+                }
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            anyhow::bail!("{} kept failing", self.url)
+        })
+    }
+}
+
+/// Answers `prompts` through the target LLM, keeping every answer in `answers.jsonl` in the
+/// output directory (appended as it comes, so an interrupted run resumes).
+fn answered(
+    a: &AlignArgs,
+    base: &str,
+    prompts: Vec<String>,
+) -> anyhow::Result<Vec<crate::distill::align::Pair>> {
+    use crate::distill::align::Pair;
+    std::fs::create_dir_all(&a.output)?;
+    let path = a.output.join("answers.jsonl");
+    let mut known: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    if path.exists() {
+        for r in lines(&path)? {
+            if let (Some(p), Some(ans)) = (
+                r.get("prompt").and_then(Value::as_str),
+                r.get("answer").and_then(Value::as_str),
+            ) {
+                known.insert(p.to_string(), ans.to_string());
+            }
+        }
+    }
+    let todo: Vec<&String> = prompts.iter().filter(|p| !known.contains_key(*p)).collect();
+    if !todo.is_empty() {
+        let asker = Asker::new(base, &a.answer_api_key_env, &a.answer_model, "{text}")?;
+        let mut out = BufWriter::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .with_context(|| format!("{}", path.display()))?,
+        );
+        let bar = progress(todo.len())?;
+        bar.set_prefix("distill align: answering");
+        for p in todo {
+            let answer = asker.ask(p)?;
+            writeln!(
+                out,
+                "{}",
+                json!({"prompt": p, "answer": answer, "model": a.answer_model})
+            )?;
+            out.flush()?;
+            known.insert(p.clone(), answer);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+    }
+    Ok(prompts
+        .into_iter()
+        .filter_map(|p| {
+            let answer = known.get(&p)?.clone();
+            Some(Pair { prompt: p, answer })
+        })
+        .collect())
 }

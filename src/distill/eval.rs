@@ -59,6 +59,33 @@ pub fn word_probs(scorer: &dyn Scorer, text: &str) -> Result<Vec<Option<f32>>, S
     Ok(out)
 }
 
+/// `text` with only the `k` most probable words kept (as [`Scores::add`] keeps them), joined
+/// by spaces; line-break words are always kept, as the serving selection keeps them.
+pub fn kept_text(text: &str, probs: &[Option<f32>], k: usize) -> String {
+    let spans = word_spans(text);
+    let is_break = |i: usize| text[spans[i].0..spans[i].1].trim().is_empty();
+    let mut ranked: Vec<usize> = (0..spans.len().min(probs.len()))
+        .filter(|&i| !is_break(i))
+        .collect();
+    let p = |i: usize| probs[i].unwrap_or(f32::NEG_INFINITY);
+    ranked.sort_by(|&a, &b| p(b).total_cmp(&p(a)).then(a.cmp(&b)));
+    let mut keep = vec![false; spans.len()];
+    for &i in ranked.iter().take(k) {
+        keep[i] = true;
+    }
+    let mut out = String::new();
+    for (i, &(s, e)) in spans.iter().enumerate() {
+        if keep[i] || is_break(i) {
+            let w = &text[s..e];
+            if !out.is_empty() && !w.starts_with('\n') && !out.ends_with('\n') {
+                out.push(' ');
+            }
+            out.push_str(w);
+        }
+    }
+    out
+}
+
 /// Counts over every evaluated word.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Scores {
@@ -156,6 +183,14 @@ mod tests {
         let mut flat = Scores::default();
         flat.add(text, &labels, &[Some(0.5); 4]);
         assert_eq!(flat.auc(), Some(0.5), "ties count half");
+    }
+
+    #[test]
+    fn kept_text_keeps_the_most_probable_words_in_order_and_every_line_break() {
+        let text = "alpha beta\ngamma delta";
+        let probs = [Some(0.9), Some(0.1), None, Some(0.8), Some(0.2)];
+        assert_eq!(kept_text(text, &probs, 2), "alpha\ngamma");
+        assert_eq!(kept_text(text, &probs, 4), "alpha beta\ngamma delta");
     }
 
     #[test]

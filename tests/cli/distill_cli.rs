@@ -568,6 +568,46 @@ async fn distil_a_scorer_end_to_end_and_serve_it() {
     let page = std::fs::read_to_string(p("eval.html")).unwrap();
     assert!(page.contains("<th>distilled</th>") && page.contains("<th>heuristic</th>"));
 
+    // With a judge: the same question about 3 held-out chunks, raw and compressed by each scorer.
+    let before = mock.state.requests_to("/chat/completions").len();
+    let (heldout, distilled_arg, judge_json, base) = (
+        ckpt.join("heldout.jsonl"),
+        format!("distilled={}", ckpt.display()),
+        p("judged.json"),
+        mock.base_url(),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        distill(&[
+            "eval",
+            "--input",
+            heldout.to_str().unwrap(),
+            "--model",
+            &distilled_arg,
+            "--heuristic",
+            "--json",
+            judge_json.to_str().unwrap(),
+            "--judge-base-url",
+            &base,
+            "--judge-sample",
+            "3",
+        ])
+    })
+    .await
+    .unwrap();
+    ok(&out);
+    assert_eq!(
+        mock.state.requests_to("/chat/completions").len() - before,
+        3 * 3,
+        "one raw answer per chunk, one per scorer and chunk"
+    );
+    let judged: Value =
+        serde_json::from_str(&std::fs::read_to_string(p("judged.json")).unwrap()).unwrap();
+    for r in judged["rows"].as_array().unwrap() {
+        let f1 = r["judge"]["f1"].as_f64().unwrap();
+        assert!(f1 > 0.0 && f1 <= 1.0, "{r}");
+        assert_eq!(r["judge"]["chunks"], 3);
+    }
+
     // The distilled checkpoint serves through the proxy, unchanged.
     let config = CompressionConfig {
         instructions: lingua_proxy::compress::InstructionsMode::Compress,
@@ -603,4 +643,78 @@ async fn distil_a_scorer_end_to_end_and_serve_it() {
     let sent_system = sent["messages"][0]["content"].as_str().unwrap();
     assert!(sent_system.len() < system.len());
     assert!(sent_system.contains("Hamburg"));
+}
+
+/// `align` with prompts only: the upstream (the target LLM) answers them first, the answers are
+/// kept, and a rerun asks nothing again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn align_answers_a_prompt_set_through_the_upstream_once() {
+    use lingua_proxy_testkit::mock::{MockConfig, MockUpstream};
+    let mock = MockUpstream::start(MockConfig::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let prompts = dir.path().join("prompts.jsonl");
+    std::fs::write(
+        &prompts,
+        (0..10)
+            .map(|i| {
+                json!({"prompt": format!("Where is shipment {i} now, and when does it arrive?")})
+                    .to_string()
+                    + "\n"
+            })
+            .collect::<String>(),
+    )
+    .unwrap();
+    let out_dir = dir.path().join("aligned");
+    let llama = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/models/llama-tiny");
+    let run = || {
+        let (prompts, out_dir, base) = (prompts.clone(), out_dir.clone(), mock.base_url());
+        tokio::task::spawn_blocking(move || {
+            step(
+                "align",
+                &prompts,
+                &out_dir,
+                &[
+                    "--model",
+                    llama,
+                    "--epochs",
+                    "1",
+                    "--lr",
+                    "1e-3",
+                    "--answer-base-url",
+                    &base,
+                    "--validation",
+                    "0.2",
+                ],
+            )
+        })
+    };
+    ok(&run().await.unwrap());
+    assert_eq!(mock.state.requests_to("/chat/completions").len(), 10);
+    let answers = read_lines(&out_dir.join("answers.jsonl"));
+    assert_eq!(answers.len(), 10);
+    assert!(
+        answers
+            .iter()
+            .all(|a| a["answer"].as_str().unwrap().starts_with("Mock reply"))
+    );
+    let report: Value = serde_json::from_str(
+        &std::fs::read_to_string(out_dir.join("alignment_report.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["pairs"], 10);
+    ok(&run().await.unwrap());
+    assert_eq!(
+        mock.state.requests_to("/chat/completions").len(),
+        10,
+        "answers are reused"
+    );
+    // without an upstream, a prompt alone is refused with the line named
+    let out = step(
+        "align",
+        &prompts,
+        &dir.path().join("x"),
+        &["--model", llama],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 1"));
 }

@@ -368,7 +368,7 @@ pub struct Report {
     pub compressed_roles: RoleTotals,
     pub bootstrap: BootstrapInfo,
     /// Arms by compressor (`[ab.control]`): the compressors each arm's events name.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub arm_compressors: BTreeMap<String, BTreeSet<String>>,
     /// Plain-language caveats (missing arm, unknown prices, malformed lines).
     pub notes: Vec<String>,
