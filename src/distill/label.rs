@@ -175,6 +175,102 @@ mod tests {
         assert!(align(&[], &words("a"), 400).is_none());
     }
 
+    /// Where the native splitter agrees with spaCy's words, it reproduces the spec's labels from
+    /// the raw strings: E1 to E3 (plain tokens) and example 3, whose lemmas (`hours`/`hour`,
+    /// `reviewed`/`review`, `eggs`/`egg`) `--normalise` folds (not `spent`/`spend`, which no
+    /// compressed word needs). Examples 1 and 2 need lemmas (`proposed`/`propose`,
+    /// `were`/`be`), so they are checked above on the spec's lemma lists.
+    #[test]
+    fn native_words_reproduce_the_spec_where_they_agree_with_spacy() {
+        let keys = |s: &str, n: bool| -> Vec<String> {
+            crate::distill::words::split(s, n)
+                .into_iter()
+                .map(|w| w.key)
+                .collect()
+        };
+        let run = |o: &str, c: &str, w: usize| {
+            let (o, c) = (keys(o, false), keys(c, false));
+            let o: Vec<&str> = o.iter().map(String::as_str).collect();
+            let c: Vec<&str> = c.iter().map(String::as_str).collect();
+            bits(&align(&o, &c, w).unwrap().labels)
+        };
+        assert_eq!(run("a b c d e f a b c", "c a", 400), "101000000");
+        assert_eq!(run("the a b c d e f g h the", "f the", 8), "1000001000");
+        assert_eq!(
+            run("x x x x x x x x x x target y y y after", "target after", 8),
+            "0".repeat(15)
+        );
+        // example 3 from its surface strings, with plural folding
+        let o = keys(
+            "We spent 3 hours on each chapter.\nThen we reviewed 30 eggs plus 20 eggs.",
+            true,
+        );
+        let c = keys("3 hours/chapter.\nReviewed 30+20 eggs.", true);
+        assert_eq!(
+            o,
+            [
+                "we", "spent", "3", "hour", "on", "each", "chapter", ".", "\n", "then", "we",
+                "review", "30", "egg", "plus", "20", "egg", "."
+            ]
+        );
+        let (ok, ck): (Vec<&str>, Vec<&str>) = (
+            o.iter().map(String::as_str).collect(),
+            c.iter().map(String::as_str).collect(),
+        );
+        let a = align(&ok, &ck, 400).unwrap();
+        // the spec's labels, `review` matching through the folded `reviewed`
+        assert_eq!(bits(&a.labels), "001100111001100111");
+        assert!(close(a.metrics.variation_rate, 2.0 / 12.0));
+    }
+
+    /// Properties on random word lists: every label points at an original word equal to a
+    /// compressed word, no compressed word takes two original words, metrics in their ranges,
+    /// and the same input gives the same labels.
+    #[test]
+    fn alignment_properties_hold_on_random_texts() {
+        let vocab = ["a", "B", "b", "c", "the", "The", ".", "x", "y", "\n"];
+        let mut rng = fastrand::Rng::with_seed(2024);
+        for case in 0..2000 {
+            let n = rng.usize(1..60);
+            let o: Vec<&str> = (0..n).map(|_| vocab[rng.usize(..vocab.len())]).collect();
+            let m = rng.usize(0..n + 5);
+            let c: Vec<&str> = (0..m).map(|_| vocab[rng.usize(..vocab.len())]).collect();
+            let w = [4, 8, 400][rng.usize(..3)];
+            let a = align(&o, &c, w).unwrap();
+            assert_eq!(a, align(&o, &c, w).unwrap(), "case {case}: deterministic");
+            assert_eq!(a.labels.len(), n);
+            // each labelled original word is used by one compressed word of the same key
+            let mut wanted: std::collections::HashMap<String, usize> = Default::default();
+            for t in &c {
+                *wanted.entry(t.to_lowercase()).or_default() += 1;
+            }
+            for (i, l) in a.labels.iter().enumerate() {
+                if *l {
+                    let k = o[i].to_lowercase();
+                    let left = wanted.get_mut(&k).unwrap_or_else(|| {
+                        panic!("case {case}: {k} labelled but not in the compression")
+                    });
+                    assert!(
+                        *left > 0,
+                        "case {case}: {k} labelled more often than compressed"
+                    );
+                    *left -= 1;
+                }
+            }
+            let mt = &a.metrics;
+            let kept = a.labels.iter().filter(|l| **l).count() as f64;
+            assert!((mt.matching_rate - kept / n as f64).abs() < 1e-12);
+            assert!((0.0..=1.0).contains(&mt.variation_rate), "case {case}");
+            assert!((0.0..=1.0).contains(&mt.matching_rate));
+            assert!(mt.hitting_rate >= 0.0 && mt.comp_rate >= 0.0);
+            assert!(
+                mt.alignment_gap >= -1e-12,
+                "case {case}: AG = HR - MR is never negative"
+            );
+            assert!(mt.matching_rate <= mt.hitting_rate + 1e-12);
+        }
+    }
+
     #[test]
     fn chinese_with_native_words_is_labelled() {
         // E4: the reference's lemmas leave the sentence one word, so only the final 。 aligns.

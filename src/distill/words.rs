@@ -194,9 +194,10 @@ pub fn key(surface: &str, normalise: bool) -> String {
         return lower;
     }
     for (suffix, keep) in [("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")] {
+        // "class", "status", "plus", "analysis" are not plurals
         if let Some(stem) = lower.strip_suffix(suffix)
             && stem.len() >= 3
-            && !lower.ends_with("ss")
+            && !["ss", "us", "is"].iter().any(|e| lower.ends_with(e))
         {
             return format!("{stem}{keep}");
         }
