@@ -1,12 +1,15 @@
 //! Policy + embedded heuristic scorer throughput on a 2,000- and a 20,000-token conversation,
-//! uncached and cached. Run: `cargo bench --bench compress` (prints one line per case).
+//! uncached and cached, and the multi-turn case: 10 turns over a 2,000-token system prompt,
+//! each turn's compression time against turn 1's (the cache should make turns 2 to 10 cost
+//! under 5% of turn 1). Run: `cargo bench --bench compress` (prints one line per case);
+//! `LINGUA_BENCH_MODEL=DIR` adds the multi-turn case with that LLMLingua-2 checkpoint.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use std::time::{Duration, Instant};
 
 use lingua_proxy::compress::{
-    CompressionConfig, Policy, RequestOptions, ScorerKind, TokenizerKind,
+    CompressionConfig, InstructionsMode, Policy, RequestOptions, ScorerKind, TokenizerKind,
 };
 use lingua_proxy::engine::build_compressor;
 use serde_json::{Value, json};
@@ -162,7 +165,77 @@ fn bench(name: &str, policy: &Policy, body: &Value, min_time: Duration) {
     );
 }
 
+/// Turn `t` (1-based) of an agent conversation: a 2,000-token system prompt, then per earlier
+/// turn a user question and an assistant answer (about 40 and 120 tokens), then the question.
+fn turn(t: usize) -> Value {
+    let mut messages = vec![json!({"role": "system", "content": prose(101, 2_000)})];
+    for k in 1..t {
+        messages.push(json!({"role": "user", "content": prose(200 + k as u64, 40)}));
+        messages.push(json!({"role": "assistant", "content": prose(300 + k as u64, 120)}));
+    }
+    messages.push(json!({"role": "user", "content": prose(200 + t as u64, 40)}));
+    json!({"model": "gpt-4o", "messages": messages})
+}
+
+/// The 10 turns in order on a fresh policy, `reps` times; the median time of each turn.
+fn multi_turn(name: &str, cfg: &CompressionConfig, reps: usize) {
+    let bodies: Vec<(Vec<u8>, Value)> = (1..=10)
+        .map(|t| {
+            let v = turn(t);
+            (serde_json::to_vec(&v).unwrap(), v)
+        })
+        .collect();
+    let opts = RequestOptions::default();
+    let mut times = vec![Vec::new(); bodies.len()];
+    for _ in 0..reps {
+        let policy = Policy::new(cfg.clone(), build_compressor(cfg).unwrap()).unwrap();
+        for (i, (raw, body)) in bodies.iter().enumerate() {
+            let conv = lingua_proxy::api::chat::conversation(body).unwrap();
+            let t = Instant::now();
+            let out = policy.apply(raw, body, &conv, &opts).unwrap();
+            times[i].push(t.elapsed().as_secs_f64() * 1e3);
+            std::hint::black_box(out);
+        }
+    }
+    let medians: Vec<f64> = times
+        .into_iter()
+        .map(|mut t| {
+            t.sort_by(f64::total_cmp);
+            t[t.len() / 2]
+        })
+        .collect();
+    let later = &medians[1..];
+    let worst = later.iter().copied().fold(0.0, f64::max);
+    println!(
+        "multi-turn {name:<18} turn 1 {:.3} ms; turns 2-10 {} ms; worst {:.1}% of turn 1",
+        medians[0],
+        later
+            .iter()
+            .map(|m| format!("{m:.3}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        100.0 * worst / medians[0]
+    );
+}
+
 fn main() {
+    // the system prompt is compressed (by default instructions are kept whole and turn 1
+    // would do no scoring at all)
+    let multi = CompressionConfig {
+        scorer: ScorerKind::Heuristic,
+        instructions: InstructionsMode::Compress,
+        ..CompressionConfig::default()
+    };
+    multi_turn("heuristic", &multi, 7);
+    if let Ok(model) = std::env::var("LINGUA_BENCH_MODEL") {
+        let cfg = CompressionConfig {
+            scorer: ScorerKind::Llmlingua2,
+            model: Some(model),
+            instructions: InstructionsMode::Compress,
+            ..CompressionConfig::default()
+        };
+        multi_turn("llmlingua2", &cfg, 3);
+    }
     let min_time = Duration::from_secs(
         std::env::var("BENCH_SECS")
             .ok()
