@@ -81,7 +81,8 @@ impl Local {
         match self {
             Self::Healthz => json_ok(serde_json::json!({"status": "ok"})),
             Self::Readyz => {
-                let mut body = serde_json::json!({"status": "ready"});
+                let mut body =
+                    serde_json::json!({"status": "ready", "cpu": crate::scorer::cpu_report()});
                 if let (Some(obj), serde_json::Value::Object(extra)) =
                     (body.as_object_mut(), state.hook.describe())
                 {

@@ -314,6 +314,33 @@ async fn health_endpoints_answer_locally() {
     let r = h.readyz().await;
     assert_eq!(r["status"], "ready");
     assert_eq!(h.mock.state.request_count(), 0);
+    // the CPU tier and the kernels each runtime chose on it
+    let cpu = &r["cpu"];
+    let features: Vec<&str> = cpu["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    let has = |f: &str| features.contains(&f);
+    let want = if has("avx512f") && has("avx512bw") && has("avx512vnni") {
+        "avx512-vnni"
+    } else if has("avx512f") {
+        "avx512"
+    } else if has("avx2") && has("fma") {
+        "avx2-fma"
+    } else {
+        "portable"
+    };
+    assert_eq!(cpu["tier"], want, "{cpu}");
+    #[cfg(target_arch = "x86_64")]
+    assert_eq!(has("avx2"), std::arch::is_x86_feature_detected!("avx2"));
+    assert_eq!(
+        cpu["encoder"]["q8_products"] == "int8 AVX-512 VNNI",
+        want == "avx512-vnni",
+        "{cpu}"
+    );
+    assert!(cpu["causal_lm"]["q8_products"].is_string(), "{cpu}");
 }
 
 #[tokio::test]

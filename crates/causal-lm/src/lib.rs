@@ -33,6 +33,16 @@ pub enum Precision {
     Q8,
 }
 
+/// How `Precision::Q8` products run on this CPU: candle's int8 kernels where the CPU has an
+/// int8 dot product (AVX-512 VNNI or AVX-VNNI), else Q8_0 weights dequantized to f32.
+pub fn q8_kernel() -> &'static str {
+    if model::fast_int8() {
+        "int8 (candle Q8_0, VNNI)"
+    } else {
+        "Q8_0 dequantized to f32 (no int8 dot product)"
+    }
+}
+
 /// How to load a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LoadOptions {

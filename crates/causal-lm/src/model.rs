@@ -45,7 +45,7 @@ fn compute_err(what: &str, e: candle_core::Error) -> LmError {
 /// Whether the CPU has int8 dot-product instructions (AVX-512 VNNI or AVX-VNNI), with which
 /// candle's Q8_0 matmul runs on repacked tiles; without them its Q8_0 path is several times
 /// slower than the f32 GEMM, so Q8 weights are dequantized and multiplied in f32 instead.
-fn fast_int8() -> bool {
+pub(crate) fn fast_int8() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         (std::arch::is_x86_feature_detected!("avx512f")

@@ -357,3 +357,84 @@ mod tests {
         assert!((h[0] + 1.341_640_8).abs() < 1e-5, "{h:?}");
     }
 }
+
+/// What this CPU offers the kernels, and which ones the encoder runs on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuKernels {
+    /// `avx512-vnni`, `avx512`, `avx2-fma` or `portable`.
+    pub tier: &'static str,
+    /// The instruction-set extensions detected that some kernel could use.
+    pub features: Vec<&'static str>,
+    /// f32 products: the `gemm` crate, dispatching at run time.
+    pub f32_products: &'static str,
+    /// Bias, activation, residual and layer-norm passes.
+    pub elementwise: &'static str,
+    /// `precision = "q8"` products.
+    pub q8_products: &'static str,
+}
+
+impl CpuKernels {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "tier": self.tier,
+            "features": self.features,
+            "encoder": {
+                "f32_products": self.f32_products,
+                "elementwise": self.elementwise,
+                "q8_products": self.q8_products,
+            },
+        })
+    }
+}
+
+/// Detects the CPU's features and names the kernels chosen for them.
+pub fn cpu_kernels() -> CpuKernels {
+    let mut features = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        macro_rules! probe {
+            ($($f:tt),*) => {$(
+                if std::arch::is_x86_feature_detected!($f) {
+                    features.push($f);
+                }
+            )*};
+        }
+        probe!(
+            "fma",
+            "avx2",
+            "avxvnni",
+            "avx512f",
+            "avx512bw",
+            "avx512vnni",
+            "avx512bf16"
+        );
+    }
+    let has = |f: &str| features.contains(&f);
+    let tier = if has("avx512f") && has("avx512bw") && has("avx512vnni") {
+        "avx512-vnni"
+    } else if has("avx512f") {
+        "avx512"
+    } else if has("avx2") && has("fma") {
+        "avx2-fma"
+    } else {
+        "portable"
+    };
+    let f32_products = if has("avx512f") {
+        "gemm (AVX-512)"
+    } else if has("avx2") && has("fma") {
+        "gemm (AVX2+FMA)"
+    } else {
+        "gemm (scalar)"
+    };
+    let elementwise = if has("avx512f") { "avx512" } else { "baseline" };
+    CpuKernels {
+        tier,
+        features,
+        f32_products,
+        elementwise,
+        q8_products: match q8::Q8Kernel::detect() {
+            q8::Q8Kernel::Vnni => "int8 AVX-512 VNNI",
+            q8::Q8Kernel::Portable => "int8 portable",
+        },
+    }
+}
