@@ -20,6 +20,14 @@ pub enum TokenizerKind {
     Cl100kBase,
 }
 
+/// Texts shorter than this are counted directly (hashing would cost about as much).
+const MEMO_MIN_BYTES: usize = 512;
+
+/// Token counts of long texts by (encoding, xxh3-128 of the bytes, length): at most 32,768
+/// entries (about 2 MB), least recently used out first.
+static COUNTS: std::sync::LazyLock<moka::sync::Cache<(TokenizerKind, u128, usize), usize>> =
+    std::sync::LazyLock::new(|| moka::sync::Cache::new(32_768));
+
 impl std::str::FromStr for TokenizerKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -85,7 +93,21 @@ impl TokenizerKind {
         if text.is_empty() {
             return 0;
         }
-        self.bpe().encode_ordinary(text).len()
+        if text.len() < MEMO_MIN_BYTES {
+            return self.bpe().encode_ordinary(text).len();
+        }
+        // A conversation's earlier messages come back on every turn: count each long text once.
+        let key = (
+            self,
+            xxhash_rust::xxh3::xxh3_128(text.as_bytes()),
+            text.len(),
+        );
+        if let Some(n) = COUNTS.get(&key) {
+            return n;
+        }
+        let n = self.bpe().encode_ordinary(text).len();
+        COUNTS.insert(key, n);
+        n
     }
 
     /// `Ok(count)` when `text` has at most `limit` tokens, else `Err(n)` with `n > limit`, an
@@ -126,6 +148,26 @@ impl TokenizerKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memoised_counts_are_the_counts_per_text_and_encoding() {
+        let long = "Refunds are reviewed by the billing team within two business days. ".repeat(20);
+        let other = long.replace("two", "ten");
+        assert_eq!(long.len(), other.len());
+        for kind in [TokenizerKind::O200kBase, TokenizerKind::Cl100kBase] {
+            let direct = |t: &str| kind.bpe().encode_ordinary(t).len();
+            for _ in 0..3 {
+                assert_eq!(kind.count(&long), direct(&long));
+                assert_eq!(kind.count(&other), direct(&other));
+            }
+        }
+        // a text whose two encodings differ in count keeps both apart
+        let cjk = "我们明天开会讨论预算。".repeat(60);
+        assert_ne!(
+            TokenizerKind::O200kBase.count(&cjk),
+            TokenizerKind::Cl100kBase.count(&cjk)
+        );
+    }
 
     #[test]
     fn model_table() {
