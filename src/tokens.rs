@@ -21,7 +21,7 @@ pub enum TokenizerKind {
 }
 
 /// Texts shorter than this are counted directly (hashing would cost about as much).
-const MEMO_MIN_BYTES: usize = 512;
+const MEMO_MIN_BYTES: usize = 128;
 
 /// Token counts of long texts by (encoding, xxh3-128 of the bytes, length): at most 32,768
 /// entries (about 2 MB), least recently used out first.

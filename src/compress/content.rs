@@ -78,7 +78,7 @@ impl Kind {
 }
 
 /// How a role's prose is read: as instructions (kept by default) or as documents (compressed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Prose {
     Instructions,

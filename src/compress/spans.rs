@@ -69,7 +69,7 @@ impl Transform {
 }
 
 /// How one text is cut into regions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ContentRules {
     /// `<llmlingua …>` tags steer compression (else they are plain text).
     pub tags: bool,
@@ -97,6 +97,41 @@ pub struct Piece {
 pub struct SpanDetector {
     keep_patterns: Vec<Regex>,
     builtin: bool,
+    memo: ClassifiedMemo,
+}
+
+/// Texts shorter than this are classified directly (hashing would cost about as much).
+const MEMO_MIN_BYTES: usize = 128;
+/// Bytes of pieces the memo holds at most.
+const MEMO_BYTES: u64 = 16 << 20;
+
+/// [`SpanDetector::classified`] results of long texts by (xxh3-128 of the text, its length, the
+/// rules): a conversation's earlier messages come back on every turn, and classifying them is
+/// most of what a fully cached request costs. Shared by the clones of one detector, whose
+/// patterns make the result.
+#[derive(Clone)]
+struct ClassifiedMemo(moka::sync::Cache<(u128, usize, ContentRules), std::sync::Arc<[Piece]>>);
+
+impl Default for ClassifiedMemo {
+    fn default() -> Self {
+        Self(
+            moka::sync::Cache::builder()
+                .weigher(|_, pieces: &std::sync::Arc<[Piece]>| {
+                    let bytes: usize = pieces.iter().map(|p| 64 + 2 * p.original.len()).sum();
+                    u32::try_from(bytes).unwrap_or(u32::MAX)
+                })
+                .max_capacity(MEMO_BYTES)
+                .build(),
+        )
+    }
+}
+
+impl std::fmt::Debug for ClassifiedMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClassifiedMemo")
+            .field("entries", &self.0.entry_count())
+            .finish()
+    }
 }
 
 static OPEN_TAG: LazyLock<Regex> = LazyLock::new(|| {
@@ -163,6 +198,7 @@ impl SpanDetector {
                 .map(|p| Regex::new(p))
                 .collect::<Result<_, _>>()?,
             builtin: true,
+            memo: ClassifiedMemo::default(),
         })
     }
 
@@ -225,6 +261,30 @@ impl SpanDetector {
     /// allow is compressible, with its skeleton and identifiers protected; every other block is
     /// verbatim, or transformed losslessly when the rules say so.
     pub fn classified(
+        &self,
+        text: &str,
+        rules: ContentRules,
+        ctx: &WorkCtx,
+    ) -> Result<Vec<Piece>, Interrupted> {
+        if text.len() < MEMO_MIN_BYTES {
+            return self.classify_now(text, rules, ctx);
+        }
+        let key = (
+            xxhash_rust::xxh3::xxh3_128(text.as_bytes()),
+            text.len(),
+            rules,
+        );
+        if let Some(hit) = self.memo.0.get(&key) {
+            return Ok(hit.to_vec());
+        }
+        let out = self.classify_now(text, rules, ctx)?;
+        self.memo
+            .0
+            .insert(key, std::sync::Arc::from(out.as_slice()));
+        Ok(out)
+    }
+
+    fn classify_now(
         &self,
         text: &str,
         rules: ContentRules,
@@ -678,6 +738,54 @@ fn merge(mut spans: Vec<Range<usize>>) -> Vec<Range<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn classified_results_are_memoised_per_text_and_rules() {
+        let d = SpanDetector::new(&["TICKET-\\d+".into()]).unwrap();
+        let text = "You are the support assistant. Answer briefly and never promise refunds. \
+                    Escalate TICKET-42 to the billing team at https://example.com/billing. "
+            .repeat(8);
+        let rules = |compress_instructions| ContentRules {
+            tags: false,
+            prose: Prose::Instructions,
+            compress_instructions,
+            minify_json: false,
+            collapse_repeats: false,
+        };
+        let ctx = WorkCtx::none();
+        let first = d.classified(&text, rules(true), &ctx).unwrap();
+        assert_eq!(
+            d.memo
+                .0
+                .get(&(
+                    xxhash_rust::xxh3::xxh3_128(text.as_bytes()),
+                    text.len(),
+                    rules(true)
+                ))
+                .map(|p| p.len()),
+            Some(first.len())
+        );
+        assert_eq!(
+            d.classified(&text, rules(true), &ctx).unwrap(),
+            first,
+            "a hit is the same"
+        );
+        assert_eq!(
+            d.classify_now(&text, rules(false), &ctx).unwrap(),
+            d.classified(&text, rules(false), &ctx).unwrap()
+        );
+        assert_ne!(
+            d.classified(&text, rules(false), &ctx).unwrap(),
+            first,
+            "other rules, another entry"
+        );
+        // a detector with other patterns has its own memo
+        let other = SpanDetector::new(&[]).unwrap();
+        assert_eq!(
+            other.classified(&text, rules(true), &ctx).unwrap(),
+            other.classify_now(&text, rules(true), &ctx).unwrap()
+        );
+    }
 
     fn protected(text: &str) -> Vec<&str> {
         let d = SpanDetector::new(&[]).unwrap();
