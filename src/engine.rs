@@ -14,7 +14,7 @@ use crate::compress::llmlingua_compressor::LlmlinguaCompressor;
 use crate::compress::redis_cache::RedisCache;
 use crate::compress::{CompressError, Compressor, MeaningCompressor};
 use crate::config::{CacheBackend, CacheConfig, Config};
-use crate::hook::{ArmsHook, CompressionHook, HookBuilder, Named, RequestHook, compressor_name};
+use crate::hook::{ArmsHook, CompressionHook, HookBuilder, Named, RequestHook};
 use crate::model::SchedulerStats;
 use crate::model::{ModelConfig, ModelQueue};
 use crate::scorer::causal::CausalModel;
@@ -303,25 +303,25 @@ pub fn hook_with(
 /// `[ab.control]` table, one hook per arm ([`ArmsHook`]): the raw arm compresses with
 /// `[compression]` overlaid by `[ab.control]`.
 pub fn serve_hook(config: &Config) -> anyhow::Result<Arc<dyn RequestHook>> {
-    let build = |c: &CompressionConfig| -> anyhow::Result<Arc<dyn RequestHook>> {
-        Ok(Arc::new(
-            hook_with(c, &config.model, &config.cache)?
-                .explain(config.telemetry.log_content)
-                .build(),
-        ))
+    let build = |c: &CompressionConfig| -> anyhow::Result<Named> {
+        let hook = hook_with(c, &config.model, &config.cache)?
+            .explain(config.telemetry.log_content)
+            .build();
+        let name = hook
+            .active_scorer()
+            .map_or_else(|| "off".to_string(), ActiveScorer::label);
+        Ok(Named {
+            name,
+            hook: Arc::new(hook),
+        })
     };
     let treatment = build(&config.compression)?;
     let Some(control) = config.ab.control.as_ref().filter(|_| config.ab.enabled) else {
-        return Ok(treatment);
+        return Ok(treatment.hook);
     };
     let control_cfg = crate::ab::control_compression(&config.compression, control)
         .map_err(|e| anyhow::anyhow!("[ab.control] {e}"))?;
-    let control = build(&control_cfg)?;
-    let named = |hook: Arc<dyn RequestHook>| Named {
-        name: compressor_name(hook.as_ref()),
-        hook,
-    };
-    let (mut treatment, mut control) = (named(treatment), named(control));
+    let (mut treatment, mut control) = (treatment, build(&control_cfg)?);
     if treatment.name == control.name {
         treatment.name = format!("{} (compressed arm)", treatment.name);
         control.name = format!("{} (raw arm)", control.name);

@@ -499,6 +499,37 @@ const TOKENIZER_FILES: [&str; 6] = [
     "added_tokens.json",
 ];
 
+/// Copies the `names` that exist in `from` into `to`. Resuming reads from the output itself,
+/// and a copy onto itself would truncate the file, so a file is never copied onto itself.
+fn copy_files(from: &std::path::Path, to: &std::path::Path, names: &[&str]) -> anyhow::Result<()> {
+    for f in names {
+        let (src, dst) = (from.join(f), to.join(f));
+        if src.exists() && src != dst {
+            std::fs::copy(&src, &dst).with_context(|| format!("{}", src.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The `origin` and word `labels` of a `distill label` line (`n` counts from 0).
+fn labelled_record(r: &Value, n: usize) -> anyhow::Result<(&str, Vec<bool>)> {
+    let origin = r
+        .get("origin")
+        .and_then(Value::as_str)
+        .with_context(|| format!("line {}: `origin` must be a string", n + 1))?;
+    let labels = r
+        .get("labels")
+        .and_then(Value::as_array)
+        .and_then(|l| l.iter().map(Value::as_bool).collect::<Option<Vec<bool>>>())
+        .with_context(|| {
+            format!(
+                "line {}: `labels` must be booleans (distill label output)",
+                n + 1
+            )
+        })?;
+    Ok((origin, labels))
+}
+
 fn train(a: TrainArgs) -> anyhow::Result<()> {
     use crate::distill::train::{Labelled, batches, counts, held_out_sources, windows};
     use crate::scorer::llmlingua2::tokenizer::Llmlingua2Tokenizer;
@@ -539,20 +570,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     let records = lines(&a.input)?;
     let mut chunks = Vec::with_capacity(records.len());
     for (n, r) in records.iter().enumerate() {
-        let origin = r
-            .get("origin")
-            .and_then(Value::as_str)
-            .with_context(|| format!("line {}: `origin` must be a string", n + 1))?;
-        let labels = r
-            .get("labels")
-            .and_then(Value::as_array)
-            .and_then(|l| l.iter().map(Value::as_bool).collect::<Option<Vec<bool>>>())
-            .with_context(|| {
-                format!(
-                    "line {}: `labels` must be booleans (distill label output)",
-                    n + 1
-                )
-            })?;
+        let (origin, labels) = labelled_record(r, n)?;
         let source = match r
             .get("source_id")
             .filter(|v| !v.is_null())
@@ -626,14 +644,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
     };
     let save = |t: &Trainer| -> anyhow::Result<()> {
         t.save(&a.output)?;
-        for f in TOKENIZER_FILES {
-            let (from, to) = (files.dir.join(f), a.output.join(f));
-            // resuming reads from the output itself: a copy onto itself would truncate it
-            if from.exists() && from != to {
-                std::fs::copy(&from, &to).with_context(|| format!("{}", from.display()))?;
-            }
-        }
-        Ok(())
+        copy_files(&files.dir, &a.output, &TOKENIZER_FILES)
     };
     let initial = validate(&mut trainer)?;
     let mut epochs = Vec::new();
@@ -760,15 +771,7 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
     let records = lines(&a.input)?;
     let mut chunks = Vec::with_capacity(records.len());
     for (n, r) in records.iter().enumerate() {
-        let origin = r
-            .get("origin")
-            .and_then(Value::as_str)
-            .with_context(|| format!("line {}: `origin` must be a string", n + 1))?;
-        let labels = r
-            .get("labels")
-            .and_then(Value::as_array)
-            .and_then(|l| l.iter().map(Value::as_bool).collect::<Option<Vec<bool>>>())
-            .with_context(|| format!("line {}: `labels` must be booleans", n + 1))?;
+        let (origin, labels) = labelled_record(r, n)?;
         chunks.push((origin.to_string(), labels));
     }
     let mut scorers: Vec<(String, Arc<dyn Scorer>)> = Vec::new();
@@ -1046,20 +1049,17 @@ fn align_step(a: AlignArgs) -> anyhow::Result<()> {
     };
     let save = |al: &Aligner| -> anyhow::Result<()> {
         al.save(&a.output)?;
-        for f in [
-            "config.json",
-            "generation_config.json",
-            "tokenizer.json",
-            "tokenizer_config.json",
-            "special_tokens_map.json",
-        ] {
-            let from = start_dir.join(f);
-            let to = a.output.join(f);
-            if from.exists() && from != to {
-                std::fs::copy(&from, &to).with_context(|| format!("{}", from.display()))?;
-            }
-        }
-        Ok(())
+        copy_files(
+            &start_dir,
+            &a.output,
+            &[
+                "config.json",
+                "generation_config.json",
+                "tokenizer.json",
+                "tokenizer_config.json",
+                "special_tokens_map.json",
+            ],
+        )
     };
     let initial = held_out(&aligner)?;
     let bar = progress(train_x.len().div_ceil(a.batch_size) * a.epochs)?;
@@ -1187,33 +1187,21 @@ impl Asker {
             "max_tokens": 200,
             "messages": [{"role": "user", "content": self.prompt.replace("{text}", text)}],
         });
-        self.runtime.block_on(async {
-            let mut wait = Duration::from_millis(500);
-            for attempt in 0..4 {
-                let mut req = self.client.post(&self.url).json(&body);
-                if let Some(k) = &self.key {
-                    req = req.bearer_auth(k);
-                }
-                match req.send().await {
-                    Ok(r) if r.status().is_success() => {
-                        let v: Value = r.json().await?;
-                        return v
-                            .pointer("/choices/0/message/content")
-                            .and_then(Value::as_str)
-                            .map(str::to_owned)
-                            .context("the answer has no choices[0].message.content");
-                    }
-                    Ok(r) if (r.status() == 429 || r.status().is_server_error()) && attempt < 3 => {
-                    }
-                    Ok(r) => anyhow::bail!("{} answered {}", self.url, r.status()),
-                    Err(e) if attempt < 3 => tracing::debug!(error = %e, "call failed"),
-                    Err(e) => return Err(e.into()),
-                }
-                tokio::time::sleep(wait).await;
-                wait *= 2;
-            }
-            anyhow::bail!("{} kept failing", self.url)
-        })
+        let v = self
+            .runtime
+            .block_on(crate::distill::collect::chat(
+                &self.client,
+                &self.url,
+                self.key.as_deref(),
+                &body,
+                3,
+                Duration::from_millis(500),
+            ))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.url))?;
+        Ok(v.pointer("/choices/0/message/content")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string())
     }
 }
 

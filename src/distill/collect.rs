@@ -132,49 +132,78 @@ async fn call(client: &reqwest::Client, s: &Settings, prices: &PriceTable, job: 
         ],
     });
     let url = format!("{}/chat/completions", s.base_url.trim_end_matches('/'));
+    let v = match chat(
+        client,
+        &url,
+        s.api_key.as_deref(),
+        &body,
+        s.retries,
+        s.backoff,
+    )
+    .await
+    {
+        Ok(v) => v,
+        Err(error) => return Answer::Failed { id: job.id, error },
+    };
+    let comp = v
+        .pointer("/choices/0/message/content")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let usage = v.get("usage").cloned().unwrap_or(Value::Null);
+    let cost = prices.lookup(&s.model).map(|p| {
+        let n = |k: &str| usage.get(k).and_then(Value::as_u64).unwrap_or(0) as f64;
+        (n("prompt_tokens") * p.input + n("completion_tokens") * p.output) / 1e6
+    });
+    let record = json!({
+        "id": job.id,
+        "source_id": job.source_id,
+        "chunk_index": job.index,
+        "origin": job.origin,
+        "comp": comp,
+        "model": s.model,
+        "answered_by": v.get("model"),
+        "temperature": s.temperature,
+        "max_tokens": s.max_tokens,
+        "instruction": "llmlingua2-compression-instructions-4",
+        "usage": usage,
+    });
+    Answer::Ok { record, cost }
+}
+
+/// POSTs `body` to an OpenAI-compatible `url` and returns the answer, which has a
+/// `choices[0].message.content` string. 429, 5xx, transport errors and answers without that
+/// content are retried up to `retries` times, waiting `backoff` doubled each time (at most
+/// 30 s) or the server's `Retry-After` (at most 60 s); the error says what the last try got.
+pub async fn chat(
+    client: &reqwest::Client,
+    url: &str,
+    api_key: Option<&str>,
+    body: &Value,
+    retries: u32,
+    backoff: Duration,
+) -> Result<Value, String> {
     let mut attempt = 0u32;
     loop {
         let mut req = client
-            .post(&url)
-            .json(&body)
+            .post(url)
+            .json(body)
             .timeout(Duration::from_secs(600));
-        if let Some(key) = &s.api_key {
+        if let Some(key) = api_key {
             req = req.bearer_auth(key);
         }
         let (retryable, error, wait) = match req.send().await {
             Ok(resp) if resp.status().is_success() => match resp.json::<Value>().await {
-                Ok(v) => match v
-                    .pointer("/choices/0/message/content")
-                    .and_then(Value::as_str)
+                Ok(v)
+                    if v.pointer("/choices/0/message/content")
+                        .is_some_and(Value::is_string) =>
                 {
-                    Some(comp) => {
-                        let usage = v.get("usage").cloned().unwrap_or(Value::Null);
-                        let cost = prices.lookup(&s.model).map(|p| {
-                            let n =
-                                |k: &str| usage.get(k).and_then(Value::as_u64).unwrap_or(0) as f64;
-                            (n("prompt_tokens") * p.input + n("completion_tokens") * p.output) / 1e6
-                        });
-                        let record = json!({
-                            "id": job.id,
-                            "source_id": job.source_id,
-                            "chunk_index": job.index,
-                            "origin": job.origin,
-                            "comp": comp,
-                            "model": s.model,
-                            "answered_by": v.get("model"),
-                            "temperature": s.temperature,
-                            "max_tokens": s.max_tokens,
-                            "instruction": "llmlingua2-compression-instructions-4",
-                            "usage": usage,
-                        });
-                        return Answer::Ok { record, cost };
-                    }
-                    None => (
-                        true,
-                        "an answer without choices[0].message.content".to_string(),
-                        None,
-                    ),
-                },
+                    return Ok(v);
+                }
+                Ok(_) => (
+                    true,
+                    "an answer without choices[0].message.content".to_string(),
+                    None,
+                ),
                 Err(e) => (true, format!("unreadable answer: {e}"), None),
             },
             Ok(resp) => {
@@ -190,11 +219,11 @@ async fn call(client: &reqwest::Client, s: &Settings, prices: &PriceTable, job: 
             }
             Err(e) => (true, format!("{e}"), None),
         };
-        if !retryable || attempt >= s.retries {
-            return Answer::Failed { id: job.id, error };
+        if !retryable || attempt >= retries {
+            return Err(error);
         }
-        let backoff = (s.backoff * 2u32.saturating_pow(attempt)).min(Duration::from_secs(30));
-        tokio::time::sleep(wait.unwrap_or(backoff).min(Duration::from_secs(60))).await;
+        let doubled = (backoff * 2u32.saturating_pow(attempt)).min(Duration::from_secs(30));
+        tokio::time::sleep(wait.unwrap_or(doubled).min(Duration::from_secs(60))).await;
         attempt += 1;
     }
 }

@@ -36,29 +36,6 @@ impl ArmsHook {
     }
 }
 
-/// The name of a hook's compressor from its `/readyz` facts: the scorer, and the checkpoint
-/// directory's last component for a model.
-pub fn compressor_name(hook: &dyn RequestHook) -> String {
-    let d = hook.describe();
-    let scorer = d
-        .pointer("/scorer/scorer")
-        .and_then(serde_json::Value::as_str)
-        .unwrap_or("off");
-    match d
-        .pointer("/scorer/dir")
-        .or_else(|| d.pointer("/scorer/model"))
-        .and_then(serde_json::Value::as_str)
-    {
-        Some(dir) => {
-            let base = std::path::Path::new(dir.trim_end_matches('/'))
-                .file_name()
-                .map_or(dir.to_string(), |n| n.to_string_lossy().into_owned());
-            format!("{scorer}:{base}")
-        }
-        None => scorer.to_string(),
-    }
-}
-
 impl RequestHook for ArmsHook {
     fn on_request(&self, req: Intercepted) -> BoxFuture<'static, HookOutcome> {
         let named = self.arm(req.ctx.arm);

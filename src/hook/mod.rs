@@ -20,7 +20,7 @@ mod controls;
 mod endpoint;
 mod failure;
 
-pub use arms::{ArmsHook, Named, compressor_name};
+pub use arms::{ArmsHook, Named};
 pub use compression::{CompressionHook, HookBuilder, HookStats};
 
 use bytes::Bytes;

@@ -117,6 +117,24 @@ pub enum ActiveScorer {
     None { reason: String },
 }
 
+impl ActiveScorer {
+    /// A short name for events and reports: `llmlingua2:<checkpoint directory's name>`,
+    /// `heuristic` or `none`.
+    pub fn label(&self) -> String {
+        match self {
+            ActiveScorer::Llmlingua2 { dir, .. } => {
+                let dir = dir.trim_end_matches('/');
+                let base = std::path::Path::new(dir)
+                    .file_name()
+                    .map_or(dir.into(), |n| n.to_string_lossy());
+                format!("llmlingua2:{base}")
+            }
+            ActiveScorer::Heuristic { .. } => "heuristic".into(),
+            ActiveScorer::None { .. } => "none".into(),
+        }
+    }
+}
+
 /// The CPU tier and the kernels both model runtimes choose on it, for `/readyz` and the log.
 pub fn cpu_report() -> serde_json::Value {
     let mut v = lingua_encoder::kernels::cpu_kernels().to_json();

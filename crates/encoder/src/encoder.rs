@@ -213,6 +213,15 @@ fn parse_device(device: &str) -> Result<Target, LoadError> {
     }
 }
 
+/// The candle device `device` names (`"cpu"` and `"candle-cpu"` are both the CPU): where
+/// training runs.
+pub(crate) fn candle_device(device: &str) -> Result<Device, LoadError> {
+    Ok(match parse_device(device)? {
+        Target::Cpu => Device::Cpu,
+        Target::Candle(d) => d,
+    })
+}
+
 fn default_threads() -> usize {
     if let Some(n) = std::env::var("LINGUA_ENCODER_THREADS")
         .ok()

@@ -129,32 +129,6 @@ fn model_err(e: candle_core::Error) -> EncoderError {
     EncoderError::Model(e.to_string())
 }
 
-/// `"cpu"`, `"cuda"` or `"cuda:N"` (the latter with the `cuda` feature).
-fn device(name: &str) -> Result<Device, LoadError> {
-    let bad = |problem: String| LoadError::Device {
-        device: name.to_string(),
-        problem,
-    };
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        d if d == "cuda" || d.starts_with("cuda:") => {
-            let ordinal = match d.strip_prefix("cuda:") {
-                Some(n) => n
-                    .parse::<usize>()
-                    .map_err(|_| bad("expected cuda:N with N a GPU ordinal".into()))?,
-                None => 0,
-            };
-            if !cfg!(feature = "cuda") {
-                return Err(bad(
-                    "this binary was built without the `cuda` feature".into()
-                ));
-            }
-            Device::new_cuda(ordinal).map_err(|e| bad(format!("cannot open the GPU: {e}")))
-        }
-        _ => Err(bad("expected \"cpu\" or \"cuda:N\"".into())),
-    }
-}
-
 /// A checkpoint's `config.json` read as a token classifier with two labels, whatever head the
 /// checkpoint had (a bare `BertModel` from a sentence-embedding package trains a fresh head).
 fn classifier_config(path: &Path) -> Result<(EncoderConfig, Value), LoadError> {
@@ -219,7 +193,7 @@ impl Trainer {
         device_name: &str,
         settings: TrainSettings,
     ) -> Result<Self, LoadError> {
-        let dev = device(device_name)?;
+        let dev = crate::encoder::candle_device(device_name)?;
         let (cfg, base_config) = classifier_config(&files.config)?;
         let path = files.weights.as_path();
         let is_pth = path
