@@ -141,9 +141,9 @@ impl Aligner {
         })?;
         let cfg = LmConfig::from_json(&cfg_bytes, &cfg_path)?;
         if cfg.family == Family::Gpt2 {
-            return Err(LmError::Unsupported {
+            return Err(LmError::Config {
                 path: cfg_path,
-                what: "alignment trains Llama and Qwen2 models; GPT-2 is scored but not trained"
+                msg: "alignment trains Llama and Qwen2 models; GPT-2 is scored but not trained"
                     .into(),
             });
         }
