@@ -287,7 +287,7 @@ async fn sigterm_under_load_finishes_what_fits_and_logs_every_request() {
     let mut proxy = Binary::start(
         &mock.base_url(),
         grace_ms,
-        "cache_bytes = 0\ndeadline_ms = 60000\n",
+        "cache_bytes = 0\ndeadline_ms = 60000\nworkers = 1\n",
     )
     .await;
     let client = reqwest::Client::builder()
@@ -296,17 +296,17 @@ async fn sigterm_under_load_finishes_what_fits_and_logs_every_request() {
         .unwrap();
     let url = format!("{}/v1/chat/completions", proxy.base);
 
-    // Compression work first: long messages, each several seconds of scoring on this machine.
+    // Compression work first, one request at a time (`workers = 1`, so the machine's core count
+    // does not decide how much of it is done by SIGTERM): long messages, each several seconds of scoring on this machine.
     let heavy: Vec<_> = (0..HEAVY)
         .map(|i| {
-            // three long system messages (each under `max_message_tokens`) and the question
+            // three long documents (user prose, each under `max_message_tokens`, so they are
+            // scored rather than kept like instructions) and the question
             let mut body = chat_body(false);
             let messages = body["messages"].as_array_mut().unwrap();
-            messages[0]["content"] = heavy_text(3 * i, 1000).into();
-            for k in 1..3 {
-                let m =
-                    serde_json::json!({"role": "system", "content": heavy_text(3 * i + k, 1000)});
-                messages.insert(k, m);
+            for k in 0..3 {
+                let m = serde_json::json!({"role": "user", "content": heavy_text(3 * i + k, 1000)});
+                messages.insert(1 + k, m);
             }
             let req = client.post(&url).json(&body);
             tokio::spawn(async move { req.send().await })
@@ -350,6 +350,10 @@ async fn sigterm_under_load_finishes_what_fits_and_logs_every_request() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    eprintln!(
+        "{} of {HEAVY} compressed requests reached the upstream before SIGTERM",
+        mock.state.request_count() - SHORT - LONG
+    );
     assert!(
         mock.state.request_count() < SHORT + LONG + HEAVY,
         "every compression finished before SIGTERM: make the messages longer"
