@@ -192,8 +192,10 @@ pub fn heuristic_hook() -> lingua_proxy::hook::CompressionHook {
 pub async fn read_events(path: &std::path::Path, n: usize) -> Vec<lingua_proxy::telemetry::Event> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let events: Vec<lingua_proxy::telemetry::Event> = std::fs::read_to_string(path)
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        // Only whole lines: the writer may be between the bytes of the last one.
+        let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+        let events: Vec<lingua_proxy::telemetry::Event> = whole
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
