@@ -58,6 +58,11 @@ struct ServeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A kernel ceiling that names no tier is refused before any model loads.
+    if let Err(e) = lingua_kernels::tier::env_ceiling() {
+        eprintln!("lingua-proxy: {e}");
+        return ExitCode::from(2);
+    }
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Compress(args) => match lingua_proxy::cli::compress::run(args) {

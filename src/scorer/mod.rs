@@ -135,12 +135,7 @@ impl ActiveScorer {
     }
 }
 
-/// The CPU tier and the kernels both model runtimes choose on it, for `/readyz` and the log.
+/// The CPU tier and the kernels both model runtimes run on it, for `/readyz` and the log.
 pub fn cpu_report() -> serde_json::Value {
-    let mut v = lingua_encoder::kernels::cpu_kernels().to_json();
-    v["causal_lm"] = serde_json::json!({
-        "f32_products": v["encoder"]["f32_products"].clone(),
-        "q8_products": lingua_causal::q8_kernel(),
-    });
-    v
+    lingua_kernels::tier::report()
 }

@@ -496,12 +496,7 @@ pub fn start_on(listener: TcpListener, state: Arc<AppState>) -> Result<ServerHan
     let task = tokio::spawn(conn::accept_loop(listener, state.clone(), acceptor, rx));
     tracing::info!(%addr, scheme, upstream = %state.default_upstream.base_url, "lingua-proxy listening");
     let cpu = crate::scorer::cpu_report();
-    tracing::info!(
-        tier = %cpu["tier"],
-        encoder = %cpu["encoder"],
-        causal_lm = %cpu["causal_lm"],
-        "CPU kernels"
-    );
+    tracing::info!(tier = %cpu["tier"], kernels = %cpu["kernels"], "CPU kernels");
     Ok(ServerHandle {
         addr,
         state,

@@ -146,3 +146,115 @@ fn cli_plain_text_output_and_bad_model() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/model-dir"));
 }
+
+/// `compress` with `LINGUA_KERNELS` set to `tier` (None: no ceiling).
+fn run_at_tier(tier: Option<&str>, args: &[&str], stdin: &str) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lingua-proxy"));
+    cmd.arg("compress").args(args).env_remove("LINGUA_KERNELS");
+    if let Some(t) = tier {
+        cmd.env("LINGUA_KERNELS", t);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Err(e) = child.stdin.take().unwrap().write_all(stdin.as_bytes()) {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Every kernel tier (each one this CPU has, forced with `LINGUA_KERNELS`) compresses to the
+/// very same text as the best tier, for both model paths and both precisions: the int8 sums
+/// are exact on every tier and the element-wise builds give the same bits. A ceiling that
+/// names no tier is refused before anything loads.
+#[test]
+fn every_kernel_tier_compresses_identically() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let xlmr = format!("{root}/tests/models/xlm-roberta-large-tiny");
+    let llama = format!("{root}/tests/models/llama-tiny");
+    let text = golden_cases()
+        .iter()
+        .find(|c| c["name"].as_str().unwrap().starts_with("xlmr/"))
+        .unwrap()["contexts"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let params = serde_json::json!({"context": [text.clone()], "rate": 0.5}).to_string();
+    let runs: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "--scorer",
+                "llmlingua2",
+                "--model",
+                &xlmr,
+                "--rate",
+                "0.5",
+                "--json",
+            ],
+            &text,
+        ),
+        (
+            vec![
+                "--scorer",
+                "llmlingua2",
+                "--model",
+                &xlmr,
+                "--rate",
+                "0.5",
+                "--precision",
+                "q8",
+                "--json",
+            ],
+            &text,
+        ),
+        (
+            vec!["--method", "llmlingua", "--model", &llama, "--params", "-"],
+            &params,
+        ),
+        (
+            vec![
+                "--method",
+                "llmlingua",
+                "--model",
+                &llama,
+                "--precision",
+                "q8",
+                "--params",
+                "-",
+            ],
+            &params,
+        ),
+    ];
+    let prompt = |out: &std::process::Output| -> String {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s = String::from_utf8_lossy(&out.stdout).into_owned();
+        match serde_json::from_str::<serde_json::Value>(&s) {
+            Ok(v) if v.get("compressed_prompt").is_some() => {
+                v["compressed_prompt"].as_str().unwrap().to_string()
+            }
+            _ => s,
+        }
+    };
+    for (args, stdin) in &runs {
+        let best = prompt(&run_at_tier(None, args, stdin));
+        assert!(!best.trim().is_empty(), "{args:?}");
+        for tier in ["portable", "avx2-fma", "avx-vnni", "avx512", "avx512-vnni"] {
+            let got = prompt(&run_at_tier(Some(tier), args, stdin));
+            assert_eq!(got, best, "LINGUA_KERNELS={tier} {args:?}");
+        }
+    }
+    let out = run_at_tier(Some("sse9"), &runs[0].0, &text);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("LINGUA_KERNELS") && err.contains("avx2-fma"),
+        "{err}"
+    );
+}

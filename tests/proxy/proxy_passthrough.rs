@@ -323,24 +323,41 @@ async fn health_endpoints_answer_locally() {
         .map(|f| f.as_str().unwrap())
         .collect();
     let has = |f: &str| features.contains(&f);
-    let want = if has("avx512f") && has("avx512bw") && has("avx512vnni") {
+    let avx2 = has("avx2") && has("fma");
+    let avx512 = avx2 && has("avx512f") && has("avx512bw");
+    let want = if avx512 && has("avx512vnni") {
         "avx512-vnni"
-    } else if has("avx512f") {
+    } else if avx512 {
         "avx512"
-    } else if has("avx2") && has("fma") {
+    } else if avx2 && has("avxvnni") {
+        "avx-vnni"
+    } else if avx2 {
         "avx2-fma"
     } else {
         "portable"
     };
+    // (the test harness sets no LINGUA_KERNELS ceiling)
     assert_eq!(cpu["tier"], want, "{cpu}");
+    assert_eq!(cpu["detected"], want, "{cpu}");
     #[cfg(target_arch = "x86_64")]
     assert_eq!(has("avx2"), std::arch::is_x86_feature_detected!("avx2"));
-    assert_eq!(
-        cpu["encoder"]["q8_products"] == "int8 AVX-512 VNNI",
-        want == "avx512-vnni",
-        "{cpu}"
-    );
-    assert!(cpu["causal_lm"]["q8_products"].is_string(), "{cpu}");
+    let q8 = &cpu["kernels"]["q8_products"];
+    let want_q8 = match want {
+        "avx512-vnni" => "int8 AVX-512 VNNI",
+        "avx-vnni" => "int8 AVX-VNNI",
+        "portable" => "int8 portable",
+        _ if has("avxvnni") => "int8 AVX-VNNI",
+        _ => "int8 AVX2",
+    };
+    assert_eq!(q8, want_q8, "{cpu}");
+    let elementwise = if avx512 {
+        "avx512"
+    } else if avx2 {
+        "avx2-fma"
+    } else {
+        "portable"
+    };
+    assert_eq!(cpu["kernels"]["elementwise"], elementwise, "{cpu}");
 }
 
 #[tokio::test]

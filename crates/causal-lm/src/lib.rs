@@ -2,7 +2,7 @@
 //! checkpoint directory in (GPT-2, Llama or Qwen2; safetensors or `pytorch_model.bin`), the
 //! negative log-likelihood of each next token out, with a KV cache the caller can truncate or
 //! cut windows out of. Numerics follow transformers 4.46.3 on CPU f32; `Precision::Q8`
-//! quantizes the projection matrices to GGML Q8_0 blocks at load.
+//! quantizes the projection matrices to int8 at load.
 //!
 //! `train`: distribution alignment, fine-tuning a Llama-family model on the target LLM's
 //! answers (full or LoRA) with candle's autograd.
@@ -11,7 +11,6 @@
 
 mod cache;
 mod config;
-mod kernels;
 mod model;
 pub mod train;
 mod weights;
@@ -27,20 +26,15 @@ pub enum Precision {
     /// f32 everywhere (parity with PyTorch f32).
     #[default]
     F32,
-    /// Linear layers (and the output projection) as Q8_0 blocks (32 int8 weights with an f16
-    /// scale), activations quantized on the fly; norms, attention and softmax stay f32.
-    /// Matrices whose input width is not a multiple of 32 stay f32.
+    /// Linear layers (and the output projection) as int8 weights with a scale per output
+    /// channel, activations quantized per row on the fly, products in int8 by the CPU tier's
+    /// kernel (`lingua-kernels`); norms, attention and softmax stay f32.
     Q8,
 }
 
-/// How `Precision::Q8` products run on this CPU: candle's int8 kernels where the CPU has an
-/// int8 dot product (AVX-512 VNNI or AVX-VNNI), else Q8_0 weights dequantized to f32.
+/// How `Precision::Q8` products run on this CPU (the shared int8 kernel of the tier in force).
 pub fn q8_kernel() -> &'static str {
-    if model::fast_int8() {
-        "int8 (candle Q8_0, VNNI)"
-    } else {
-        "Q8_0 dequantized to f32 (no int8 dot product)"
-    }
+    lingua_kernels::q8::Q8Kernel::detect().name()
 }
 
 /// How to load a model.

@@ -6,15 +6,13 @@
     reason = "strided GEMM calls into the kernels over checked slices"
 )]
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{Device, Module, Tensor};
 use rayon::prelude::*;
 
 use crate::cache::KvCache;
 use crate::config::{Activation, Family, LmConfig, RopeScaling};
-use crate::kernels::{self, SendPtr};
 use crate::weights::{Raw, Weights};
 use crate::{LmError, Precision};
+use lingua_kernels::{SendPtr, math, products, q8};
 
 /// Rows of a task in attention and in the element-wise passes.
 const ROW_BLOCK: usize = 32;
@@ -23,11 +21,8 @@ const LOGIT_FLOATS: usize = 8 << 20;
 
 enum Matrix {
     F32(Vec<f32>),
-    /// Q8_0 weights, `n_pad` (a multiple of 16) rows, the padding rows zero.
-    Q8 {
-        q: QMatMul,
-        n_pad: usize,
-    },
+    /// int8 weights per output channel, packed for the shared int8 kernels.
+    Q8(q8::PackedQ8),
 }
 
 /// `y = x · Wᵀ + b` with `W` as `[n, k]`.
@@ -38,27 +33,6 @@ struct Linear {
     k: usize,
 }
 
-fn compute_err(what: &str, e: candle_core::Error) -> LmError {
-    LmError::Compute(format!("{what}: {e}"))
-}
-
-/// Whether the CPU has int8 dot-product instructions (AVX-512 VNNI or AVX-VNNI), with which
-/// candle's Q8_0 matmul runs on repacked tiles; without them its Q8_0 path is several times
-/// slower than the f32 GEMM, so Q8 weights are dequantized and multiplied in f32 instead.
-pub(crate) fn fast_int8() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        (std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512vnni"))
-            || (std::arch::is_x86_feature_detected!("avxvnni")
-                && std::arch::is_x86_feature_detected!("avx2"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        true
-    }
-}
-
 impl Linear {
     fn new(
         w: Vec<f32>,
@@ -67,41 +41,9 @@ impl Linear {
         bias: Option<Vec<f32>>,
         p: Precision,
     ) -> Result<Self, LmError> {
-        Self::with_kernel(w, n, k, bias, p, fast_int8())
-    }
-
-    /// As [`Linear::new`]; `int8` picks candle's int8 kernel for Q8 over dequantized f32.
-    fn with_kernel(
-        mut w: Vec<f32>,
-        n: usize,
-        k: usize,
-        bias: Option<Vec<f32>>,
-        p: Precision,
-        int8: bool,
-    ) -> Result<Self, LmError> {
         let w = match p {
-            Precision::Q8 if k.is_multiple_of(32) => {
-                // candle's tiled int8 kernels want the output count in whole tiles of 16.
-                let n_pad = n.next_multiple_of(16);
-                w.resize(n_pad * k, 0.0);
-                let t = Tensor::from_vec(w, (n_pad, k), &Device::Cpu)
-                    .map_err(|e| compute_err("quantize", e))?;
-                let q = QTensor::quantize(&t, GgmlDType::Q8_0)
-                    .map_err(|e| compute_err("quantize", e))?;
-                if int8 {
-                    let q = QMatMul::from_qtensor(q).map_err(|e| compute_err("quantize", e))?;
-                    Matrix::Q8 { q, n_pad }
-                } else {
-                    let mut d = q
-                        .dequantize(&Device::Cpu)
-                        .and_then(|t| t.flatten_all())
-                        .and_then(|t| t.to_vec1::<f32>())
-                        .map_err(|e| compute_err("dequantize", e))?;
-                    d.truncate(n * k);
-                    Matrix::F32(d)
-                }
-            }
-            _ => Matrix::F32(w),
+            Precision::F32 => Matrix::F32(w),
+            Precision::Q8 => Matrix::Q8(q8::PackedQ8::quantize(&w, n, k)),
         };
         Ok(Self { w, bias, n, k })
     }
@@ -110,6 +52,7 @@ impl Linear {
     fn forward(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<(), LmError> {
         let (n, k) = (self.n, self.k);
         let out = &mut out[..m * n];
+        let threads = rayon::current_num_threads();
         match &self.w {
             Matrix::F32(w) => {
                 if let Some(b) = &self.bias {
@@ -117,41 +60,20 @@ impl Linear {
                         row.copy_from_slice(b);
                     }
                 }
-                kernels::matmul_wt(
-                    &x[..m * k],
-                    m,
-                    k,
-                    w,
-                    n,
-                    out,
-                    self.bias.is_some(),
-                    rayon::current_num_threads(),
-                );
+                products::matmul_wt(&x[..m * k], m, k, w, n, out, self.bias.is_some(), threads);
             }
-            Matrix::Q8 { q, n_pad } => {
-                let n_pad = *n_pad;
-                let y = Tensor::from_slice(&x[..m * k], (m, k), &Device::Cpu)
-                    .and_then(|t| q.forward(&t))
-                    .and_then(|y| y.flatten_all())
-                    .and_then(|y| y.to_vec1::<f32>())
-                    .map_err(|e| compute_err("q8 matmul", e))?;
-                if y.len() != m * n_pad {
-                    return Err(LmError::Compute(format!(
-                        "q8 matmul returned {} values, expected {}",
-                        y.len(),
-                        m * n_pad
-                    )));
-                }
-                for (o, yr) in out.chunks_exact_mut(n).zip(y.chunks_exact(n_pad)) {
-                    match &self.bias {
-                        Some(b) => {
-                            for ((o, y), b) in o.iter_mut().zip(yr).zip(b) {
-                                *o = *y + *b;
-                            }
-                        }
-                        None => o.copy_from_slice(&yr[..n]),
+            Matrix::Q8(w) => {
+                let mut rows = q8::QuantRows::default();
+                rows.quantize(&x[..m * k], m, k, threads);
+                let zeros;
+                let bias = match &self.bias {
+                    Some(b) => b.as_slice(),
+                    None => {
+                        zeros = vec![0.0; n];
+                        &zeros
                     }
-                }
+                };
+                q8::linear_q8(&rows, w, bias, out, q8::Q8Kernel::detect(), threads);
             }
         }
         Ok(())
@@ -167,9 +89,12 @@ struct Norm {
 
 impl Norm {
     fn apply(&self, src: &[f32], dst: &mut [f32], width: usize) {
-        let rows = |(s, d): (&[f32], &mut [f32])| match &self.b {
-            Some(b) => kernels::layer_norm_row(s, d, &self.w, b, self.eps),
-            None => kernels::rms_norm_row(s, d, &self.w, self.eps),
+        let rows = |(s, d): (&[f32], &mut [f32])| {
+            d.copy_from_slice(s);
+            match &self.b {
+                Some(b) => math::layer_norm_row(d, &self.w, b, self.eps),
+                None => math::rms_norm_row(d, &self.w, self.eps),
+            }
         };
         src.par_chunks(width)
             .zip(dst.par_chunks_mut(width))
@@ -471,7 +396,7 @@ impl Model {
                 // head·hd (+hd) of qkv, cache rows 0..keys at column g·hd (+hd), and this task's
                 // own out rows and columns, which no other task writes.
                 unsafe {
-                    kernels::gemm_strided(
+                    products::gemm_strided(
                         rows,
                         keys,
                         hd,
@@ -487,11 +412,11 @@ impl Model {
                     );
                 }
                 for (i, row) in scores.chunks_exact_mut(keys).enumerate() {
-                    kernels::masked_softmax_row(row, past + r0 + i + 1);
+                    math::masked_softmax_row(row, past + r0 + i + 1);
                 }
                 // SAFETY: as above.
                 unsafe {
-                    kernels::gemm_strided(
+                    products::gemm_strided(
                         rows,
                         hd,
                         keys,
@@ -514,9 +439,9 @@ impl Model {
         match self.cfg.family {
             Family::Gpt2 => {
                 let f = match self.cfg.activation {
-                    Activation::GeluTanh => kernels::gelu_tanh,
-                    Activation::GeluErf => kernels::gelu_erf,
-                    Activation::Relu => kernels::relu,
+                    Activation::GeluTanh => math::gelu_tanh,
+                    Activation::GeluErf => math::gelu_erf,
+                    Activation::Relu => math::relu,
                     Activation::Silu => silu_in_place,
                 };
                 u.par_chunks_mut(width).with_min_len(ROW_BLOCK).for_each(f);
@@ -526,7 +451,7 @@ impl Model {
                     .with_min_len(ROW_BLOCK)
                     .for_each(|row| {
                         let (g, up) = row.split_at_mut(i);
-                        kernels::silu_mul(g, up);
+                        math::silu_mul(g, up);
                     });
                 // Compact the activated halves into `[rows, intermediate]` for down_proj
                 // (row r moves to r · i <= r · width, so a forward pass never overwrites
@@ -631,7 +556,7 @@ impl Model {
             let m = tc.len();
             match &self.lm_head {
                 Some(head) => head.forward(hc, m, &mut logits)?,
-                None => kernels::matmul_wt(
+                None => products::matmul_wt(
                     hc,
                     m,
                     d,
@@ -645,7 +570,7 @@ impl Model {
             let part: Vec<f32> = logits[..m * v]
                 .par_chunks(v)
                 .zip(tc.par_iter())
-                .map(|(row, &t)| kernels::nll_row(row, t as usize))
+                .map(|(row, &t)| math::nll_row(row, t as usize))
                 .collect();
             out.extend(part);
         }
@@ -669,10 +594,9 @@ fn add_assign(x: &mut [f32], d: &[f32]) {
 mod tests {
     use super::*;
 
-    /// Both Q8 kernels (candle's int8 matmul, dequantized f32) stay within Q8_0's error of the
-    /// f32 product, including an output count that needs padding to 16 and a bias.
+    /// Q8 products stay within int8's error of the f32 product, with and without a bias.
     #[test]
-    fn q8_linear_kernels_track_f32() {
+    fn q8_linear_tracks_f32() {
         let (m, n, k) = (5, 37, 96);
         let mut s = 1u64;
         let mut rnd = |_| {
@@ -682,13 +606,12 @@ mod tests {
         let w: Vec<f32> = (0..n * k).map(&mut rnd).collect();
         let x: Vec<f32> = (0..m * k).map(&mut rnd).collect();
         let b: Vec<f32> = (0..n).map(&mut rnd).collect();
-        let f = Linear::new(w.clone(), n, k, Some(b.clone()), Precision::F32).unwrap();
-        let mut want = vec![0.0; m * n];
-        f.forward(&x, m, &mut want).unwrap();
-        for int8 in [true, false] {
-            let q =
-                Linear::with_kernel(w.clone(), n, k, Some(b.clone()), Precision::Q8, int8).unwrap();
-            assert_eq!(matches!(q.w, Matrix::Q8 { .. }), int8);
+        for bias in [Some(b), None] {
+            let f = Linear::new(w.clone(), n, k, bias.clone(), Precision::F32).unwrap();
+            let mut want = vec![0.0; m * n];
+            f.forward(&x, m, &mut want).unwrap();
+            let q = Linear::new(w.clone(), n, k, bias.clone(), Precision::Q8).unwrap();
+            assert!(matches!(q.w, Matrix::Q8(_)));
             let mut got = vec![0.0; m * n];
             q.forward(&x, m, &mut got).unwrap();
             let err = got
@@ -696,7 +619,11 @@ mod tests {
                 .zip(&want)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0, f32::max);
-            assert!(err < 0.02 && err > 0.0, "int8 {int8}: max err {err}");
+            assert!(
+                err < 0.02 && err > 0.0,
+                "bias {}: max err {err}",
+                bias.is_some()
+            );
         }
     }
 }

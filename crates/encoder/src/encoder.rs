@@ -24,8 +24,8 @@ use sha2::{Digest, Sha256};
 use crate::EncoderError;
 use crate::candle_ops::{RawLayer, RawWeights, TensorEncoder, position_ids};
 use crate::config::{Activation, EncoderConfig};
-use crate::kernels::{self, q8};
 use crate::load::{LoadError, ModelFiles};
+use lingua_kernels::{SendPtr, math, products, q8};
 
 /// Numeric precision of the encoder's linear layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -86,7 +86,7 @@ impl Linear {
     fn forward(&self, x: &[f32], m: usize, out: &mut [f32], ctx: &mut Ctx) {
         match &self.w {
             LinearW::F32(w) => {
-                kernels::linear_f32(x, m, self.k, w, self.n, &self.bias, out, ctx.threads)
+                products::linear_f32(x, m, self.k, w, self.n, &self.bias, out, ctx.threads)
             }
             LinearW::Q8(p) => {
                 ctx.qrows.quantize(x, m, self.k, ctx.threads);
@@ -541,7 +541,7 @@ impl CpuEncoder {
                 for j in 0..h {
                     dst[j] = w[j] + pe[j] + self.type0[j];
                 }
-                kernels::layer_norm_row(dst, &self.emb_ln.0, &self.emb_ln.1, cfg.layer_norm_eps);
+                math::layer_norm_row(dst, &self.emb_ln.0, &self.emb_ln.1, cfg.layer_norm_eps);
                 row += 1;
             }
         }
@@ -575,7 +575,7 @@ impl CpuEncoder {
             lap(1);
             layer.attn_out.forward(&attn, total, &mut tmp, &mut ctx);
             lap(2);
-            kernels::residual_layer_norm(
+            math::residual_layer_norm(
                 &mut hs,
                 &tmp,
                 h,
@@ -590,7 +590,7 @@ impl CpuEncoder {
             lap(5);
             layer.ffn_out.forward(&inter, total, &mut tmp, &mut ctx);
             lap(6);
-            kernels::residual_layer_norm(
+            math::residual_layer_norm(
                 &mut hs,
                 &tmp,
                 h,
@@ -625,7 +625,7 @@ impl CpuEncoder {
                     let w = &self.cls_w[c * h..(c + 1) * h];
                     *l = self.cls_b[c] + dot(x, w);
                 }
-                kernels::softmax_row(&mut logits);
+                math::softmax_row(&mut logits);
                 p.push(logits[1]);
             }
             probs.push(p);
@@ -636,9 +636,9 @@ impl CpuEncoder {
     fn activate(&self, xs: &mut [f32]) {
         let chunk = 1 << 14;
         let f = match self.cfg.activation {
-            Activation::Gelu => kernels::gelu_erf,
-            Activation::GeluTanh => kernels::gelu_tanh,
-            Activation::Relu => kernels::relu,
+            Activation::Gelu => math::gelu_erf,
+            Activation::GeluTanh => math::gelu_tanh,
+            Activation::Relu => math::relu,
         };
         if self.threads > 1 && xs.len() > chunk {
             xs.par_chunks_mut(chunk).for_each(f);
@@ -658,7 +658,7 @@ impl CpuEncoder {
             .iter()
             .flat_map(|&(o, len)| (0..heads).map(move |hd| (o, len, hd)))
             .collect();
-        let out_ptr = kernels::SendPtr(out.as_mut_ptr());
+        let out_ptr = SendPtr(out.as_mut_ptr());
         let qkv_ptr = qkv.as_ptr() as usize;
         let run = |s: &mut AttnScratch, &(o, len, hd): &(usize, usize, usize)| {
             s.scores.clear();
@@ -673,7 +673,7 @@ impl CpuEncoder {
                 let k = base.add(o * s3 + h + hd * d);
                 let v = base.add(o * s3 + 2 * h + hd * d);
                 let dst = out_ptr.get().add(o * h + hd * d);
-                kernels::gemm_strided(
+                products::gemm_strided(
                     len,
                     len,
                     d,
@@ -688,9 +688,9 @@ impl CpuEncoder {
                     1.0,
                 );
                 for r in s.scores.chunks_exact_mut(len) {
-                    kernels::softmax_row_scaled(r, scale);
+                    math::softmax_row_scaled(r, scale);
                 }
-                kernels::gemm_strided(
+                products::gemm_strided(
                     len,
                     d,
                     len,

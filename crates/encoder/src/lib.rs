@@ -7,7 +7,6 @@
 //! - `load`: where a checkpoint's files are (a directory, or a Hugging Face id in the cache);
 //! - `encoder`: [`TokenClassifier`], the forward pass (packed sequences, fused passes, f32 or
 //!   int8 products) and its precisions;
-//! - `kernels`: the CPU products and element-wise passes, chosen at run time;
 //! - `candle_ops`: the candle reference forward (non-CPU devices, parity checks);
 //! - `train`: [`train::Trainer`], fine-tuning with candle's autograd and AdamW;
 //! - `random` (feature `test-support`): random-weight checkpoints for tests and benches.
@@ -15,7 +14,6 @@
 mod candle_ops;
 pub mod config;
 pub mod encoder;
-pub mod kernels;
 pub mod load;
 #[cfg(feature = "test-support")]
 pub mod random;

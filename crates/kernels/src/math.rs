@@ -1,31 +1,22 @@
-//! CPU kernels of the causal LM forward pass: f32 GEMM through the `gemm` crate (its own
-//! run-time AVX-512 / AVX2 dispatch), and the element-wise parts (exp, tanh-GELU, SiLU, norms,
-//! masked softmax, log-softmax NLL) written as plain loops that LLVM vectorises, compiled once
-//! per instruction-set tier and picked at run time.
-#![allow(
-    unsafe_code,
-    reason = "SIMD code paths behind run-time CPU checks and GEMM over raw row pointers"
-)]
+//! Element-wise passes in f32: exp / tanh / erf, the activations, residual + norms, softmaxes
+//! and log-softmax NLL, written as plain loops that LLVM vectorises and compiled once per tier
+//! (AVX-512, AVX2 + FMA, baseline). Every build gives bit-identical results: `mul_add` is
+//! always fused and reductions keep 16 independent partial sums in a fixed order.
 
-/// A raw output pointer handed to rayon tasks that write disjoint regions.
-#[derive(Clone, Copy)]
-pub(crate) struct SendPtr(pub(crate) *mut f32);
-// SAFETY: only used to hand disjoint output regions to rayon tasks.
-unsafe impl Send for SendPtr {}
-// SAFETY: as above.
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    pub(crate) fn get(self) -> *mut f32 {
-        self.0
-    }
-}
+use crate::tier::{self, Tier};
 
-/// Runs `$body` compiled for AVX-512 or AVX2+FMA when the CPU has them, else for the build's
-/// baseline.
+/// Defines `$name(args)` at the tier in force and `$at(tier, args)` at a given tier (falling
+/// back to a lower build where the CPU lacks the one asked for).
 macro_rules! dispatch {
-    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)? $body:block) => {
+    ($(#[$m:meta])* pub fn $name:ident / $at:ident ($($arg:ident: $ty:ty),*) $(-> $ret:ty)? $body:block) => {
         $(#[$m])*
-        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+        #[inline]
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
+            $at(tier::current(), $($arg),*)
+        }
+
+        #[doc = concat!("[`", stringify!($name), "`] compiled for `tier` (or the best build below it this CPU has).")]
+        pub fn $at(tier: Tier, $($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
             fn inner($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
@@ -34,122 +25,18 @@ macro_rules! dispatch {
                 unsafe fn wide($($arg: $ty),*) $(-> $ret)? { inner($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn mid($($arg: $ty),*) $(-> $ret)? { inner($($arg),*) }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: avx512f (which implies avx2 and fma on every such CPU) was detected.
-                    return unsafe { wide($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: avx2 and fma were just detected.
-                    return unsafe { mid($($arg),*) };
+                match tier::math_tier(tier) {
+                    // SAFETY: math_tier only returns a tier whose features were detected.
+                    Tier::Avx512 => return unsafe { wide($($arg),*) },
+                    // SAFETY: as above (avx2 and fma).
+                    Tier::Avx2 => return unsafe { mid($($arg),*) },
+                    _ => {}
                 }
             }
+            let _ = tier;
             inner($($arg),*)
         }
     };
-}
-
-/// `dst[m, n] (+)= lhs[m, k] · w[n, k]ᵀ`, `w` in PyTorch's `[out, in]` layout; `accumulate`
-/// adds to what `dst` holds (a bias the caller wrote). `threads > 1` splits the product over
-/// the current rayon pool.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "a GEMM call: shapes, strides and operands, as BLAS takes them"
-)]
-pub(crate) fn matmul_wt(
-    lhs: &[f32],
-    m: usize,
-    k: usize,
-    w: &[f32],
-    n: usize,
-    dst: &mut [f32],
-    accumulate: bool,
-    threads: usize,
-) {
-    assert!(lhs.len() >= m * k && w.len() >= n * k && dst.len() >= m * n);
-    if m == 0 || n == 0 {
-        return;
-    }
-    let par = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the assert keeps every strided access in bounds: dst is m×n row-major, lhs m×k
-    // row-major, rhs (k×n) is wᵀ read with column stride k.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.as_ptr(),
-            1,
-            k as isize,
-            w.as_ptr(),
-            k as isize,
-            1,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
-}
-
-/// Single-threaded strided product `dst[m, n] = beta · lhs[m, k] · rhs[k, n]`, strides given as
-/// (row, column) pairs in elements.
-///
-/// # Safety
-/// Every strided access must stay inside the allocations the pointers come from.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "a GEMM call: shapes, strides and operands, as BLAS takes them"
-)]
-pub(crate) unsafe fn gemm_strided(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: isize,
-    lhs: *const f32,
-    lhs_rs: isize,
-    lhs_cs: isize,
-    rhs: *const f32,
-    rhs_rs: isize,
-    rhs_cs: isize,
-    beta: f32,
-) {
-    // SAFETY: forwarded to the caller's contract.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs,
-            false,
-            lhs,
-            lhs_cs,
-            lhs_rs,
-            rhs,
-            rhs_cs,
-            rhs_rs,
-            0.0f32,
-            beta,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
 }
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -158,7 +45,7 @@ const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// it vectorise. Inputs below -87.3 give ~1e-38 instead of 0 (harmless in softmax sums; masked
 /// entries are never passed here).
 #[inline(always)]
-pub(crate) fn exp_f32(x: f32) -> f32 {
+pub fn exp_f32(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer in the low bits
     let x = x.clamp(-87.3, 88.3);
     let t = x.mul_add(LOG2E, ROUND);
@@ -186,7 +73,7 @@ pub(crate) fn exp_f32(x: f32) -> f32 {
 /// `tanh(x)` to a few ulp: `1 - 2 / (e^{2x} + 1)` away from zero, an odd polynomial near it
 /// (where the subtraction would cancel).
 #[inline(always)]
-fn tanh_f32(x: f32) -> f32 {
+pub fn tanh_f32(x: f32) -> f32 {
     let a = x.abs().min(9.0);
     let far = 1.0 - 2.0 / (exp_f32(2.0 * a) + 1.0);
     // Taylor series to x^9 for |x| < 0.125 (truncation error below 1e-10).
@@ -200,21 +87,9 @@ fn tanh_f32(x: f32) -> f32 {
     t.copysign(x)
 }
 
-dispatch! {
-    /// GELU with the tanh approximation (`gelu_new`, `gelu_pytorch_tanh`), in place.
-    pub(crate) fn gelu_tanh(xs: &mut [f32]) {
-        const C: f32 = 0.797_884_6; // sqrt(2/pi)
-        for x in xs.iter_mut() {
-            let v = *x;
-            let t = tanh_f32(C * (v + 0.044_715 * (v * v * v)));
-            *x = 0.5 * v * (1.0 + t);
-        }
-    }
-}
-
 /// `erf(x)` from `1 - erfc`, Numerical Recipes' erfc Chebyshev fit (relative error < 1.2e-7).
 #[inline(always)]
-fn erf_f32(x: f32) -> f32 {
+pub fn erf_f32(x: f32) -> f32 {
     let z = x.abs();
     let t = 1.0 / (0.5f32).mul_add(z, 1.0);
     let mut p = 0.170_872_77f32;
@@ -237,7 +112,7 @@ fn erf_f32(x: f32) -> f32 {
 
 dispatch! {
     /// Exact (erf) GELU, in place.
-    pub(crate) fn gelu_erf(xs: &mut [f32]) {
+    pub fn gelu_erf / gelu_erf_at (xs: &mut [f32]) {
         for x in xs.iter_mut() {
             let v = *x;
             *x = 0.5 * v * (1.0 + erf_f32(v * std::f32::consts::FRAC_1_SQRT_2));
@@ -245,8 +120,20 @@ dispatch! {
     }
 }
 
+dispatch! {
+    /// GELU with the tanh approximation (`gelu_new`, `gelu_pytorch_tanh`), in place.
+    pub fn gelu_tanh / gelu_tanh_at (xs: &mut [f32]) {
+        const C: f32 = 0.797_884_6; // sqrt(2/pi)
+        for x in xs.iter_mut() {
+            let v = *x;
+            let t = tanh_f32(C * (v + 0.044_715 * (v * v * v)));
+            *x = 0.5 * v * (1.0 + t);
+        }
+    }
+}
+
 /// ReLU in place.
-pub(crate) fn relu(xs: &mut [f32]) {
+pub fn relu(xs: &mut [f32]) {
     for x in xs.iter_mut() {
         *x = x.max(0.0);
     }
@@ -254,7 +141,7 @@ pub(crate) fn relu(xs: &mut [f32]) {
 
 dispatch! {
     /// `gate[i] = silu(gate[i]) · up[i]` (Llama's MLP), in place in `gate`.
-    pub(crate) fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    pub fn silu_mul / silu_mul_at (gate: &mut [f32], up: &[f32]) {
         for (g, u) in gate.iter_mut().zip(up) {
             let v = *g;
             *g = v / (1.0 + exp_f32(-v)) * *u;
@@ -296,63 +183,90 @@ fn max16(xs: &[f32]) -> f32 {
 }
 
 dispatch! {
-    /// `dst = LayerNorm(src)` for one row (two-pass mean and biased variance in f32).
-    pub(crate) fn layer_norm_row(src: &[f32], dst: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
-        let n = src.len() as f32;
-        let mean = sum16(src, |x| x) / n;
-        let var = sum16(src, |x| (x - mean) * (x - mean)) / n;
+    /// LayerNorm of one row in place (two-pass mean and biased variance in f32, like PyTorch).
+    pub fn layer_norm_row / layer_norm_row_at (row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+        let n = row.len() as f32;
+        let mean = sum16(row, |x| x) / n;
+        let var = sum16(row, |x| (x - mean) * (x - mean)) / n;
         let inv = 1.0 / (var + eps).sqrt();
-        for (((d, x), g), b) in dst.iter_mut().zip(src).zip(gamma).zip(beta) {
-            *d = (*x - mean) * inv * *g + *b;
+        for ((x, g), b) in row.iter_mut().zip(gamma).zip(beta) {
+            *x = (*x - mean) * inv * *g + *b;
         }
     }
 }
 
 dispatch! {
-    /// `dst = weight · x / sqrt(mean(x²) + eps)` for one row (Llama's RMSNorm, f32).
-    pub(crate) fn rms_norm_row(src: &[f32], dst: &mut [f32], weight: &[f32], eps: f32) {
-        let n = src.len() as f32;
-        let ms = sum16(src, |x| x * x) / n;
+    /// `row = weight · row / sqrt(mean(row²) + eps)` in place (Llama's RMSNorm, f32).
+    pub fn rms_norm_row / rms_norm_row_at (row: &mut [f32], weight: &[f32], eps: f32) {
+        let n = row.len() as f32;
+        let ms = sum16(row, |x| x * x) / n;
         let inv = 1.0 / (ms + eps).sqrt();
-        for ((d, x), w) in dst.iter_mut().zip(src).zip(weight) {
-            *d = *w * (*x * inv);
+        for (x, w) in row.iter_mut().zip(weight) {
+            *x = *w * (*x * inv);
         }
     }
 }
 
+/// `h = LayerNorm(h + delta)` row by row (`delta` already carries its bias).
+pub fn residual_layer_norm(
+    h: &mut [f32],
+    delta: &[f32],
+    width: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) {
+    for (hr, dr) in h.chunks_exact_mut(width).zip(delta.chunks_exact(width)) {
+        for (a, b) in hr.iter_mut().zip(dr) {
+            *a += *b;
+        }
+        layer_norm_row(hr, gamma, beta, eps);
+    }
+}
+
 dispatch! {
-    /// Softmax of `row[..valid]` in place; `row[valid..]` (masked keys) is set to zero.
-    pub(crate) fn masked_softmax_row(row: &mut [f32], valid: usize) {
-        let (live, dead) = row.split_at_mut(valid);
-        dead.fill(0.0);
-        let max = max16(live);
+    /// `row = softmax(scale · row)` in place, with 16 independent lanes for the reductions.
+    pub fn softmax_row_scaled / softmax_row_scaled_at (row: &mut [f32], scale: f32) {
+        let shift = max16(row) * scale;
         let mut s = [0.0f32; 16];
-        let mut chunks = live.chunks_exact_mut(16);
+        let mut chunks = row.chunks_exact_mut(16);
         for c in &mut chunks {
             for j in 0..16 {
-                let e = exp_f32(c[j] - max);
+                let e = exp_f32(c[j].mul_add(scale, -shift));
                 c[j] = e;
                 s[j] += e;
             }
         }
         let mut sum = 0.0f32;
         for x in chunks.into_remainder() {
-            let e = exp_f32(*x - max);
+            let e = exp_f32(x.mul_add(scale, -shift));
             *x = e;
             sum += e;
         }
         sum += s.iter().sum::<f32>();
         let inv = 1.0 / sum;
-        for x in live.iter_mut() {
+        for x in row.iter_mut() {
             *x *= inv;
         }
     }
 }
 
+/// Softmax of one row in place.
+pub fn softmax_row(row: &mut [f32]) {
+    softmax_row_scaled(row, 1.0);
+}
+
+/// Softmax of `row[..valid]` in place; `row[valid..]` (masked keys) is set to zero.
+pub fn masked_softmax_row(row: &mut [f32], valid: usize) {
+    let (live, dead) = row.split_at_mut(valid);
+    dead.fill(0.0);
+    softmax_row_scaled(live, 1.0);
+}
+
 dispatch! {
     /// `-log_softmax(logits)[target]`: max subtraction, f32 sum of exponentials (like PyTorch's
     /// CrossEntropyLoss on f32 logits).
-    pub(crate) fn nll_row(logits: &[f32], target: usize) -> f32 {
+    pub fn nll_row / nll_row_at (logits: &[f32], target: usize) -> f32 {
         let max = max16(logits);
         let sum = sum16(logits, |x| exp_f32(x - max));
         (max - logits[target]) + sum.ln()
@@ -417,12 +331,16 @@ mod tests {
         assert!((r[2] - 0.665_240_9).abs() < 1e-6);
         assert_eq!(r[3], 0.0);
         let src = [1.0f32, 2.0, 3.0, 4.0];
-        let mut d = [0.0f32; 4];
-        layer_norm_row(&src, &mut d, &[1.0; 4], &[0.5; 4], 1e-12);
+        let mut d = src;
+        layer_norm_row(&mut d, &[1.0; 4], &[0.5; 4], 1e-12);
         assert!((d[0] - 0.5 + 1.341_640_8).abs() < 1e-5, "{d:?}");
-        rms_norm_row(&src, &mut d, &[2.0; 4], 0.0);
+        let mut d = src;
+        rms_norm_row(&mut d, &[2.0; 4], 0.0);
         let rms = (30.0f32 / 4.0).sqrt();
         assert!((d[3] - 8.0 / rms).abs() < 1e-5, "{d:?}");
+        let mut h = src;
+        residual_layer_norm(&mut h, &[1.0; 4], 4, &[1.0; 4], &[0.0; 4], 1e-12);
+        assert!((h[0] + 1.341_640_8).abs() < 1e-5, "{h:?}");
         let logits = [0.5f32, -1.0, 2.0];
         let lse = (0.5f64.exp() + (-1.0f64).exp() + 2.0f64.exp()).ln();
         assert!((nll_row(&logits, 1) as f64 - (lse + 1.0)).abs() < 1e-6);
@@ -453,5 +371,50 @@ mod tests {
         relu(&mut r);
         assert_eq!(r[0], 0.0);
         assert_eq!(r[5], 4.0);
+    }
+
+    /// Every build this CPU has (AVX-512, AVX2 + FMA, baseline) gives the same bits, so a
+    /// kernel ceiling changes speed, never a decision.
+    #[test]
+    fn every_tier_gives_the_same_bits() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let xs: Vec<f32> = (0..1037)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 12.0
+            })
+            .collect();
+        let w: Vec<f32> = xs.iter().map(|x| 1.0 + x / 40.0).collect();
+        let run = |t: Tier| {
+            let mut out = Vec::new();
+            let mut a = xs.clone();
+            gelu_erf_at(t, &mut a);
+            out.extend(&a);
+            let mut a = xs.clone();
+            gelu_tanh_at(t, &mut a);
+            out.extend(&a);
+            let mut a = xs.clone();
+            silu_mul_at(t, &mut a, &w);
+            out.extend(&a);
+            let mut a = xs.clone();
+            layer_norm_row_at(t, &mut a, &w, &xs, 1e-5);
+            out.extend(&a);
+            let mut a = xs.clone();
+            rms_norm_row_at(t, &mut a, &w, 1e-6);
+            out.extend(&a);
+            let mut a = xs.clone();
+            softmax_row_scaled_at(t, &mut a, 0.125);
+            out.extend(&a);
+            out.push(nll_row_at(t, &xs, 17));
+            out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        let portable = run(Tier::Portable);
+        for t in Tier::ALL {
+            if t.supported() {
+                assert!(run(t) == portable, "{t:?} differs from the portable build");
+            }
+        }
     }
 }

@@ -5,14 +5,14 @@
 //! and stored as unsigned bytes `xq + 128`, which is what `vpdpbusd` (u8 × i8) wants; the
 //! `+128` is removed afterwards with the per-channel weight sums.
 //!
-//! The hot loop uses AVX-512 VNNI when the CPU has it (detected at run time); otherwise a
-//! portable loop computes the very same integer sums, so both paths give bit-identical results.
-#![allow(
-    unsafe_code,
-    reason = "SIMD intrinsics (AVX-512, VNNI) behind run-time CPU checks"
-)]
+//! One micro-kernel per tier, all computing the very same integer sums, so every tier gives
+//! bit-identical results: AVX-512 VNNI (`vpdpbusd` on 512 bits), AVX-VNNI (the same on 256
+//! bits), AVX2 without VNNI (`vpmaddubsw` on `|xq|` and `sign(xq) · wq`, whose pair sums stay
+//! within i16 because both factors are at most 127, then `vpmaddwd`), and portable Rust.
 
 use rayon::prelude::*;
+
+use crate::tier::Tier;
 
 /// Rows of activations per micro-kernel call.
 pub const MR: usize = 12;
@@ -194,25 +194,55 @@ mod avx512 {
 /// Which integer kernel runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Q8Kernel {
-    /// AVX-512 VNNI `vpdpbusd`.
-    Vnni,
+    /// AVX-512 VNNI `vpdpbusd` on 512 bits.
+    Avx512Vnni,
+    /// AVX-VNNI `vpdpbusd` on 256 bits.
+    AvxVnni,
+    /// AVX2 `vpmaddubsw` + `vpmaddwd` (sign trick, exact).
+    Avx2,
     /// Plain Rust, any CPU.
     Portable,
 }
 
 impl Q8Kernel {
-    /// The best kernel this CPU runs.
+    /// Every kernel, fastest first.
+    pub const ALL: [Q8Kernel; 4] = [
+        Q8Kernel::Avx512Vnni,
+        Q8Kernel::AvxVnni,
+        Q8Kernel::Avx2,
+        Q8Kernel::Portable,
+    ];
+
+    /// The kernel for the tier in force (the CPU's best, capped by `LINGUA_KERNELS`).
     pub fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512bw")
-                && std::arch::is_x86_feature_detected!("avx512vnni")
-            {
-                return Q8Kernel::Vnni;
-            }
+        Self::for_tier(crate::tier::current())
+    }
+
+    /// The best kernel at or below `tier` that this CPU runs.
+    pub fn for_tier(tier: Tier) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.tier() <= tier && k.tier().supported())
+            .unwrap_or(Q8Kernel::Portable)
+    }
+
+    /// The tier whose instructions the kernel needs.
+    pub fn tier(self) -> Tier {
+        match self {
+            Q8Kernel::Avx512Vnni => Tier::Avx512Vnni,
+            Q8Kernel::AvxVnni => Tier::AvxVnni,
+            Q8Kernel::Avx2 => Tier::Avx2,
+            Q8Kernel::Portable => Tier::Portable,
         }
-        Q8Kernel::Portable
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Q8Kernel::Avx512Vnni => "int8 AVX-512 VNNI",
+            Q8Kernel::AvxVnni => "int8 AVX-VNNI",
+            Q8Kernel::Avx2 => "int8 AVX2",
+            Q8Kernel::Portable => "int8 portable",
+        }
     }
 }
 
@@ -228,12 +258,20 @@ pub fn linear_q8(
     assert_eq!(xq.k4, w.k4, "activation and weight inner sizes differ");
     let (m, n) = (xq.m, w.n);
     assert!(out.len() >= m * n && bias.len() >= n);
-    let kernel = if kernel == Q8Kernel::Vnni && Q8Kernel::detect() != Q8Kernel::Vnni {
-        Q8Kernel::Portable
-    } else {
+    // A kernel the CPU cannot run falls back to the best one it can (same sums).
+    let kernel = if kernel.tier().supported() {
         kernel
+    } else {
+        Q8Kernel::for_tier(kernel.tier())
     };
-    let out_ptr = super::SendPtr(out.as_mut_ptr());
+    // The AVX2 kernel sums `xq · wq` itself; the others sum `(xq + 128) · wq`.
+    let zeros = vec![0i32; if kernel == Q8Kernel::Avx2 { n } else { 0 }];
+    let offsets = if kernel == Q8Kernel::Avx2 {
+        &zeros[..]
+    } else {
+        &w.offsets[..]
+    };
+    let out_ptr = crate::SendPtr(out.as_mut_ptr());
     let run_panel = |p: usize| {
         let mut acc = [0i32; MR * NR];
         let bp = w.panel(p);
@@ -242,10 +280,14 @@ pub fn linear_q8(
         for rb in 0..m.div_ceil(MR) {
             let a = &xq.data[rb * MR * xq.k4..(rb + 1) * MR * xq.k4];
             match kernel {
+                // SAFETY (all three): the kernel's tier was checked as supported above; slices
+                // are exactly MR rows × k4 and k4 × NR bytes.
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: Vnni is only chosen when the CPU reports avx512f/bw/vnni; slices are
-                // exactly MR rows × k4 and k4 × NR bytes.
-                Q8Kernel::Vnni => unsafe { vnni::kernel(a, bp, xq.k4, &mut acc) },
+                Q8Kernel::Avx512Vnni => unsafe { vnni::kernel(a, bp, xq.k4, &mut acc) },
+                #[cfg(target_arch = "x86_64")]
+                Q8Kernel::AvxVnni => unsafe { ymm::kernel_vnni(a, bp, xq.k4, &mut acc) },
+                #[cfg(target_arch = "x86_64")]
+                Q8Kernel::Avx2 => unsafe { ymm::kernel_avx2(a, bp, xq.k4, &mut acc) },
                 _ => portable_kernel(a, bp, xq.k4, &mut acc),
             }
             let rows = MR.min(m - rb * MR);
@@ -258,7 +300,7 @@ pub fn linear_q8(
                     std::slice::from_raw_parts_mut(out_ptr.get().add(row * n + c0), cols)
                 };
                 let accr = &acc[r * NR..r * NR + cols];
-                let offs = &w.offsets[c0..c0 + cols];
+                let offs = &offsets[c0..c0 + cols];
                 let scales = &w.scales[c0..c0 + cols];
                 let bs = &bias[c0..c0 + cols];
                 for ((((d, a), o), s), b) in dst.iter_mut().zip(accr).zip(offs).zip(scales).zip(bs)
@@ -335,6 +377,98 @@ mod vnni {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod ymm {
+    use std::arch::x86_64::*;
+
+    use super::{MR, NR};
+
+    /// Rows per pass over the panel: 2 rows × 4 registers of 8 channels = 8 accumulators, plus
+    /// 4 weight registers and the broadcasts, within the 16 ymm registers.
+    const RG: usize = 2;
+
+    /// One MR × 32 tile with 256-bit `vpdpbusd` (sums of `(xq + 128) · wq`).
+    ///
+    /// # Safety
+    /// The CPU must support avx2 and avxvnni; `a` holds MR rows of `k4` bytes and `b` holds
+    /// `k4 / 4` groups of 128 bytes.
+    #[target_feature(enable = "avx2,avxvnni")]
+    pub unsafe fn kernel_vnni(a: &[u8], b: &[i8], k4: usize, acc: &mut [i32; MR * NR]) {
+        debug_assert!(a.len() >= MR * k4 && b.len() >= k4 * NR);
+        let (ap, bp) = (a.as_ptr(), b.as_ptr());
+        for r0 in (0..MR).step_by(RG) {
+            let mut c = [[_mm256_setzero_si256(); 4]; RG];
+            for kq in 0..k4 / 4 {
+                // SAFETY: kq * 128 + 128 <= b.len() and (r0 + r) * k4 + kq * 4 + 4 <= a.len().
+                unsafe {
+                    let bv: [__m256i; 4] = std::array::from_fn(|j| {
+                        _mm256_loadu_si256(bp.add(kq * 128 + 32 * j) as *const __m256i)
+                    });
+                    for (r, cr) in c.iter_mut().enumerate() {
+                        let av = _mm256_set1_epi32(
+                            (ap.add((r0 + r) * k4 + kq * 4) as *const i32).read_unaligned(),
+                        );
+                        for (cj, bj) in cr.iter_mut().zip(bv) {
+                            *cj = _mm256_dpbusd_avx_epi32(*cj, av, bj);
+                        }
+                    }
+                }
+            }
+            store(&c, r0, acc);
+        }
+    }
+
+    /// One MR × 32 tile with AVX2 only (sums of `xq · wq`): `vpmaddubsw(|xq|, sign(xq) · wq)`
+    /// adds two products of at most 127 · 127 per i16 lane, so nothing saturates, and
+    /// `vpmaddwd` by ones widens the pairs to i32.
+    ///
+    /// # Safety
+    /// The CPU must support avx2; `a` holds MR rows of `k4` bytes (`xq + 128`, never 0, so
+    /// `xq >= -127`) and `b` holds `k4 / 4` groups of 128 bytes.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn kernel_avx2(a: &[u8], b: &[i8], k4: usize, acc: &mut [i32; MR * NR]) {
+        debug_assert!(a.len() >= MR * k4 && b.len() >= k4 * NR);
+        let (ap, bp) = (a.as_ptr(), b.as_ptr());
+        let flip = _mm256_set1_epi8(i8::MIN);
+        let ones = _mm256_set1_epi16(1);
+        for r0 in (0..MR).step_by(RG) {
+            let mut c = [[_mm256_setzero_si256(); 4]; RG];
+            for kq in 0..k4 / 4 {
+                // SAFETY: as in `kernel_vnni`.
+                unsafe {
+                    let bv: [__m256i; 4] = std::array::from_fn(|j| {
+                        _mm256_loadu_si256(bp.add(kq * 128 + 32 * j) as *const __m256i)
+                    });
+                    for (r, cr) in c.iter_mut().enumerate() {
+                        let av = _mm256_set1_epi32(
+                            (ap.add((r0 + r) * k4 + kq * 4) as *const i32).read_unaligned(),
+                        );
+                        // (xq + 128) ^ 0x80 is xq as a signed byte.
+                        let sa = _mm256_xor_si256(av, flip);
+                        let abs = _mm256_abs_epi8(sa);
+                        for (cj, bj) in cr.iter_mut().zip(bv) {
+                            let p16 = _mm256_maddubs_epi16(abs, _mm256_sign_epi8(bj, sa));
+                            *cj = _mm256_add_epi32(*cj, _mm256_madd_epi16(p16, ones));
+                        }
+                    }
+                }
+            }
+            store(&c, r0, acc);
+        }
+    }
+
+    #[inline(always)]
+    fn store(c: &[[__m256i; 4]; RG], r0: usize, acc: &mut [i32; MR * NR]) {
+        for (r, cr) in c.iter().enumerate() {
+            for (j, cj) in cr.iter().enumerate() {
+                let at = (r0 + r) * NR + 8 * j;
+                // SAFETY: r0 + r < MR and 8 * j + 8 <= NR, so 8 lanes fit in `acc`.
+                unsafe { _mm256_storeu_si256(acc.as_mut_ptr().add(at) as *mut __m256i, *cj) };
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,11 +490,18 @@ mod tests {
         q.quantize(&x, m, k, 2);
         let mut portable = vec![0.0; m * n];
         linear_q8(&q, &packed, &bias, &mut portable, Q8Kernel::Portable, 1);
-        let mut fast = vec![0.0; m * n];
-        linear_q8(&q, &packed, &bias, &mut fast, Q8Kernel::detect(), 2);
-        assert_eq!(portable, fast, "kernels must agree exactly");
+        for kernel in Q8Kernel::ALL {
+            if kernel.tier().supported() {
+                let mut fast = vec![0.0; m * n];
+                linear_q8(&q, &packed, &bias, &mut fast, kernel, 2);
+                assert_eq!(
+                    portable, fast,
+                    "{kernel:?} must agree exactly with portable"
+                );
+            }
+        }
         let mut exact = vec![0.0; m * n];
-        super::super::linear_f32(&x, m, k, &w, n, &bias, &mut exact, 1);
+        crate::products::linear_f32(&x, m, k, &w, n, &bias, &mut exact, 1);
         let mut worst = 0.0f32;
         for (a, b) in exact.iter().zip(&portable) {
             worst = worst.max((a - b).abs());
@@ -389,6 +530,34 @@ mod tests {
         assert_eq!(sa, sb);
         assert_eq!(a, b);
         assert_eq!((a[5], a[6], a[7]), (128, 130, 126));
+    }
+
+    /// Extreme values: every activation at ±127 and every weight at ±127 is where a 16-bit
+    /// pair sum would saturate if the AVX2 kernel did not take `|xq|`.
+    #[test]
+    fn extremes_do_not_saturate() {
+        let (m, k, n) = (13, 64, 40);
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| if i % 3 == 0 { -1.0 } else { 1.0 })
+            .collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| if i % 5 == 0 { -1.0 } else { 1.0 })
+            .collect();
+        let packed = PackedQ8::quantize(&w, n, k);
+        let mut q = QuantRows::default();
+        q.quantize(&x, m, k, 1);
+        let bias = vec![0.0; n];
+        let mut exact = vec![0.0; m * n];
+        crate::products::linear_f32(&x, m, k, &w, n, &bias, &mut exact, 1);
+        for kernel in Q8Kernel::ALL {
+            if kernel.tier().supported() {
+                let mut out = vec![0.0; m * n];
+                linear_q8(&q, &packed, &bias, &mut out, kernel, 1);
+                for (a, b) in exact.iter().zip(&out) {
+                    assert!((a - b).abs() < 1e-3, "{kernel:?}: {a} vs {b}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,35 @@
+//! CPU kernels shared by the encoder (LLMLingua-2) and the causal LM (LLMLingua): every product
+//! and element-wise pass both runtimes do, written once.
+//!
+//! - [`tier`]: what the CPU offers, the tier the kernels run at (the best the CPU has, capped by
+//!   `LINGUA_KERNELS` or [`tier::set_ceiling`]) and the description `/readyz` shows.
+//! - [`products`]: f32 products through the `gemm` crate (its own AVX-512 / AVX2 dispatch).
+//! - [`q8`]: int8 × int8 → int32 products, one micro-kernel per tier (AVX-512 VNNI, AVX-VNNI,
+//!   AVX2, portable), all giving bit-identical integer sums.
+//! - [`math`]: exp / tanh / erf, activations, norms, softmaxes and log-softmax, compiled once
+//!   per tier; every tier gives bit-identical results (fused multiply-adds and fixed
+//!   16-lane reduction orders), so the cap changes speed, never output.
+#![allow(
+    unsafe_code,
+    reason = "SIMD intrinsics behind run-time CPU checks and GEMM over raw row pointers"
+)]
+
+pub mod math;
+pub mod products;
+pub mod q8;
+pub mod tier;
+
+pub use tier::Tier;
+
+/// A raw output pointer handed to rayon tasks that write disjoint regions.
+#[derive(Clone, Copy)]
+pub struct SendPtr(pub *mut f32);
+// SAFETY: only used to hand disjoint output regions to rayon tasks.
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    pub fn get(self) -> *mut f32 {
+        self.0
+    }
+}
