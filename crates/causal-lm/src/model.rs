@@ -19,6 +19,10 @@ const ROW_BLOCK: usize = 32;
 /// Logits computed per lm_head pass (rows · vocab), bounding that buffer to ~32 MiB.
 const LOGIT_FLOATS: usize = 8 << 20;
 
+/// Inputs per int8 scale in `q8`: blocks of 32, GGML Q8_0's granularity, so that an outlier
+/// channel of the residual stream costs only its own block precision.
+const Q8_BLOCK: usize = 32;
+
 enum Matrix {
     F32(Vec<f32>),
     /// int8 weights per output channel, packed for the shared int8 kernels.
@@ -43,7 +47,7 @@ impl Linear {
     ) -> Result<Self, LmError> {
         let w = match p {
             Precision::F32 => Matrix::F32(w),
-            Precision::Q8 => Matrix::Q8(q8::PackedQ8::quantize(&w, n, k)),
+            Precision::Q8 => Matrix::Q8(q8::PackedQ8::quantize(&w, n, k, Q8_BLOCK)),
         };
         Ok(Self { w, bias, n, k })
     }
@@ -64,7 +68,7 @@ impl Linear {
             }
             Matrix::Q8(w) => {
                 let mut rows = q8::QuantRows::default();
-                rows.quantize(&x[..m * k], m, k, threads);
+                rows.quantize(&x[..m * k], m, k, w.block_size(), threads);
                 let zeros;
                 let bias = match &self.bias {
                     Some(b) => b.as_slice(),

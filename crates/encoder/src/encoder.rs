@@ -60,7 +60,10 @@ impl std::str::FromStr for Precision {
 }
 
 /// Version of the numerics; part of the digest so caches do not mix outputs across changes.
-const ENCODER_VERSION: &str = "lingua-proxy-encoder-1";
+const ENCODER_VERSION: &str = "lingua-proxy-encoder-2";
+
+/// Inputs per int8 scale in `q8` (0: one scale per row of weights and of activations).
+const Q8_BLOCK: usize = 0;
 
 enum LinearW {
     F32(Vec<f32>),
@@ -78,7 +81,7 @@ impl Linear {
     fn new(w: Vec<f32>, bias: Vec<f32>, n: usize, k: usize, precision: Precision) -> Self {
         let w = match precision {
             Precision::F32 => LinearW::F32(w),
-            Precision::Q8 => LinearW::Q8(q8::PackedQ8::quantize(&w, n, k)),
+            Precision::Q8 => LinearW::Q8(q8::PackedQ8::quantize(&w, n, k, Q8_BLOCK)),
         };
         Self { n, k, w, bias }
     }
@@ -89,7 +92,8 @@ impl Linear {
                 products::linear_f32(x, m, self.k, w, self.n, &self.bias, out, ctx.threads)
             }
             LinearW::Q8(p) => {
-                ctx.qrows.quantize(x, m, self.k, ctx.threads);
+                ctx.qrows
+                    .quantize(x, m, self.k, p.block_size(), ctx.threads);
                 q8::linear_q8(&ctx.qrows, p, &self.bias, out, ctx.q8_kernel, ctx.threads);
             }
         }

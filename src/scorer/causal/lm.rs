@@ -129,7 +129,8 @@ impl CausalModel {
             tokenizer.id(),
             match precision {
                 Precision::F32 => "f32",
-                Precision::Q8 => "q8",
+                // "-2": blockwise int8 on the shared kernels (numerics differ from before)
+                Precision::Q8 => "q8-2",
             }
         );
         let model = Arc::new(model);
