@@ -347,18 +347,21 @@ pub fn linear_q8(
     } else {
         Q8Kernel::for_tier(kernel.tier())
     };
-    // The `+128` correction, `out[r, c] = Σ_b sa[r, b] · correction[c, b]`, written first;
-    // each tile then adds `bias - out` to its own sums.
-    crate::products::matmul_wt(
-        &xq.scales[..m * nb],
-        m,
-        nb,
-        &w.correction,
-        n,
-        out,
-        false,
-        threads,
-    );
+    // The `+128` correction, `Σ_b sa[r, b] · correction[c, b]`: with several blocks one small
+    // product written to `out` first (each tile then adds `bias - out` to its sums); with one
+    // block per row a single multiply, done in the tile's epilogue (same rounding).
+    if nb > 1 {
+        crate::products::matmul_wt(
+            &xq.scales[..m * nb],
+            m,
+            nb,
+            &w.correction,
+            n,
+            out,
+            false,
+            threads,
+        );
+    }
     let out_ptr = crate::SendPtr(out.as_mut_ptr());
     let (kpad, bs) = (w.blocks.kpad(), w.blocks.bs);
     let run_panel = |p: usize| {
@@ -399,8 +402,17 @@ pub fn linear_q8(
                     std::slice::from_raw_parts_mut(out_ptr.get().add(row * n + c0), cols)
                 };
                 let accr = &acc[r * NR..r * NR + cols];
-                for ((d, a), b) in dst.iter_mut().zip(accr).zip(&bias[c0..c0 + cols]) {
-                    *d = (a - *d) + b;
+                let bias = &bias[c0..c0 + cols];
+                if nb > 1 {
+                    for ((d, a), b) in dst.iter_mut().zip(accr).zip(bias) {
+                        *d = (a - *d) + b;
+                    }
+                } else {
+                    let sa = xq.scales[row];
+                    let corr = &w.correction[c0..c0 + cols];
+                    for (((d, a), b), c) in dst.iter_mut().zip(accr).zip(bias).zip(corr) {
+                        *d = (a - sa * c) + b;
+                    }
                 }
             }
         }
