@@ -5,13 +5,20 @@
 # compress_prompt(context=[text], rate=0.5). Model loading is excluded from the times; peak RSS
 # is the whole process's (loading included).
 #
+# Also prints the share of words on which q8 keeps or drops the same as f32, and the CPU.
+#
 #   scripts/bench_llmlingua.sh            (LINGUA_BENCH_RUNS=3, LINGUA_REF_DIR=/tmp/llmlingua-ref,
-#                                          LINGUA_BENCH_MODEL=target/bench-llmlingua/gpt2-small)
+#                                          LINGUA_BENCH_MODEL=target/bench-llmlingua/gpt2-small,
+#                                          LINGUA_BENCH_TEXT=$LINGUA_BENCH_MODEL/input.txt)
+#   LINGUA_BENCH_MODEL=target/bench-model/smollm2-135m LINGUA_BENCH_TEXT=benches/data/meeting.txt \
+#     scripts/bench_llmlingua.sh          (the real SmolLM2-135M: scripts/bench_smollm2.sh builds it)
+#   LINGUA_KERNELS=avx2-fma scripts/bench_llmlingua.sh   (our side at a lower kernel tier)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REF=${LINGUA_REF_DIR:-/tmp/llmlingua-ref}
 RUNS=${LINGUA_BENCH_RUNS:-3}
 MODEL=${LINGUA_BENCH_MODEL:-target/bench-llmlingua/gpt2-small}
+TEXT=${LINGUA_BENCH_TEXT:-$MODEL/input.txt}
 [ -x "$REF/venv/bin/python" ] || bash ../shared/tools/reference-env.sh "$REF"
 [ -f "$MODEL/model.safetensors" ] || "$REF/venv/bin/python" tools/make_causal_bench_model.py "$MODEL"
 cargo build --release --locked --bin lingua-proxy >&2
@@ -19,12 +26,12 @@ BIN=${CARGO_TARGET_DIR:-target}/release/lingua-proxy
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 python3 -c 'import json,sys; print(json.dumps({"context": [open(sys.argv[1]).read()], "rate": 0.5}))' \
-  "$MODEL/input.txt" > "$work/params.json"
+  "$TEXT" > "$work/params.json"
 export TIKTOKEN_CACHE_DIR=$REF/tiktoken NLTK_DATA=$REF/nltk_data HF_HUB_OFFLINE=1
 
 echo "reference: $RUNS runs" >&2
 PYTHONPATH=$REF/tf4 "$REF/venv/bin/python" tools/bench_causal_reference.py --model "$MODEL" \
-  --text "$MODEL/input.txt" --repeat "$RUNS" > "$work/ref.txt"
+  --text "$TEXT" --repeat "$RUNS" > "$work/ref.txt"
 for prec in f32 q8; do
   for i in $(seq "$RUNS"); do
     echo "lingua-proxy $prec: run $i" >&2
@@ -32,9 +39,14 @@ for prec in f32 q8; do
       --model "$MODEL" --params "$work/params.json" --precision "$prec" --json > "$work/$prec.$i.json"
   done
 done
-python3 - "$work" "$RUNS" <<'PY'
-import json, statistics, sys
-work, runs = sys.argv[1], int(sys.argv[2])
+python3 - "$work" "$RUNS" "$TEXT" <<'PY'
+import difflib, json, os, statistics, sys
+work, runs, text = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
+wanted = ("avx2", "fma", "avx_vnni", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_int8")
+print(f"CPU: {cpu}; {os.cpu_count()} cores; {' '.join(f for f in wanted if f in flags)}; "
+      f"LINGUA_KERNELS={os.environ.get('LINGUA_KERNELS', '(unset: best tier)')}")
 lines = open(f"{work}/ref.txt", encoding="utf-8").read().split("\n", 1)
 ref = json.loads(lines[0])
 ref_prompt = lines[1].rstrip("\n") if len(lines) > 1 else None
@@ -42,7 +54,8 @@ rows = [("reference (PyTorch f32)", ref["median"], ref["peak_rss_mib"], ref["com
 for prec in ("f32", "q8"):
     outs = [json.load(open(f"{work}/{prec}.{i}.json")) for i in range(1, runs + 1)]
     rss = max(int(open(f"{work}/{prec}.{i}.rss").read().split()[-1]) for i in range(1, runs + 1)) / 1024
-    same = ref_prompt is not None and outs[0]["compressed_prompt"] == ref_prompt
+    # (the reference's prompt is read back as a line: compare without the trailing newline)
+    same = ref_prompt is not None and outs[0]["compressed_prompt"].rstrip("\n") == ref_prompt
     rows.append((f"lingua-proxy {prec}", statistics.median(o["elapsed_ms"] for o in outs), rss,
                  outs[0]["compressed_tokens"], same))
 print(f"origin tokens (cl100k): {ref['origin_tokens']}; torch {ref.get('torch')}, threads {ref.get('threads')}")
@@ -50,4 +63,13 @@ print("| | median ms | vs reference | peak RSS MiB | compressed tokens | same pr
 print("|---|---|---|---|---|---|")
 for name, ms, rss, tok, same in rows:
     print(f"| {name} | {ms:,.0f} | {rows[0][1] / ms:.2f}x | {rss:,.0f} | {tok} | {'' if same is None else ('yes' if same else 'no')} |")
+# Word-level agreement of q8 with f32: which words of the text survive whole in each prompt.
+words = open(text, encoding="utf-8").read().split()
+def kept(prompt):
+    m = [False] * len(words)
+    for a, _, n in difflib.SequenceMatcher(None, words, prompt.split(), autojunk=False).get_matching_blocks():
+        m[a:a + n] = [True] * n
+    return m
+f32, q8 = (kept(json.load(open(f"{work}/{p}.1.json"))["compressed_prompt"]) for p in ("f32", "q8"))
+print(f"q8 keeps or drops the same words as f32 on {sum(a == b for a, b in zip(f32, q8)) / len(words):.2%} of {len(words)} words")
 PY
