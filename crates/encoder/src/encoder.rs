@@ -1,7 +1,8 @@
 //! The LLMLingua-2 token classifier: a BERT or XLM-RoBERTa encoder plus
 //! `Linear(hidden, num_labels)` on every token, softmax, class-1 probability.
 //!
-//! Weights are read with candle (`model.safetensors` memory-mapped, or `pytorch_model.bin`).
+//! Weights are read one tensor at a time (`tensors`: `model.safetensors` by positioned reads,
+//! `pytorch_model.bin` through candle) and converted layer by layer.
 //! On the CPU the forward pass runs over packed (unpadded) sequences: fused QKV projection,
 //! attention per sequence and head straight out of the QKV buffer (no copies, no padding),
 //! bias/activation/residual/layer-norm fused into single vectorised passes (AVX-512 selected at
@@ -16,7 +17,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
@@ -25,6 +26,7 @@ use crate::EncoderError;
 use crate::candle_ops::{RawLayer, RawWeights, TensorEncoder, position_ids};
 use crate::config::{Activation, EncoderConfig};
 use crate::load::{LoadError, ModelFiles};
+use crate::tensors::{SafetensorsFile, Tensors};
 use lingua_kernels::{SendPtr, math, products, q8};
 
 /// Numeric precision of the encoder's linear layers.
@@ -117,7 +119,7 @@ struct Layer {
 
 struct CpuEncoder {
     cfg: EncoderConfig,
-    word: Vec<f32>,
+    word: WordTable,
     pos: Vec<f32>,
     type0: Vec<f32>,
     emb_ln: (Vec<f32>, Vec<f32>),
@@ -156,25 +158,32 @@ impl std::fmt::Debug for TokenClassifier {
 
 /// Reads tensors out of a checkpoint, naming the file in every error.
 struct Reader<'a> {
-    vb: VarBuilder<'a>,
+    tensors: Tensors<'a>,
     file: &'a Path,
     prefix: String,
 }
 
 impl Reader<'_> {
-    fn get(&self, shape: &[usize], name: &str) -> Result<Vec<f32>, LoadError> {
-        let full = if name.starts_with("classifier.") {
+    fn full_name(&self, name: &str) -> String {
+        if name.starts_with("classifier.") {
             name.to_string()
         } else {
             format!("{}{name}", self.prefix)
-        };
-        let t: Tensor = self
-            .vb
-            .get(shape, &full)
-            .map_err(|e| LoadError::invalid(self.file, format!("tensor {full}: {e}")))?;
-        t.flatten_all()
-            .and_then(|t| t.to_vec1::<f32>())
-            .map_err(|e| LoadError::invalid(self.file, format!("tensor {full}: {e}")))
+        }
+    }
+
+    fn get(&self, shape: &[usize], name: &str) -> Result<Vec<f32>, LoadError> {
+        self.tensors.get(self.file, shape, &self.full_name(name))
+    }
+
+    fn each_piece(
+        &self,
+        shape: &[usize],
+        name: &str,
+        take: impl FnMut(usize, &[f32]),
+    ) -> Result<(), LoadError> {
+        self.tensors
+            .each_piece(self.file, shape, &self.full_name(name), take)
     }
 }
 
@@ -281,22 +290,19 @@ impl TokenClassifier {
         let is_pth = path
             .extension()
             .is_some_and(|e| e == "bin" || e == "pt" || e == "pth");
-        let vb = if is_pth {
-            VarBuilder::from_pth(path, DType::F32, &Device::Cpu).map_err(|e| {
-                LoadError::invalid(path, format!("not a readable PyTorch checkpoint: {e}"))
-            })?
+        let tensors = if is_pth {
+            Tensors::Candle(
+                VarBuilder::from_pth(path, DType::F32, &Device::Cpu).map_err(|e| {
+                    LoadError::invalid(path, format!("not a readable PyTorch checkpoint: {e}"))
+                })?,
+            )
         } else {
-            // SAFETY: the file is memory-mapped read-only; like every mmap user we rely on it
-            // not being truncated underneath us while loading.
-            unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, &Device::Cpu) }
-                .map_err(|e| {
-                    LoadError::invalid(path, format!("not a readable safetensors file: {e}"))
-                })?
+            Tensors::Safetensors(SafetensorsFile::open(path)?)
         };
         let p = cfg.arch.prefix();
-        let prefix = if vb.contains_tensor(&format!("{p}.embeddings.word_embeddings.weight")) {
+        let prefix = if tensors.contains(&format!("{p}.embeddings.word_embeddings.weight")) {
             format!("{p}.")
-        } else if vb.contains_tensor("embeddings.word_embeddings.weight") {
+        } else if tensors.contains("embeddings.word_embeddings.weight") {
             String::new()
         } else {
             return Err(LoadError::invalid(
@@ -308,15 +314,15 @@ impl TokenClassifier {
             ));
         };
         let r = Reader {
-            vb,
+            tensors,
             file: path,
             prefix,
         };
         let threads = threads.max(1);
-        let raw = read_raw(&cfg, &r)?;
         let backend = match target {
-            Target::Cpu => Backend::Cpu(CpuEncoder::new(&cfg, raw, precision, threads)?),
+            Target::Cpu => Backend::Cpu(CpuEncoder::load(&cfg, &r, precision, threads)?),
             Target::Candle(dev) => {
+                let raw = read_raw(&cfg, &r)?;
                 if precision == Precision::Q8 {
                     return Err(LoadError::Device {
                         device: device.to_string(),
@@ -414,10 +420,25 @@ impl TokenClassifier {
     }
 }
 
-fn read_raw(cfg: &EncoderConfig, r: &Reader<'_>) -> Result<RawWeights, LoadError> {
+/// The embedding tensors: word, position, token type 0 and their layer-norm.
+type Embeddings = (Vec<f32>, Vec<f32>, Vec<f32>, (Vec<f32>, Vec<f32>));
+
+const WORD_EMBEDDINGS: &str = "embeddings.word_embeddings.weight";
+
+fn read_embeddings(cfg: &EncoderConfig, r: &Reader<'_>) -> Result<Embeddings, LoadError> {
+    let word = r.get(&[cfg.vocab_size, cfg.hidden_size], WORD_EMBEDDINGS)?;
+    let (pos, type0, emb_ln) = read_other_embeddings(cfg, r)?;
+    Ok((word, pos, type0, emb_ln))
+}
+
+/// Position, token type 0 and the embeddings' layer-norm.
+type OtherEmbeddings = (Vec<f32>, Vec<f32>, (Vec<f32>, Vec<f32>));
+
+fn read_other_embeddings(
+    cfg: &EncoderConfig,
+    r: &Reader<'_>,
+) -> Result<OtherEmbeddings, LoadError> {
     let h = cfg.hidden_size;
-    let i = cfg.intermediate_size;
-    let word = r.get(&[cfg.vocab_size, h], "embeddings.word_embeddings.weight")?;
     let pos = r.get(
         &[cfg.max_position_embeddings, h],
         "embeddings.position_embeddings.weight",
@@ -431,73 +452,157 @@ fn read_raw(cfg: &EncoderConfig, r: &Reader<'_>) -> Result<RawWeights, LoadError
         r.get(&[h], "embeddings.LayerNorm.weight")?,
         r.get(&[h], "embeddings.LayerNorm.bias")?,
     );
-    let mut layers = Vec::with_capacity(cfg.num_layers);
-    for l in 0..cfg.num_layers {
-        let n = |s: &str| format!("encoder.layer.{l}.{s}");
-        let mut qkv_w = r.get(&[h, h], &n("attention.self.query.weight"))?;
-        qkv_w.extend(r.get(&[h, h], &n("attention.self.key.weight"))?);
-        qkv_w.extend(r.get(&[h, h], &n("attention.self.value.weight"))?);
-        let mut qkv_b = r.get(&[h], &n("attention.self.query.bias"))?;
-        qkv_b.extend(r.get(&[h], &n("attention.self.key.bias"))?);
-        qkv_b.extend(r.get(&[h], &n("attention.self.value.bias"))?);
-        layers.push(RawLayer {
-            qkv: (qkv_w, qkv_b),
-            attn_out: (
-                r.get(&[h, h], &n("attention.output.dense.weight"))?,
-                r.get(&[h], &n("attention.output.dense.bias"))?,
-            ),
-            ln1: (
-                r.get(&[h], &n("attention.output.LayerNorm.weight"))?,
-                r.get(&[h], &n("attention.output.LayerNorm.bias"))?,
-            ),
-            ffn_in: (
-                r.get(&[i, h], &n("intermediate.dense.weight"))?,
-                r.get(&[i], &n("intermediate.dense.bias"))?,
-            ),
-            ffn_out: (
-                r.get(&[h, i], &n("output.dense.weight"))?,
-                r.get(&[h], &n("output.dense.bias"))?,
-            ),
-            ln2: (
-                r.get(&[h], &n("output.LayerNorm.weight"))?,
-                r.get(&[h], &n("output.LayerNorm.bias"))?,
-            ),
-        });
+    Ok((pos, type0, emb_ln))
+}
+
+fn read_layer(cfg: &EncoderConfig, r: &Reader<'_>, l: usize) -> Result<RawLayer, LoadError> {
+    let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+    let n = |s: &str| format!("encoder.layer.{l}.{s}");
+    let mut qkv_w = Vec::new();
+    for m in ["query", "key", "value"] {
+        r.each_piece(
+            &[h, h],
+            &n(&format!("attention.self.{m}.weight")),
+            |total, p| {
+                if qkv_w.capacity() == 0 {
+                    qkv_w.reserve_exact(3 * total);
+                }
+                qkv_w.extend_from_slice(p)
+            },
+        )?;
     }
-    let cls = (
+    let mut qkv_b = r.get(&[h], &n("attention.self.query.bias"))?;
+    qkv_b.extend(r.get(&[h], &n("attention.self.key.bias"))?);
+    qkv_b.extend(r.get(&[h], &n("attention.self.value.bias"))?);
+    Ok(RawLayer {
+        qkv: (qkv_w, qkv_b),
+        attn_out: (
+            r.get(&[h, h], &n("attention.output.dense.weight"))?,
+            r.get(&[h], &n("attention.output.dense.bias"))?,
+        ),
+        ln1: (
+            r.get(&[h], &n("attention.output.LayerNorm.weight"))?,
+            r.get(&[h], &n("attention.output.LayerNorm.bias"))?,
+        ),
+        ffn_in: (
+            r.get(&[i, h], &n("intermediate.dense.weight"))?,
+            r.get(&[i], &n("intermediate.dense.bias"))?,
+        ),
+        ffn_out: (
+            r.get(&[h, i], &n("output.dense.weight"))?,
+            r.get(&[h], &n("output.dense.bias"))?,
+        ),
+        ln2: (
+            r.get(&[h], &n("output.LayerNorm.weight"))?,
+            r.get(&[h], &n("output.LayerNorm.bias"))?,
+        ),
+    })
+}
+
+fn read_cls(cfg: &EncoderConfig, r: &Reader<'_>) -> Result<(Vec<f32>, Vec<f32>), LoadError> {
+    let h = cfg.hidden_size;
+    Ok((
         r.get(&[cfg.num_labels, h], "classifier.weight")?,
         r.get(&[cfg.num_labels], "classifier.bias")?,
-    );
+    ))
+}
+
+/// Every tensor at once, for the candle backend.
+fn read_raw(cfg: &EncoderConfig, r: &Reader<'_>) -> Result<RawWeights, LoadError> {
+    let (word, pos, type0, emb_ln) = read_embeddings(cfg, r)?;
+    let layers = (0..cfg.num_layers)
+        .map(|l| read_layer(cfg, r, l))
+        .collect::<Result<_, _>>()?;
     Ok(RawWeights {
         word,
         pos,
         type0,
         emb_ln,
         layers,
-        cls,
+        cls: read_cls(cfg, r)?,
     })
 }
 
+/// The word-embedding table: f32 rows, or (in `q8`) int8 rows with one scale each, a quarter
+/// of the memory (the table is the largest tensor of a multilingual encoder: 367 MB in f32 for
+/// bert-base-multilingual-cased's 119,547 words).
+enum WordTable {
+    F32(Vec<f32>),
+    Q8 { rows: Vec<i8>, scales: Vec<f32> },
+}
+
+impl WordTable {
+    /// Reads the table; in `q8` each piece is quantized as it arrives.
+    fn read(cfg: &EncoderConfig, r: &Reader<'_>, precision: Precision) -> Result<Self, LoadError> {
+        let (v, h) = (cfg.vocab_size, cfg.hidden_size);
+        if precision == Precision::F32 {
+            return Ok(WordTable::F32(r.get(&[v, h], WORD_EMBEDDINGS)?));
+        }
+        let (mut rows, mut scales) = (Vec::new(), Vec::new());
+        r.each_piece(&[v, h], WORD_EMBEDDINGS, |total, piece| {
+            if rows.capacity() == 0 {
+                rows.reserve_exact(total);
+                scales.reserve_exact(total / h.max(1));
+            }
+            for w in piece.chunks_exact(h) {
+                let amax = w.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                let scale = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+                rows.extend(
+                    w.iter()
+                        .map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8),
+                );
+                scales.push(scale);
+            }
+        })?;
+        Ok(WordTable::Q8 { rows, scales })
+    }
+
+    /// `dst[j] = word[id][j] + pe[j] + t0[j]`.
+    fn embed(&self, id: usize, pe: &[f32], t0: &[f32], dst: &mut [f32]) {
+        let h = dst.len();
+        match self {
+            WordTable::F32(w) => {
+                let w = &w[id * h..(id + 1) * h];
+                for j in 0..h {
+                    dst[j] = w[j] + pe[j] + t0[j];
+                }
+            }
+            WordTable::Q8 { rows, scales } => {
+                let (q, s) = (&rows[id * h..(id + 1) * h], scales[id]);
+                for j in 0..h {
+                    dst[j] = q[j] as f32 * s + pe[j] + t0[j];
+                }
+            }
+        }
+    }
+}
+
 impl CpuEncoder {
-    fn new(
+    /// Reads and converts one layer at a time, so that loading never holds more than the
+    /// weights in their final form plus one layer in f32.
+    fn load(
         cfg: &EncoderConfig,
-        raw: RawWeights,
+        r: &Reader<'_>,
         precision: Precision,
         threads: usize,
     ) -> Result<Self, LoadError> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
-        let layers = raw
-            .layers
-            .into_iter()
-            .map(|l| Layer {
-                qkv: Linear::new(l.qkv.0, l.qkv.1, 3 * h, h, precision),
-                attn_out: Linear::new(l.attn_out.0, l.attn_out.1, h, h, precision),
-                ln1: l.ln1,
-                ffn_in: Linear::new(l.ffn_in.0, l.ffn_in.1, i, h, precision),
-                ffn_out: Linear::new(l.ffn_out.0, l.ffn_out.1, h, i, precision),
-                ln2: l.ln2,
+        let word = WordTable::read(cfg, r, precision)?;
+        let (pos, type0, emb_ln) = read_other_embeddings(cfg, r)?;
+        let layers = (0..cfg.num_layers)
+            .map(|l| {
+                let l = read_layer(cfg, r, l)?;
+                Ok(Layer {
+                    qkv: Linear::new(l.qkv.0, l.qkv.1, 3 * h, h, precision),
+                    attn_out: Linear::new(l.attn_out.0, l.attn_out.1, h, h, precision),
+                    ln1: l.ln1,
+                    ffn_in: Linear::new(l.ffn_in.0, l.ffn_in.1, i, h, precision),
+                    ffn_out: Linear::new(l.ffn_out.0, l.ffn_out.1, h, i, precision),
+                    ln2: l.ln2,
+                })
             })
-            .collect();
+            .collect::<Result<_, LoadError>>()?;
+        let (cls_w, cls_b) = read_cls(cfg, r)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("lingua-encoder-{i}"))
@@ -508,13 +613,13 @@ impl CpuEncoder {
             })?;
         Ok(Self {
             cfg: cfg.clone(),
-            word: raw.word,
-            pos: raw.pos,
-            type0: raw.type0,
-            emb_ln: raw.emb_ln,
+            word,
+            pos,
+            type0,
+            emb_ln,
             layers,
-            cls_w: raw.cls.0,
-            cls_b: raw.cls.1,
+            cls_w,
+            cls_b,
             pool,
             threads,
             q8_kernel: q8::Q8Kernel::detect(),
@@ -540,11 +645,8 @@ impl CpuEncoder {
             for (&id, &p) in ids.iter().zip(&pos) {
                 let p = p as usize;
                 let dst = &mut hs[row * h..(row + 1) * h];
-                let w = &self.word[id as usize * h..(id as usize + 1) * h];
                 let pe = &self.pos[p * h..(p + 1) * h];
-                for j in 0..h {
-                    dst[j] = w[j] + pe[j] + self.type0[j];
-                }
+                self.word.embed(id as usize, pe, &self.type0, dst);
                 math::layer_norm_row(dst, &self.emb_ln.0, &self.emb_ln.1, cfg.layer_norm_eps);
                 row += 1;
             }

@@ -5,6 +5,7 @@
 //!
 //! - `config`: the checkpoint's `config.json` (architecture, sizes, activation, labels);
 //! - `load`: where a checkpoint's files are (a directory, or a Hugging Face id in the cache);
+//! - `tensors`: reading them one tensor at a time (safetensors by positioned reads);
 //! - `encoder`: [`TokenClassifier`], the forward pass (packed sequences, fused passes, f32 or
 //!   int8 products) and its precisions;
 //! - `candle_ops`: the candle reference forward (non-CPU devices, parity checks);
@@ -17,6 +18,7 @@ pub mod encoder;
 pub mod load;
 #[cfg(feature = "test-support")]
 pub mod random;
+mod tensors;
 pub mod train;
 
 pub use config::{Activation, Arch, EncoderConfig};

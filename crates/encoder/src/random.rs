@@ -59,6 +59,22 @@ impl RandomSpec {
         }
     }
 
+    /// xlm-roberta-large sizes (24 layers, hidden 1024, vocab 250,002; 2.24 GB in f32).
+    pub fn xlm_roberta_large(seed: u64) -> Self {
+        Self {
+            arch: Arch::XlmRoberta,
+            vocab_size: 250_002,
+            hidden_size: 1024,
+            num_layers: 24,
+            num_heads: 16,
+            intermediate_size: 4096,
+            max_position_embeddings: 514,
+            num_labels: 2,
+            scale: 0.02,
+            seed,
+        }
+    }
+
     /// The `config.json` text for these sizes.
     pub fn config_json(&self) -> String {
         let (model_type, arch, pad, eps, types) = match self.arch {
