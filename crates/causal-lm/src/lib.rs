@@ -32,11 +32,6 @@ pub enum Precision {
     Q8,
 }
 
-/// How `Precision::Q8` products run on this CPU (the shared int8 kernel of the tier in force).
-pub fn q8_kernel() -> &'static str {
-    lingua_kernels::q8::Q8Kernel::detect().name()
-}
-
 /// How to load a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LoadOptions {

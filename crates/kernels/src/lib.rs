@@ -2,7 +2,7 @@
 //! and element-wise pass both runtimes do, written once.
 //!
 //! - [`tier`]: what the CPU offers, the tier the kernels run at (the best the CPU has, capped by
-//!   `LINGUA_KERNELS` or [`tier::set_ceiling`]) and the description `/readyz` shows.
+//!   `LINGUA_KERNELS`) and the description `/readyz` shows.
 //! - [`products`]: f32 products through the `gemm` crate (its own AVX-512 / AVX2 dispatch).
 //! - [`q8`]: int8 × int8 → int32 products, one micro-kernel per tier (AVX-512 VNNI, AVX-VNNI,
 //!   AVX2, portable), all giving bit-identical integer sums.

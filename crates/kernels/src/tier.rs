@@ -1,10 +1,9 @@
 //! Instruction-set tiers: what this CPU offers, the ceiling an operator or a test sets
-//! (`LINGUA_KERNELS=portable|avx2-fma|avx-vnni|avx512|avx512-vnni`, or [`set_ceiling`]), and
+//! (`LINGUA_KERNELS=portable|avx2-fma|avx-vnni|avx512|avx512-vnni`, read once), and
 //! the kernels that run under both. A ceiling above what the CPU has changes nothing; below it,
 //! the kernels of the lower tier run (that is how CI tests every path on one machine).
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Instruction-set tiers, lowest first. Each kernel family picks the best tier at or below the
 /// ceiling that the CPU supports: int8 products use VNNI (512- or 256-bit) or AVX2, the f32
@@ -81,9 +80,6 @@ impl Tier {
     }
 }
 
-/// `u8::MAX` until the first read, which takes `LINGUA_KERNELS` (or no ceiling).
-static CEILING: AtomicU8 = AtomicU8::new(u8::MAX);
-
 /// The tier `LINGUA_KERNELS` names; an error names the bad value and the choices.
 pub fn env_ceiling() -> Result<Option<Tier>, String> {
     match std::env::var("LINGUA_KERNELS") {
@@ -99,22 +95,11 @@ pub fn env_ceiling() -> Result<Option<Tier>, String> {
     }
 }
 
-/// The ceiling in force: the last [`set_ceiling`], else `LINGUA_KERNELS` (an invalid value
-/// sets none; [`env_ceiling`] reports it), else none (the best tier).
+/// The ceiling in force: `LINGUA_KERNELS`, read once (an invalid value sets none; the binary
+/// refuses it at startup through [`env_ceiling`]), else none (the best tier).
 pub fn ceiling() -> Tier {
-    match CEILING.load(Ordering::Relaxed) {
-        u8::MAX => {
-            let t = env_ceiling().ok().flatten().unwrap_or(Tier::Avx512Vnni);
-            CEILING.store(t as u8, Ordering::Relaxed);
-            t
-        }
-        v => Tier::ALL[usize::from(v).min(Tier::ALL.len() - 1)],
-    }
-}
-
-/// Caps the tier every kernel chosen from now on runs at (process-wide).
-pub fn set_ceiling(t: Tier) {
-    CEILING.store(t as u8, Ordering::Relaxed);
+    static CEILING: OnceLock<Tier> = OnceLock::new();
+    *CEILING.get_or_init(|| env_ceiling().ok().flatten().unwrap_or(Tier::Avx512Vnni))
 }
 
 /// The tier in force: the best the CPU supports, capped by the ceiling.
