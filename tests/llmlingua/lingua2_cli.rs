@@ -13,9 +13,21 @@ fn golden_cases() -> Vec<serde_json::Value> {
 }
 
 fn run_cli(args: &[String], stdin: &str) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lingua-proxy"))
-        .arg("compress")
-        .args(args)
+    run_at_tier(None, args, stdin)
+}
+
+/// `compress` with `LINGUA_KERNELS` set to `tier` (None: no ceiling).
+fn run_at_tier(
+    tier: Option<&str>,
+    args: &[impl AsRef<std::ffi::OsStr>],
+    stdin: &str,
+) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lingua-proxy"));
+    cmd.arg("compress").args(args).env_remove("LINGUA_KERNELS");
+    if let Some(t) = tier {
+        cmd.env("LINGUA_KERNELS", t);
+    }
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -145,25 +157,6 @@ fn cli_plain_text_output_and_bad_model() {
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/model-dir"));
-}
-
-/// `compress` with `LINGUA_KERNELS` set to `tier` (None: no ceiling).
-fn run_at_tier(tier: Option<&str>, args: &[&str], stdin: &str) -> std::process::Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lingua-proxy"));
-    cmd.arg("compress").args(args).env_remove("LINGUA_KERNELS");
-    if let Some(t) = tier {
-        cmd.env("LINGUA_KERNELS", t);
-    }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Err(e) = child.stdin.take().unwrap().write_all(stdin.as_bytes()) {
-        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
-    }
-    child.wait_with_output().unwrap()
 }
 
 /// Every kernel tier (each one this CPU has, forced with `LINGUA_KERNELS`) compresses to the

@@ -38,22 +38,16 @@ struct Linear {
 }
 
 impl Linear {
-    fn new(
-        w: Vec<f32>,
-        n: usize,
-        k: usize,
-        bias: Option<Vec<f32>>,
-        p: Precision,
-    ) -> Result<Self, LmError> {
+    fn new(w: Vec<f32>, n: usize, k: usize, bias: Option<Vec<f32>>, p: Precision) -> Self {
         let w = match p {
             Precision::F32 => Matrix::F32(w),
             Precision::Q8 => Matrix::Q8(q8::PackedQ8::quantize(&w, n, k, Q8_BLOCK)),
         };
-        Ok(Self { w, bias, n, k })
+        Self { w, bias, n, k }
     }
 
     /// `out[m, n] = x[m, k] · Wᵀ + b`.
-    fn forward(&self, x: &[f32], m: usize, out: &mut [f32]) -> Result<(), LmError> {
+    fn forward(&self, x: &[f32], m: usize, out: &mut [f32]) {
         let (n, k) = (self.n, self.k);
         let out = &mut out[..m * n];
         let threads = rayon::current_num_threads();
@@ -69,18 +63,10 @@ impl Linear {
             Matrix::Q8(w) => {
                 let mut rows = q8::QuantRows::default();
                 rows.quantize(&x[..m * k], m, k, w.block_size(), threads);
-                let zeros;
-                let bias = match &self.bias {
-                    Some(b) => b.as_slice(),
-                    None => {
-                        zeros = vec![0.0; n];
-                        &zeros
-                    }
-                };
+                let bias = self.bias.as_deref();
                 q8::linear_q8(&rows, w, bias, out, q8::Q8Kernel::detect(), threads);
             }
         }
-        Ok(())
     }
 }
 
@@ -200,11 +186,11 @@ impl Model {
         let (v, d) = (cfg.vocab_size, cfg.hidden);
         if !cfg.tie_word_embeddings {
             let head = w.take(px, "lm_head.weight", &[v, d])?;
-            return Linear::new(head.data, v, d, None, p).map(Some);
+            return Ok(Some(Linear::new(head.data, v, d, None, p)));
         }
         match p {
             Precision::F32 => Ok(None),
-            Precision::Q8 => Linear::new(embed.to_vec(), v, d, None, p).map(Some),
+            Precision::Q8 => Ok(Some(Linear::new(embed.to_vec(), v, d, None, p))),
         }
     }
 
@@ -225,7 +211,7 @@ impl Model {
         let conv = |name: &str, k: usize, n: usize| -> Result<Linear, LmError> {
             let wt = transpose(w.take(PX, &format!("{name}.weight"), &[k, n])?);
             let b = w.take(PX, &format!("{name}.bias"), &[n])?.data;
-            Linear::new(wt, n, k, Some(b), p)
+            Ok(Linear::new(wt, n, k, Some(b), p))
         };
         let mut blocks = Vec::with_capacity(cfg.layers);
         for l in 0..cfg.layers {
@@ -312,10 +298,10 @@ impl Model {
             blocks.push(Block {
                 norm1: rms(&format!("layers.{l}.input_layernorm"))?,
                 norm2: rms(&format!("layers.{l}.post_attention_layernorm"))?,
-                qkv: Linear::new(cat(qkv_w), hq + 2 * hkv, d, qkv_bias, p)?,
-                o: Linear::new(o_w.data, d, hq, o_b, p)?,
-                up: Linear::new(cat(vec![gate, up]), 2 * i, d, gu_b, p)?,
-                down: Linear::new(down.data, d, i, down_b, p)?,
+                qkv: Linear::new(cat(qkv_w), hq + 2 * hkv, d, qkv_bias, p),
+                o: Linear::new(o_w.data, d, hq, o_b, p),
+                up: Linear::new(cat(vec![gate, up]), 2 * i, d, gu_b, p),
+                down: Linear::new(down.data, d, i, down_b, p),
             });
         }
         let final_norm = rms("norm")?;
@@ -515,7 +501,7 @@ impl Model {
 
         for (l, b) in self.blocks.iter().enumerate() {
             b.norm1.apply(&x, &mut h, d);
-            b.qkv.forward(&h, n, &mut qkv)?;
+            b.qkv.forward(&h, n, &mut qkv);
             if c.family != Family::Gpt2 {
                 self.rope(&mut qkv, qkv_w, past);
             }
@@ -532,12 +518,12 @@ impl Model {
                 base_scale
             };
             self.attention(&qkv, qkv_w, kc, vc, past, n, scale, &mut att);
-            b.o.forward(&att, n, &mut delta)?;
+            b.o.forward(&att, n, &mut delta);
             add_assign(&mut x, &delta);
             b.norm2.apply(&x, &mut h, d);
-            b.up.forward(&h, n, &mut u)?;
+            b.up.forward(&h, n, &mut u);
             self.activate(&mut u, up_w);
-            b.down.forward(&u[..n * c.intermediate], n, &mut delta)?;
+            b.down.forward(&u[..n * c.intermediate], n, &mut delta);
             add_assign(&mut x, &delta);
         }
         cache.len = past + n;
@@ -559,7 +545,7 @@ impl Model {
         for (hc, tc) in h.chunks(chunk * d).zip(targets.chunks(chunk)) {
             let m = tc.len();
             match &self.lm_head {
-                Some(head) => head.forward(hc, m, &mut logits)?,
+                Some(head) => head.forward(hc, m, &mut logits),
                 None => products::matmul_wt(
                     hc,
                     m,
@@ -611,13 +597,13 @@ mod tests {
         let x: Vec<f32> = (0..m * k).map(&mut rnd).collect();
         let b: Vec<f32> = (0..n).map(&mut rnd).collect();
         for bias in [Some(b), None] {
-            let f = Linear::new(w.clone(), n, k, bias.clone(), Precision::F32).unwrap();
+            let f = Linear::new(w.clone(), n, k, bias.clone(), Precision::F32);
             let mut want = vec![0.0; m * n];
-            f.forward(&x, m, &mut want).unwrap();
-            let q = Linear::new(w.clone(), n, k, bias.clone(), Precision::Q8).unwrap();
+            f.forward(&x, m, &mut want);
+            let q = Linear::new(w.clone(), n, k, bias.clone(), Precision::Q8);
             assert!(matches!(q.w, Matrix::Q8(_)));
             let mut got = vec![0.0; m * n];
-            q.forward(&x, m, &mut got).unwrap();
+            q.forward(&x, m, &mut got);
             let err = got
                 .iter()
                 .zip(&want)

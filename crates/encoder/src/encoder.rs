@@ -96,7 +96,14 @@ impl Linear {
             LinearW::Q8(p) => {
                 ctx.qrows
                     .quantize(x, m, self.k, p.block_size(), ctx.threads);
-                q8::linear_q8(&ctx.qrows, p, &self.bias, out, ctx.q8_kernel, ctx.threads);
+                q8::linear_q8(
+                    &ctx.qrows,
+                    p,
+                    Some(&self.bias),
+                    out,
+                    ctx.q8_kernel,
+                    ctx.threads,
+                );
             }
         }
     }
@@ -474,28 +481,20 @@ fn read_layer(cfg: &EncoderConfig, r: &Reader<'_>, l: usize) -> Result<RawLayer,
     let mut qkv_b = r.get(&[h], &n("attention.self.query.bias"))?;
     qkv_b.extend(r.get(&[h], &n("attention.self.key.bias"))?);
     qkv_b.extend(r.get(&[h], &n("attention.self.value.bias"))?);
+    // `name.weight` of `shape` and `name.bias` of its first dimension
+    let pair = |name: &str, shape: &[usize]| -> Result<(Vec<f32>, Vec<f32>), LoadError> {
+        Ok((
+            r.get(shape, &n(&format!("{name}.weight")))?,
+            r.get(&shape[..1], &n(&format!("{name}.bias")))?,
+        ))
+    };
     Ok(RawLayer {
         qkv: (qkv_w, qkv_b),
-        attn_out: (
-            r.get(&[h, h], &n("attention.output.dense.weight"))?,
-            r.get(&[h], &n("attention.output.dense.bias"))?,
-        ),
-        ln1: (
-            r.get(&[h], &n("attention.output.LayerNorm.weight"))?,
-            r.get(&[h], &n("attention.output.LayerNorm.bias"))?,
-        ),
-        ffn_in: (
-            r.get(&[i, h], &n("intermediate.dense.weight"))?,
-            r.get(&[i], &n("intermediate.dense.bias"))?,
-        ),
-        ffn_out: (
-            r.get(&[h, i], &n("output.dense.weight"))?,
-            r.get(&[h], &n("output.dense.bias"))?,
-        ),
-        ln2: (
-            r.get(&[h], &n("output.LayerNorm.weight"))?,
-            r.get(&[h], &n("output.LayerNorm.bias"))?,
-        ),
+        attn_out: pair("attention.output.dense", &[h, h])?,
+        ln1: pair("attention.output.LayerNorm", &[h])?,
+        ffn_in: pair("intermediate.dense", &[i, h])?,
+        ffn_out: pair("output.dense", &[h, i])?,
+        ln2: pair("output.LayerNorm", &[h])?,
     })
 }
 

@@ -41,6 +41,9 @@ impl Tensors<'_> {
         shape: &[usize],
         name: &str,
     ) -> Result<Vec<f32>, LoadError> {
+        if let Tensors::Candle(vb) = self {
+            return candle_vec(vb, file, shape, name);
+        }
         let mut out = Vec::new();
         self.each_piece(file, shape, name, |total, piece| {
             // (`total` is checked against the file's bytes before the first piece)
@@ -62,20 +65,31 @@ impl Tensors<'_> {
         name: &str,
         mut take: impl FnMut(usize, &[f32]),
     ) -> Result<(), LoadError> {
-        let err = |e: String| LoadError::invalid(file, format!("tensor {name}: {e}"));
         match self {
-            Tensors::Safetensors(f) => f.read(shape, name, take).map_err(err),
+            Tensors::Safetensors(f) => f
+                .read(shape, name, take)
+                .map_err(|e| LoadError::invalid(file, format!("tensor {name}: {e}"))),
             Tensors::Candle(vb) => {
-                let t: Tensor = vb.get(shape, name).map_err(|e| err(e.to_string()))?;
-                let v = t
-                    .flatten_all()
-                    .and_then(|t| t.to_vec1::<f32>())
-                    .map_err(|e| err(e.to_string()))?;
+                let v = candle_vec(vb, file, shape, name)?;
                 take(v.len(), &v);
                 Ok(())
             }
         }
     }
+}
+
+/// A tensor through candle's reader, as f32.
+fn candle_vec(
+    vb: &VarBuilder<'_>,
+    file: &Path,
+    shape: &[usize],
+    name: &str,
+) -> Result<Vec<f32>, LoadError> {
+    let err = |e: candle_core::Error| LoadError::invalid(file, format!("tensor {name}: {e}"));
+    let t: Tensor = vb.get(shape, name).map_err(err)?;
+    t.flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(err)
 }
 
 struct Entry {

@@ -326,18 +326,18 @@ impl Q8Kernel {
     }
 }
 
-/// `out[m, n] = dequant(xq · wqᵀ) + bias`, column panels split across the current rayon pool.
+/// `out[m, n] = dequant(xq · wqᵀ) (+ bias)`, column panels split across the current rayon pool.
 pub fn linear_q8(
     xq: &QuantRows,
     w: &PackedQ8,
-    bias: &[f32],
+    bias: Option<&[f32]>,
     out: &mut [f32],
     kernel: Q8Kernel,
     threads: usize,
 ) {
     assert_eq!(xq.blocks, w.blocks, "activation and weight blocks differ");
     let (m, n, nb) = (xq.m, w.n, w.blocks.nb);
-    assert!(out.len() >= m * n && bias.len() >= n);
+    assert!(out.len() >= m * n && bias.is_none_or(|b| b.len() >= n));
     if m == 0 || n == 0 {
         return;
     }
@@ -402,16 +402,20 @@ pub fn linear_q8(
                     std::slice::from_raw_parts_mut(out_ptr.get().add(row * n + c0), cols)
                 };
                 let accr = &acc[r * NR..r * NR + cols];
-                let bias = &bias[c0..c0 + cols];
                 if nb > 1 {
-                    for ((d, a), b) in dst.iter_mut().zip(accr).zip(bias) {
-                        *d = (a - *d) + b;
+                    for (d, a) in dst.iter_mut().zip(accr) {
+                        *d = a - *d;
                     }
                 } else {
                     let sa = xq.scales[row];
                     let corr = &w.correction[c0..c0 + cols];
-                    for (((d, a), b), c) in dst.iter_mut().zip(accr).zip(bias).zip(corr) {
-                        *d = (a - sa * c) + b;
+                    for ((d, a), c) in dst.iter_mut().zip(accr).zip(corr) {
+                        *d = a - sa * c;
+                    }
+                }
+                if let Some(bias) = bias {
+                    for (d, b) in dst.iter_mut().zip(&bias[c0..c0 + cols]) {
+                        *d += b;
                     }
                 }
             }
@@ -642,11 +646,18 @@ mod tests {
         let mut q = QuantRows::default();
         q.quantize(&x, m, k, packed.block_size(), 2);
         let mut portable = vec![0.0; m * n];
-        linear_q8(&q, &packed, &bias, &mut portable, Q8Kernel::Portable, 1);
+        linear_q8(
+            &q,
+            &packed,
+            Some(&bias),
+            &mut portable,
+            Q8Kernel::Portable,
+            1,
+        );
         for kernel in Q8Kernel::ALL {
             if kernel.tier().supported() {
                 let mut fast = vec![0.0; m * n];
-                linear_q8(&q, &packed, &bias, &mut fast, kernel, 2);
+                linear_q8(&q, &packed, Some(&bias), &mut fast, kernel, 2);
                 assert!(
                     portable
                         .iter()
@@ -712,7 +723,7 @@ mod tests {
             for kernel in Q8Kernel::ALL {
                 if kernel.tier().supported() {
                     let mut out = vec![0.0; m * n];
-                    linear_q8(&q, &packed, &bias, &mut out, kernel, 1);
+                    linear_q8(&q, &packed, None, &mut out, kernel, 1);
                     for (a, b) in exact.iter().zip(&out) {
                         assert!((a - b).abs() < 1e-3, "{kernel:?} bs={bs}: {a} vs {b}");
                     }
