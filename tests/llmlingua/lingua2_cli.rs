@@ -238,7 +238,14 @@ fn every_kernel_tier_compresses_identically() {
     for (args, stdin) in &runs {
         let best = prompt(&run_at_tier(None, args, stdin));
         assert!(!best.trim().is_empty(), "{args:?}");
-        for tier in ["portable", "avx2-fma", "avx-vnni", "avx512", "avx512-vnni"] {
+        for tier in [
+            "portable",
+            "avx2-fma",
+            "avx-vnni",
+            "avx512",
+            "avx512-vnni",
+            "amx",
+        ] {
             let got = prompt(&run_at_tier(Some(tier), args, stdin));
             assert_eq!(got, best, "LINGUA_KERNELS={tier} {args:?}");
         }

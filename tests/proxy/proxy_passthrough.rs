@@ -325,7 +325,10 @@ async fn health_endpoints_answer_locally() {
     let has = |f: &str| features.contains(&f);
     let avx2 = has("avx2") && has("fma");
     let avx512 = avx2 && has("avx512f") && has("avx512bw");
-    let want = if avx512 && has("avx512vnni") {
+    let amx = has("amx-tile") && has("amx-int8") && cpu["amx_granted"] == true;
+    let want = if avx512 && has("avx512vnni") && amx {
+        "amx"
+    } else if avx512 && has("avx512vnni") {
         "avx512-vnni"
     } else if avx512 {
         "avx512"
@@ -343,6 +346,7 @@ async fn health_endpoints_answer_locally() {
     assert_eq!(has("avx2"), std::arch::is_x86_feature_detected!("avx2"));
     let q8 = &cpu["kernels"]["q8_products"];
     let want_q8 = match want {
+        "amx" => "int8 AMX tiles",
         "avx512-vnni" => "int8 AVX-512 VNNI",
         "avx-vnni" => "int8 AVX-VNNI",
         "portable" => "int8 portable",

@@ -24,6 +24,9 @@ use rayon::prelude::*;
 
 use crate::tier::{self, Tier};
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod amx;
+
 /// Rows of activations per micro-kernel call.
 pub const MR: usize = 6;
 /// Output channels per packed panel (two 16-lane registers).
@@ -164,10 +167,12 @@ impl QuantRows {
         let m_pad = m.div_ceil(MR) * MR;
         self.m = m;
         self.blocks = blocks;
-        self.data.clear();
+        // Rows below m are rewritten whole (their padding columns set to 128, i.e. xq = 0);
+        // only the padding rows are filled here, not the whole buffer.
         self.data.resize(m_pad * kpad, 128);
-        self.scales.clear();
+        self.data[m * kpad..].fill(128);
         self.scales.resize(m_pad * nb, 1.0);
+        self.scales[m * nb..].fill(1.0);
         let wide = tier::math_tier(tier::current()) == Tier::Avx512;
         let job = |(dst, scales): (&mut [u8], &mut [f32]), row: &[f32]| {
             for (b, scale) in scales.iter_mut().enumerate() {
@@ -175,6 +180,7 @@ impl QuantRows {
                 let hi = ((b + 1) * blocks.bs).min(k);
                 *scale = quantize_row(&row[lo..hi], &mut dst[lo..hi], wide);
             }
+            dst[k..].fill(128);
         };
         let rows = self
             .data
@@ -274,6 +280,8 @@ mod avx512 {
 /// Which integer kernel runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Q8Kernel {
+    /// AMX tiles (`tdpbusd`, 32 rows × 32 channels per call).
+    Amx,
     /// AVX-512 VNNI `vpdpbusd` on 512 bits.
     Avx512Vnni,
     /// AVX-VNNI `vpdpbusd` on 256 bits.
@@ -286,7 +294,8 @@ pub enum Q8Kernel {
 
 impl Q8Kernel {
     /// Every kernel, fastest first.
-    pub const ALL: [Q8Kernel; 4] = [
+    pub const ALL: [Q8Kernel; 5] = [
+        Q8Kernel::Amx,
         Q8Kernel::Avx512Vnni,
         Q8Kernel::AvxVnni,
         Q8Kernel::Avx2,
@@ -309,6 +318,7 @@ impl Q8Kernel {
     /// The tier whose instructions the kernel needs.
     pub fn tier(self) -> Tier {
         match self {
+            Q8Kernel::Amx => Tier::Amx,
             Q8Kernel::Avx512Vnni => Tier::Avx512Vnni,
             Q8Kernel::AvxVnni => Tier::AvxVnni,
             Q8Kernel::Avx2 => Tier::Avx2,
@@ -318,6 +328,7 @@ impl Q8Kernel {
 
     pub fn name(self) -> &'static str {
         match self {
+            Q8Kernel::Amx => "int8 AMX tiles",
             Q8Kernel::Avx512Vnni => "int8 AVX-512 VNNI",
             Q8Kernel::AvxVnni => "int8 AVX-VNNI",
             Q8Kernel::Avx2 => "int8 AVX2",
@@ -364,11 +375,64 @@ pub fn linear_q8(
     }
     let out_ptr = crate::SendPtr(out.as_mut_ptr());
     let (kpad, bs) = (w.blocks.kpad(), w.blocks.bs);
+    // Row `row` of panel `c0..c0 + cols` from its tile sums: the `+128` correction and bias.
+    let finish = |row: usize, c0: usize, accr: &[f32]| {
+        let cols = accr.len();
+        // SAFETY: row < m and c0 + cols <= n; panels are disjoint column ranges, so no two
+        // tasks touch the same element.
+        let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(row * n + c0), cols) };
+        if nb > 1 {
+            for (d, a) in dst.iter_mut().zip(accr) {
+                *d = a - *d;
+            }
+        } else {
+            let sa = xq.scales[row];
+            let corr = &w.correction[c0..c0 + cols];
+            for ((d, a), c) in dst.iter_mut().zip(accr).zip(corr) {
+                *d = a - sa * c;
+            }
+        }
+        if let Some(bias) = bias {
+            for (d, b) in dst.iter_mut().zip(&bias[c0..c0 + cols]) {
+                *d += b;
+            }
+        }
+    };
     let run_panel = |p: usize| {
-        let mut acc = [0f32; MR * NR];
         let (bp, sw, offs) = w.panel(p);
         let c0 = p * NR;
         let cols = NR.min(n - c0);
+        #[cfg(target_arch = "x86_64")]
+        if kernel == Q8Kernel::Amx {
+            let chunk = amx::chunk(bs);
+            // SAFETY: the AMX tier was checked as supported above.
+            let tiles = unsafe { amx::Tiles::load(&amx::TileConfig::new(chunk), chunk) };
+            let mut acc = [0f32; amx::ROWS * NR];
+            let mut tail = Vec::new();
+            for r0 in (0..m).step_by(amx::ROWS) {
+                let rows = amx::ROWS.min(m - r0);
+                // The tiles read 32 rows: the last block's are copied out when the padded
+                // activations end sooner.
+                let a = match xq.data.get(r0 * kpad..(r0 + amx::ROWS) * kpad) {
+                    Some(a) => a,
+                    None => {
+                        tail.clear();
+                        tail.extend_from_slice(&xq.data[r0 * kpad..]);
+                        tail.resize(amx::ROWS * kpad, 128);
+                        &tail[..]
+                    }
+                };
+                let sa = &xq.scales[r0 * nb..(r0 + rows) * nb];
+                // SAFETY: AMX implies avx512f; the operands have the shapes `block` needs
+                // (bs is a multiple of `chunk` by construction).
+                unsafe { tiles.block(a, bp, sa, rows, sw, (kpad, bs, nb), &mut acc) };
+                for r in 0..rows {
+                    finish(r0 + r, c0, &acc[r * NR..r * NR + cols]);
+                }
+            }
+            return;
+        }
+        let mut acc = [0f32; MR * NR];
         for rb in 0..m.div_ceil(MR) {
             let a = &xq.data[rb * MR * kpad..(rb + 1) * MR * kpad];
             let sa = &xq.scales[rb * MR * nb..(rb + 1) * MR * nb];
@@ -393,31 +457,8 @@ pub fn linear_q8(
                 Q8Kernel::Avx2 => unsafe { ymm::kernel_avx2(&tile, &mut acc) },
                 _ => portable_kernel(&tile, &mut acc),
             }
-            let rows = MR.min(m - rb * MR);
-            for r in 0..rows {
-                let row = rb * MR + r;
-                // SAFETY: row < m and c0 + cols <= n; panels are disjoint column ranges, so
-                // no two tasks touch the same element.
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(out_ptr.get().add(row * n + c0), cols)
-                };
-                let accr = &acc[r * NR..r * NR + cols];
-                if nb > 1 {
-                    for (d, a) in dst.iter_mut().zip(accr) {
-                        *d = a - *d;
-                    }
-                } else {
-                    let sa = xq.scales[row];
-                    let corr = &w.correction[c0..c0 + cols];
-                    for ((d, a), c) in dst.iter_mut().zip(accr).zip(corr) {
-                        *d = a - sa * c;
-                    }
-                }
-                if let Some(bias) = bias {
-                    for (d, b) in dst.iter_mut().zip(&bias[c0..c0 + cols]) {
-                        *d += b;
-                    }
-                }
+            for r in 0..MR.min(m - rb * MR) {
+                finish(rb * MR + r, c0, &acc[r * NR..r * NR + cols]);
             }
         }
     };
@@ -739,6 +780,28 @@ mod tests {
             case(13, 70, 45, bs, false);
             case(30, 768, 96, bs, false);
             case(25, 257, 33, bs, false);
+            // several 32-row blocks of the AMX kernel and a short last one
+            case(70, 300, 70, bs, false);
+        }
+    }
+
+    /// A reused buffer (larger, different shape before) quantizes as a fresh one does:
+    /// padding rows and columns are reset, not left from the last call.
+    #[test]
+    fn reused_rows_match_fresh() {
+        let mut s = 3u64;
+        let big: Vec<f32> = (0..40 * 300).map(|_| lcg(&mut s) * 9.0).collect();
+        let small: Vec<f32> = (0..13 * 70).map(|_| lcg(&mut s)).collect();
+        for bs in [0, 32] {
+            let mut reused = QuantRows::default();
+            reused.quantize(&big, 40, 300, bs, 1);
+            reused.quantize(&small, 13, 70, bs, 1);
+            let mut fresh = QuantRows::default();
+            fresh.quantize(&small, 13, 70, bs, 1);
+            assert_eq!(reused.blocks, fresh.blocks);
+            let len = fresh.data.len();
+            assert_eq!(reused.data[..len], fresh.data[..], "bs={bs}");
+            assert_eq!(reused.scales[..fresh.scales.len()], fresh.scales[..]);
         }
     }
 

@@ -1,5 +1,5 @@
 //! Instruction-set tiers: what this CPU offers, the ceiling an operator or a test sets
-//! (`LINGUA_KERNELS=portable|avx2-fma|avx-vnni|avx512|avx512-vnni`, read once), and
+//! (`LINGUA_KERNELS=portable|avx2-fma|avx-vnni|avx512|avx512-vnni|amx`, read once), and
 //! the kernels that run under both. A ceiling above what the CPU has changes nothing; below it,
 //! the kernels of the lower tier run (that is how CI tests every path on one machine).
 
@@ -21,15 +21,18 @@ pub enum Tier {
     Avx512 = 3,
     /// AVX-512 F + BW + VNNI: 512-bit int8 dot products (Cascade Lake, Ice Lake, Zen 4 and later).
     Avx512Vnni = 4,
+    /// AVX-512 VNNI plus AMX-INT8 tiles, granted by the OS (Sapphire Rapids and later).
+    Amx = 5,
 }
 
 impl Tier {
-    pub const ALL: [Tier; 5] = [
+    pub const ALL: [Tier; 6] = [
         Tier::Portable,
         Tier::Avx2,
         Tier::AvxVnni,
         Tier::Avx512,
         Tier::Avx512Vnni,
+        Tier::Amx,
     ];
 
     pub fn name(self) -> &'static str {
@@ -39,6 +42,7 @@ impl Tier {
             Tier::AvxVnni => "avx-vnni",
             Tier::Avx512 => "avx512",
             Tier::Avx512Vnni => "avx512-vnni",
+            Tier::Amx => "amx",
         }
     }
 
@@ -59,6 +63,7 @@ impl Tier {
                 Tier::AvxVnni => avx2() && has!("avxvnni"),
                 Tier::Avx512 => avx512(),
                 Tier::Avx512Vnni => avx512() && has!("avx512vnni"),
+                Tier::Amx => avx512() && has!("avx512vnni") && crate::q8::amx::available(),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -99,7 +104,7 @@ pub fn env_ceiling() -> Result<Option<Tier>, String> {
 /// refuses it at startup through [`env_ceiling`]), else none (the best tier).
 pub fn ceiling() -> Tier {
     static CEILING: OnceLock<Tier> = OnceLock::new();
-    *CEILING.get_or_init(|| env_ceiling().ok().flatten().unwrap_or(Tier::Avx512Vnni))
+    *CEILING.get_or_init(|| env_ceiling().ok().flatten().unwrap_or(Tier::Amx))
 }
 
 /// The tier in force: the best the CPU supports, capped by the ceiling.
@@ -145,6 +150,10 @@ pub fn report() -> serde_json::Value {
             }
         }
     }
+    #[cfg(target_arch = "x86_64")]
+    let amx_granted = crate::q8::amx::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    let amx_granted = false;
     let tier = current();
     let f32_products = if features.contains(&"avx512f") {
         "gemm crate (AVX-512, its own dispatch)"
@@ -158,6 +167,8 @@ pub fn report() -> serde_json::Value {
         "detected": Tier::detect().name(),
         "ceiling": (ceiling() < Tier::detect()).then(|| ceiling().name()),
         "features": features,
+        // whether Linux granted this process the AMX tile state (only asked where the CPU has it)
+        "amx_granted": amx_granted,
         "kernels": {
             "f32_products": f32_products,
             "elementwise": math_tier(tier).name(),
