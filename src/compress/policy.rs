@@ -297,6 +297,20 @@ impl Policy {
         })
     }
 
+    /// Whether no message of `conv` can reach a scorer: each is shorter in bytes than its
+    /// role's `min_tokens` (a token is at least one byte, so it is skipped as below
+    /// `min_tokens`) or has a role without a budget. Lets a caller run [`Policy::apply`] on
+    /// such a request where it is, instead of handing it to a worker thread.
+    pub fn scores_nothing(&self, conv: &Conversation) -> bool {
+        conv.messages.iter().all(|m| {
+            let bytes: usize = m.segments.iter().map(|s| s.text.len()).sum();
+            self.config
+                .roles
+                .get(&m.role)
+                .is_none_or(|r| (bytes as u64) < r.min_tokens)
+        })
+    }
+
     /// Compresses a request whose compressible texts `conv` describes (built by its API
     /// surface, `crate::api`). `raw` are the client's bytes, `json` their parse; the edits are
     /// spliced into `raw` at the segments' paths.
@@ -545,12 +559,17 @@ impl Policy {
                 pieces: Vec::new(),
             }
         };
+        // An unchanged part keeps the count taken above; only rewritten ones are counted again.
         let finish = |mut r: MessageResult, originals: &[&str]| {
             r.tokens_after = r
                 .texts
                 .iter()
                 .zip(originals)
-                .map(|(new, old)| tokenizer.count(new.as_deref().unwrap_or(old)))
+                .enumerate()
+                .map(|(i, (new, old))| match (new, part_tokens.get(i)) {
+                    (None, Some(&n)) => n,
+                    _ => tokenizer.count(new.as_deref().unwrap_or(old)),
+                })
                 .sum();
             r
         };

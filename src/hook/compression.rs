@@ -276,6 +276,11 @@ impl RequestHook for CompressionHook {
     }
 }
 
+/// Requests up to this size whose messages are all too short to score (see
+/// [`crate::compress::policy::Policy::scores_nothing`]) are counted on the async runtime: a
+/// few microseconds of work, where a worker thread would add two context switches.
+const INLINE_BYTES: usize = 8 * 1024;
+
 impl Inner {
     async fn run(self: Arc<Self>, req: Intercepted) -> HookOutcome {
         let stats = &self.stats;
@@ -420,12 +425,30 @@ impl Inner {
         deadline: Instant,
     ) -> Result<Outcome, Failure> {
         let policy = self.policy.clone();
-        self.in_worker(deadline, move || {
-            let conv = conversation(&json);
-            policy.apply(&raw, &json, &conv, &opts)
-        })
-        .await?
-        .map_err(Failure::Error)
+        if raw.len() > INLINE_BYTES {
+            return self
+                .in_worker(deadline, move || {
+                    let conv = conversation(&json);
+                    policy.apply(&raw, &json, &conv, &opts)
+                })
+                .await?
+                .map_err(Failure::Error);
+        }
+        let conv = conversation(&json);
+        let light = policy.scores_nothing(&conv);
+        let apply = move || policy.apply(&raw, &json, &conv, &opts);
+        if !light {
+            return self
+                .in_worker(deadline, apply)
+                .await?
+                .map_err(Failure::Error);
+        }
+        // Nothing to score: counting and passing it on costs less than the two thread
+        // switches a worker would.
+        match std::panic::catch_unwind(AssertUnwindSafe(apply)) {
+            Ok(r) => r.map_err(Failure::Error),
+            Err(_) => Err(Failure::Panic),
+        }
     }
 
     fn success(&self, outcome: Outcome) -> HookOutcome {

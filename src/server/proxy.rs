@@ -445,9 +445,9 @@ fn respond(
     response
 }
 
-/// The `model` of a buffered body, read off the async runtime.
+/// The `model` of a buffered body, read off the async runtime unless the body is small.
 async fn peek(raw: Bytes) -> Result<Option<String>, ProxyError> {
-    intake::off_runtime(move || peek_model(&raw)).await
+    intake::off_runtime_if_large(raw.len(), move || peek_model(&raw)).await
 }
 
 /// Reads `model` from a JSON body without building a full document tree.

@@ -533,3 +533,53 @@ fn reserved_characters_skip_the_message() {
     let body = json!({"messages": [{"role": "system", "content": text}, {"role": "user", "content": "q"}]});
     assert!(run(&p, &body).1.body.is_some());
 }
+
+/// `scores_nothing` lets the proxy count a request on the async runtime instead of a worker:
+/// it must never say so for a request whose policy would call the scorer.
+#[test]
+fn scores_nothing_only_when_no_message_can_reach_the_scorer() {
+    let mut cfg = CompressionConfig::default();
+    cfg.protect_last_user = false;
+    let min = cfg.roles.get("user").unwrap().min_tokens as usize;
+    let cases = [
+        // short everywhere: nothing to score
+        (
+            json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]),
+            true,
+        ),
+        // under min_tokens in tokens but not in bytes (multi-byte characters): not claimed
+        (
+            json!([{"role": "user", "content": "数据".repeat(min / 4 + 1)}]),
+            false,
+        ),
+        // a document long enough to score
+        (
+            json!([{"role": "user", "content": prose("alpha", 12)}]),
+            false,
+        ),
+        // a role without a budget is never scored, however long
+        (
+            json!([{"role": "narrator", "content": prose("beta", 12)}]),
+            true,
+        ),
+        // one byte under min_tokens
+        (
+            json!([{"role": "user", "content": "x ".repeat(min / 2).trim_end()}]),
+            true,
+        ),
+    ];
+    for (messages, want) in cases {
+        let (p, calls) = policy(cfg.clone());
+        let body = json!({"model": "gpt-4o", "messages": messages});
+        let conv = chat::conversation(&body).unwrap_or_default();
+        assert_eq!(p.scores_nothing(&conv), want, "{messages}");
+        run(&p, &body);
+        let scored = !calls.calls.lock().unwrap().is_empty();
+        if p.scores_nothing(&conv) {
+            assert!(!scored, "claimed nothing to score, yet scored: {messages}");
+        }
+        if messages.to_string().contains("alpha") {
+            assert!(scored, "the long document was not scored");
+        }
+    }
+}

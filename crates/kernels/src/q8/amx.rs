@@ -111,7 +111,9 @@ impl Tiles {
         acc: &mut [f32; ROWS * NR],
     ) {
         debug_assert!(a.len() >= ROWS * kpad && b.len() >= kpad / 4 * 128);
-        debug_assert!(sa.len() >= rows * nb && sw.len() >= nb * NR && bs.is_multiple_of(self.chunk));
+        debug_assert!(
+            sa.len() >= rows * nb && sw.len() >= nb * NR && bs.is_multiple_of(self.chunk)
+        );
         acc.fill(0.0);
         let mut d = [0i32; ROWS * NR];
         let (ap, bp, dp) = (a.as_ptr(), b.as_ptr(), d.as_mut_ptr());
