@@ -8,7 +8,9 @@
 #
 #   scripts/bench_rps.sh     (BENCH_SECONDS=10 per round, BENCH_ROUNDS=3, BENCH_CONNECTIONS=64;
 #                             installs nginx-light and wrk with apt when missing)
-#   BENCH_SECONDS=2 BENCH_ROUNDS=1 scripts/bench_rps.sh   (the smoke version)
+#   BENCH_SECONDS=2 BENCH_ROUNDS=1 scripts/bench_rps.sh   (a quick look)
+#   LINGUA_BENCH_BIN=target/debug/lingua-proxy ...        (that binary, no release build: the
+#                                                          CI smoke test, tests/e2e/bench_rps.rs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER=${BENCH_SECONDS:-10}
@@ -18,8 +20,11 @@ if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
   apt-get install -y nginx-light wrk >/dev/null
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-cargo build --release --locked --bin lingua-proxy >&2
-BIN=${CARGO_TARGET_DIR:-target}/release/lingua-proxy
+BIN=${LINGUA_BENCH_BIN:-}
+if [ -z "$BIN" ]; then
+  cargo build --release --locked --bin lingua-proxy >&2
+  BIN=${CARGO_TARGET_DIR:-target}/release/lingua-proxy
+fi
 work=$(mktemp -d)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(free_port)

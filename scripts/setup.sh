@@ -64,7 +64,7 @@ if [ ! -f "$punkt/ortho_context.tab" ]; then
 fi
 
 # Debian packages: headless Chromium for the dashboard tests (unless LINGUA_PROXY_CHROMIUM
-# names one) and redis-server for the shared-cache tests. (kubectl, for the manifests, must be
+# names one), redis-server for the shared-cache tests, nginx and wrk for the throughput smoke. (kubectl, for the manifests, must be
 # 1.27 or newer: Debian 12's kubernetes-client is too old for kustomize's `labels`.) CI runs as root; otherwise sudo,
 # when there is one.
 packages=()
@@ -74,6 +74,13 @@ if [ -z "${LINGUA_PROXY_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 
 fi
 if ! command -v redis-server >/dev/null 2>&1; then
   packages+=(redis-server)
+fi
+# nginx and wrk for the smoke run of scripts/bench_rps.sh.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  packages+=(nginx-light)
+fi
+if ! command -v wrk >/dev/null 2>&1; then
+  packages+=(wrk)
 fi
 if [ "${#packages[@]}" -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then

@@ -11,6 +11,7 @@ mod common;
 mod lingua2_common;
 
 mod agent_clients;
+mod bench_rps;
 mod dashboard;
 mod lingua2_e2e;
 mod llmlingua_cli;
