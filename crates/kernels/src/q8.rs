@@ -381,20 +381,30 @@ pub fn linear_q8(
         // SAFETY: row < m and c0 + cols <= n; panels are disjoint column ranges, so no two
         // tasks touch the same element.
         let dst = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(row * n + c0), cols) };
-        if nb > 1 {
-            for (d, a) in dst.iter_mut().zip(accr) {
-                *d = a - *d;
+        // One pass over the output row (it is the largest memory traffic of the product).
+        let sa = xq.scales[row * nb];
+        let corr = &w.correction[c0..];
+        let bias = bias.map(|b| &b[c0..c0 + cols]);
+        match (nb > 1, bias) {
+            (true, Some(bias)) => {
+                for ((d, a), b) in dst.iter_mut().zip(accr).zip(bias) {
+                    *d = (a - *d) + b;
+                }
             }
-        } else {
-            let sa = xq.scales[row];
-            let corr = &w.correction[c0..c0 + cols];
-            for ((d, a), c) in dst.iter_mut().zip(accr).zip(corr) {
-                *d = a - sa * c;
+            (true, None) => {
+                for (d, a) in dst.iter_mut().zip(accr) {
+                    *d = a - *d;
+                }
             }
-        }
-        if let Some(bias) = bias {
-            for (d, b) in dst.iter_mut().zip(&bias[c0..c0 + cols]) {
-                *d += b;
+            (false, Some(bias)) => {
+                for (((d, a), c), b) in dst.iter_mut().zip(accr).zip(corr).zip(bias) {
+                    *d = (a - sa * c) + b;
+                }
+            }
+            (false, None) => {
+                for ((d, a), c) in dst.iter_mut().zip(accr).zip(corr) {
+                    *d = a - sa * c;
+                }
             }
         }
     };
