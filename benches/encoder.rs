@@ -279,14 +279,25 @@ fn main() {
         e2e,
         v["compress"]["median_s"].as_f64().unwrap_or(f64::NAN),
     );
+    let bf16 = v["compress_bf16"]["model_tokens_per_s"].as_f64();
+    match bf16 {
+        Some(b) => println!(
+            "  reference under torch.autocast(bfloat16): compress_prompt end to end {b:.0} \
+             tokens/s (median {:.3} s)",
+            v["compress_bf16"]["median_s"].as_f64().unwrap_or(f64::NAN)
+        ),
+        None => println!("  (no bf16 instructions on this CPU: PyTorch's bf16 autocast not timed)"),
+    }
     for ((p, tps, tpc), (_, e2e_ours)) in ours.into_iter().zip(ours_e2e) {
         println!(
             "  ratio {:>3}: forward {:.2}x the reference (wall), {:.2}x per CPU-second; \
-             compress_prompt end to end {:.2}x the reference (wall)",
+             compress_prompt end to end {:.2}x the reference (wall){}",
             p.as_str(),
             tps / fwd,
             tpc / fwd_cpu,
-            e2e_ours / e2e
+            e2e_ours / e2e,
+            bf16.map(|b| format!(", {:.2}x its bf16 autocast", e2e_ours / b))
+                .unwrap_or_default()
         );
     }
 }
