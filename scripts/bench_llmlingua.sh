@@ -13,6 +13,8 @@
 #   LINGUA_BENCH_MODEL=target/bench-model/smollm2-135m LINGUA_BENCH_TEXT=benches/data/meeting.txt \
 #     scripts/bench_llmlingua.sh          (the real SmolLM2-135M: scripts/bench_smollm2.sh builds it)
 #   LINGUA_KERNELS=avx2-fma scripts/bench_llmlingua.sh   (our side at a lower kernel tier)
+#   LINGUA_BENCH_GGUF=target/bench-model/SmolLM2-135M-Instruct.Q4_1.gguf ...
+#                                         (our side also loads the GGUF the checkpoint came from)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REF=${LINGUA_REF_DIR:-/tmp/llmlingua-ref}
@@ -32,16 +34,21 @@ export TIKTOKEN_CACHE_DIR=$REF/tiktoken NLTK_DATA=$REF/nltk_data HF_HUB_OFFLINE=
 echo "reference: $RUNS runs" >&2
 PYTHONPATH=$REF/tf4 "$REF/venv/bin/python" tools/bench_causal_reference.py --model "$MODEL" \
   --text "$TEXT" --repeat "$RUNS" > "$work/ref.txt"
-for prec in f32 q8; do
+SIDES="f32 q8"
+[ -n "${LINGUA_BENCH_GGUF:-}" ] && SIDES="$SIDES f32-gguf q8-gguf"
+for side in $SIDES; do
+  prec=${side%-gguf}
+  model=$MODEL
+  [ "$side" != "$prec" ] && model=$LINGUA_BENCH_GGUF
   for i in $(seq "$RUNS"); do
-    echo "lingua-proxy $prec: run $i" >&2
-    /usr/bin/time -f '%M' -o "$work/$prec.$i.rss" "$BIN" compress --method llmlingua \
-      --model "$MODEL" --params "$work/params.json" --precision "$prec" --json > "$work/$prec.$i.json"
+    echo "lingua-proxy $side: run $i" >&2
+    /usr/bin/time -f '%M' -o "$work/$side.$i.rss" "$BIN" compress --method llmlingua \
+      --model "$model" --params "$work/params.json" --precision "$prec" --json > "$work/$side.$i.json"
   done
 done
-python3 - "$work" "$RUNS" "$TEXT" <<'PY'
+python3 - "$work" "$RUNS" "$TEXT" "$SIDES" <<'PY'
 import difflib, json, os, statistics, sys
-work, runs, text = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+work, runs, text, sides = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4].split()
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith("flags")), [])
 wanted = ("avx2", "fma", "avx_vnni", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_int8")
@@ -51,12 +58,13 @@ lines = open(f"{work}/ref.txt", encoding="utf-8").read().split("\n", 1)
 ref = json.loads(lines[0])
 ref_prompt = lines[1].rstrip("\n") if len(lines) > 1 else None
 rows = [("reference (PyTorch f32)", ref["median"], ref["peak_rss_mib"], ref["compressed_tokens"], None)]
-for prec in ("f32", "q8"):
+for prec in sides:
     outs = [json.load(open(f"{work}/{prec}.{i}.json")) for i in range(1, runs + 1)]
     rss = max(int(open(f"{work}/{prec}.{i}.rss").read().split()[-1]) for i in range(1, runs + 1)) / 1024
     # (the reference's prompt is read back as a line: compare without the trailing newline)
     same = ref_prompt is not None and outs[0]["compressed_prompt"].rstrip("\n") == ref_prompt
-    rows.append((f"lingua-proxy {prec}", statistics.median(o["elapsed_ms"] for o in outs), rss,
+    label = prec.replace("-gguf", ", straight from the GGUF")
+    rows.append((f"lingua-proxy {label}", statistics.median(o["elapsed_ms"] for o in outs), rss,
                  outs[0]["compressed_tokens"], same))
 print(f"origin tokens (cl100k): {ref['origin_tokens']}; torch {ref.get('torch')}, threads {ref.get('threads')}")
 print("| | median ms | vs reference | peak RSS MiB | compressed tokens | same prompt as reference |")

@@ -3,7 +3,8 @@
 # benches/data/meeting.txt at rate 0.5, f32 and q8, against the goals of issue 22:
 #   LLMLingua-2 bert-base-multilingual-cased-sized (709 MB of f32 weights): q8 < 400 MB, f32 < 1 GB
 #   LLMLingua-2 xlm-roberta-large-sized (2.24 GB of f32 weights):            q8 < 1.5 GB
-#   LLMLingua v1 SmolLM2-135M (if scripts/bench_smollm2.sh has built it):     reported only
+#   LLMLingua v1 SmolLM2-135M (if scripts/bench_smollm2.sh has built it):     reported only,
+#     from the Hugging Face checkpoint and straight from the Q4_1 GGUF
 # The random-weight checkpoints are written under target/bench-model/ (never committed); their
 # tokenizers come from the test checkpoints (scripts/setup.sh builds the BERT one).
 #
@@ -29,7 +30,9 @@ rss() { # label, args...
   local label=$1; shift
   /usr/bin/time -f '%M %e' -o /tmp/bench_memory.$$ "$T/lingua-proxy" compress "$@" > /dev/null
   read -r kb secs < /tmp/bench_memory.$$
-  printf '| %s | %s | %.0f | %s |\n' "$label" "$(du -m "$model/model.safetensors" | cut -f1)" "$((kb / 1024))" "$secs"
+  local weights=$model/model.safetensors
+  [ -f "$model" ] && weights=$model
+  printf '| %s | %s | %.0f | %s |\n' "$label" "$(du -m "$weights" | cut -f1)" "$((kb / 1024))" "$secs"
 }
 echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(nproc) cores"
 echo "| model, precision | weights file MB | peak RSS MiB | seconds |"
@@ -49,6 +52,14 @@ if [ -f "$model/model.safetensors" ]; then
     rss "SmolLM2-135M (v1), $p" --method llmlingua --model "$model" --precision "$p" \
       --params /tmp/bench_memory_params.$$
   done
+  gguf=$OUT/SmolLM2-135M-Instruct.Q4_1.gguf
+  if [ -f "$gguf" ]; then
+    model=$gguf
+    for p in f32 q8; do
+      rss "SmolLM2-135M (v1) from its Q4_1 GGUF, $p" --method llmlingua \
+        --model "$gguf" --precision "$p" --params /tmp/bench_memory_params.$$
+    done
+  fi
   rm -f /tmp/bench_memory_params.$$
 fi
 rm -f /tmp/bench_memory.$$

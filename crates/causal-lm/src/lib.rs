@@ -11,6 +11,7 @@
 
 mod cache;
 mod config;
+pub mod gguf;
 mod model;
 pub mod train;
 mod weights;
@@ -106,16 +107,27 @@ impl CausalLm {
     /// Loads `dir`: `config.json` plus `model.safetensors`, sharded safetensors with
     /// `model.safetensors.index.json`, or `pytorch_model.bin`. The family comes from
     /// `model_type` ("gpt2", "llama", "qwen2"), else from `architectures`.
+    ///
+    /// `dir` may also be a `.gguf` file of a Llama-architecture model: its config comes from the
+    /// metadata and each tensor is dequantised when the model takes it ([`gguf`]).
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Self, LmError> {
-        let cfg_path = dir.join("config.json");
-        let cfg_bytes = std::fs::read(&cfg_path).map_err(|source| LmError::Io {
-            path: cfg_path.clone(),
-            source,
-        })?;
-        let cfg = LmConfig::from_json(&cfg_bytes, &cfg_path)?;
-        let files = weights::weight_files(dir)?;
-        let digest = weights::digest(&cfg_bytes, &files)?;
-        let w = weights::Weights::read(&files)?;
+        let (cfg, digest, w) = if gguf::is_gguf(dir) {
+            let g = gguf::Gguf::open(dir)?;
+            let bytes = g.config_json()?;
+            let cfg = LmConfig::from_json(&bytes, dir)?;
+            let digest = weights::digest(&bytes, &[dir.to_path_buf()])?;
+            (cfg, digest, weights::Weights::gguf(g))
+        } else {
+            let cfg_path = dir.join("config.json");
+            let bytes = std::fs::read(&cfg_path).map_err(|source| LmError::Io {
+                path: cfg_path.clone(),
+                source,
+            })?;
+            let cfg = LmConfig::from_json(&bytes, &cfg_path)?;
+            let files = weights::weight_files(dir)?;
+            let digest = weights::digest(&bytes, &files)?;
+            (cfg, digest, weights::Weights::read(&files)?)
+        };
         let model = model::Model::load(cfg, &w, opts.precision)?;
         drop(w);
         let pool = match opts.threads {

@@ -148,7 +148,7 @@ impl Aligner {
             });
         }
         let files = weight_files(dir)?;
-        let tensors = Weights::read(&files)?.into_tensors();
+        let tensors = Weights::read(&files)?.into_tensors()?;
         let prefix = if tensors.contains_key("model.embed_tokens.weight") {
             "model."
         } else {

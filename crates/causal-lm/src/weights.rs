@@ -1,6 +1,6 @@
 //! Checkpoint files of a model directory: which weight files to read (single or sharded
-//! safetensors, `pytorch_model.bin`), reading them into f32 tensors by name, and the sha256
-//! digest of config + weights.
+//! safetensors, `pytorch_model.bin`, or one GGUF file read tensor by tensor), reading them into
+//! f32 tensors by name, and the sha256 digest of config + weights.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
@@ -10,6 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use sha2::{Digest, Sha256};
 
 use crate::LmError;
+use crate::gguf::Gguf;
 
 /// An f32 tensor read from a checkpoint.
 pub(crate) struct Raw {
@@ -21,6 +22,8 @@ pub(crate) struct Raw {
 pub(crate) struct Weights {
     pub(crate) source: PathBuf,
     tensors: HashMap<String, Tensor>,
+    /// A GGUF file: tensors are read and dequantised one at a time, when taken.
+    gguf: Option<Gguf>,
 }
 
 fn weights_err(path: &Path, msg: impl std::fmt::Display) -> LmError {
@@ -137,12 +140,37 @@ impl Weights {
                 .map(Path::to_path_buf)
                 .unwrap_or_default(),
         };
-        Ok(Self { source, tensors })
+        Ok(Self {
+            source,
+            tensors,
+            gguf: None,
+        })
     }
 
-    /// Every tensor by its checkpoint name.
-    pub(crate) fn into_tensors(self) -> HashMap<String, Tensor> {
-        self.tensors
+    /// A GGUF file, read lazily.
+    pub(crate) fn gguf(g: Gguf) -> Self {
+        Self {
+            source: g.path.clone(),
+            tensors: HashMap::new(),
+            gguf: Some(g),
+        }
+    }
+
+    /// Every tensor by its checkpoint name (a GGUF file's dequantised under their Hugging Face
+    /// names).
+    pub(crate) fn into_tensors(self) -> Result<HashMap<String, Tensor>, LmError> {
+        let Some(g) = self.gguf else {
+            return Ok(self.tensors);
+        };
+        let mut out = HashMap::new();
+        for name in g.hf_names() {
+            if let Some(Raw { shape, data }) = g.read(name)? {
+                let t = Tensor::from_vec(data, shape, &Device::Cpu)
+                    .map_err(|e| weights_err(&g.path, format!("tensor {name}: {e}")))?;
+                out.insert(name.to_string(), t);
+            }
+        }
+        Ok(out)
     }
 
     fn find(&self, names: &[String]) -> Option<(&str, &Tensor)> {
@@ -154,7 +182,10 @@ impl Weights {
 
     /// Whether one of the spellings of `name` (with any of `prefixes`) is present.
     pub(crate) fn has(&self, prefixes: &[&str], name: &str) -> bool {
-        self.find(&spellings(prefixes, name)).is_some()
+        match &self.gguf {
+            Some(g) => spellings(prefixes, name).iter().any(|n| g.has(n)),
+            None => self.find(&spellings(prefixes, name)).is_some(),
+        }
     }
 
     /// The tensor `name` (tried with each of `prefixes`) as f32, checked against `shape`.
@@ -164,6 +195,28 @@ impl Weights {
         name: &str,
         shape: &[usize],
     ) -> Result<Raw, LmError> {
+        if let Some(g) = &self.gguf {
+            for key in spellings(prefixes, name) {
+                if let Some(Raw { shape: got, data }) = g.read(&key)? {
+                    if got != shape {
+                        return Err(LmError::Shape {
+                            path: self.source.clone(),
+                            name: key,
+                            expected: shape.to_vec(),
+                            got,
+                        });
+                    }
+                    return Ok(Raw {
+                        shape: shape.to_vec(),
+                        data,
+                    });
+                }
+            }
+            return Err(LmError::MissingTensor {
+                path: self.source.clone(),
+                name: name.to_string(),
+            });
+        }
         let (key, t) =
             self.find(&spellings(prefixes, name))
                 .ok_or_else(|| LmError::MissingTensor {

@@ -84,11 +84,16 @@ pub struct LoadedCausal {
 /// Resolves `model` (a local directory or a Hugging Face id), loads weights and tokenizer as
 /// `[model]` says and starts the model thread.
 pub fn load(model: &str, cfg: &ModelConfig) -> Result<LoadedCausal, String> {
-    let files = ModelFiles::resolve(model).map_err(|e| e.to_string())?;
-    let m = CausalModel::from_dir(&files.dir, cfg)?;
+    let path = Path::new(model);
+    let dir = if lingua_causal::gguf::is_gguf(path) {
+        path.to_path_buf()
+    } else {
+        ModelFiles::resolve(model).map_err(|e| e.to_string())?.dir
+    };
+    let m = CausalModel::from_dir(&dir, cfg)?;
     Ok(LoadedCausal {
         model: Arc::new(m),
-        dir: files.dir,
+        dir,
         precision: cfg.precision(),
     })
 }
@@ -101,7 +106,11 @@ impl CausalModel {
                 cfg.device()
             ));
         }
-        let tokenizer = CausalTokenizer::from_dir(dir)?;
+        let tokenizer = if lingua_causal::gguf::is_gguf(dir) {
+            CausalTokenizer::from_gguf(dir)?
+        } else {
+            CausalTokenizer::from_dir(dir)?
+        };
         let precision = match cfg.precision() {
             PrecisionSetting::F32 => Precision::F32,
             PrecisionSetting::Q8 => Precision::Q8,

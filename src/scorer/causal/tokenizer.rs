@@ -49,6 +49,21 @@ impl CausalTokenizer {
         Self::from_bytes(&bytes, &config, id).map_err(|e| format!("{}: {e}", path.display()))
     }
 
+    /// The tokenizer of a GGUF file, rebuilt from its vocabulary and merges
+    /// (`lingua_causal::gguf`).
+    pub fn from_gguf(path: &Path) -> Result<Self, String> {
+        let g = lingua_causal::gguf::Gguf::open(path).map_err(|e| e.to_string())?;
+        let (json, config) = g.tokenizer().map_err(|e| e.to_string())?;
+        let config: serde_json::Value =
+            serde_json::from_str(&config).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut hasher = Sha256::new();
+        hasher.update(json.as_bytes());
+        hasher.update(config.to_string().as_bytes());
+        let id = hex::encode(&hasher.finalize()[..8]);
+        Self::from_bytes(json.as_bytes(), &config, id)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
     /// `tokenizer.json` bytes plus the parsed `tokenizer_config.json` (or `Null`).
     pub fn from_bytes(
         tokenizer_json: &[u8],
