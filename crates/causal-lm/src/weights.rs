@@ -1,6 +1,8 @@
 //! Checkpoint files of a model directory: which weight files to read (single or sharded
-//! safetensors, `pytorch_model.bin`, or one GGUF file read tensor by tensor), reading them into
-//! f32 tensors by name, and the sha256 digest of config + weights.
+//! safetensors, `pytorch_model.bin`, or one GGUF file), reading them into f32 tensors by name,
+//! and the sha256 digest of config + weights. Safetensors and GGUF tensors are read one at a
+//! time when the model takes them (`lingua-tensors`' positioned reads; no mapped pages), so a
+//! q8 model never holds an f32 copy of its weights; pickles go through candle whole.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
@@ -11,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::LmError;
 use crate::gguf::Gguf;
+use lingua_tensors::SafetensorsFile;
 
 /// An f32 tensor read from a checkpoint.
 pub(crate) struct Raw {
@@ -21,6 +24,9 @@ pub(crate) struct Raw {
 /// All tensors of a checkpoint, by name, plus where they came from (for errors).
 pub(crate) struct Weights {
     pub(crate) source: PathBuf,
+    /// Safetensors files, read tensor by tensor when taken.
+    files: Vec<SafetensorsFile>,
+    /// Tensors of `pytorch_model.bin` pickles, read whole.
     tensors: HashMap<String, Tensor>,
     /// A GGUF file: tensors are read and dequantised one at a time, when taken.
     gguf: Option<Gguf>,
@@ -119,14 +125,18 @@ impl Weights {
     /// Reads every tensor of `files` (safetensors or PyTorch pickles) onto the CPU.
     pub(crate) fn read(files: &[PathBuf]) -> Result<Self, LmError> {
         let mut tensors = HashMap::new();
+        let mut lazy = Vec::new();
         for f in files {
             let is_safetensors = f
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
             if is_safetensors {
-                let t = candle_core::safetensors::load(f, &Device::Cpu)
-                    .map_err(|e| weights_err(f, e))?;
-                tensors.extend(t);
+                lazy.push(SafetensorsFile::open(f).map_err(|e| match e {
+                    lingua_tensors::TensorsError::Io { path, source } => {
+                        LmError::Io { path, source }
+                    }
+                    e @ lingua_tensors::TensorsError::Invalid { .. } => weights_err(f, e),
+                })?);
             } else {
                 let t = candle_core::pickle::read_all(f).map_err(|e| weights_err(f, e))?;
                 tensors.extend(t);
@@ -142,6 +152,7 @@ impl Weights {
         };
         Ok(Self {
             source,
+            files: lazy,
             tensors,
             gguf: None,
         })
@@ -151,6 +162,7 @@ impl Weights {
     pub(crate) fn gguf(g: Gguf) -> Self {
         Self {
             source: g.path.clone(),
+            files: Vec::new(),
             tensors: HashMap::new(),
             gguf: Some(g),
         }
@@ -159,10 +171,22 @@ impl Weights {
     /// Every tensor by its checkpoint name (a GGUF file's dequantised under their Hugging Face
     /// names).
     pub(crate) fn into_tensors(self) -> Result<HashMap<String, Tensor>, LmError> {
+        let mut out = self.tensors;
+        for f in &self.files {
+            // (integer buffers such as GPT-2's causal masks are not weights)
+            for name in f.names().filter(|n| f.is_float(n)) {
+                let shape = f.shape(name).unwrap_or_default().to_vec();
+                let data = f
+                    .read_vec(&shape, name)
+                    .map_err(|e| weights_err(f.path(), format!("tensor {name}: {e}")))?;
+                let t = Tensor::from_vec(data, shape, &Device::Cpu)
+                    .map_err(|e| weights_err(f.path(), format!("tensor {name}: {e}")))?;
+                out.insert(name.to_string(), t);
+            }
+        }
         let Some(g) = self.gguf else {
-            return Ok(self.tensors);
+            return Ok(out);
         };
-        let mut out = HashMap::new();
         for name in g.hf_names() {
             if let Some(Raw { shape, data }) = g.read(name)? {
                 let t = Tensor::from_vec(data, shape, &Device::Cpu)
@@ -182,9 +206,15 @@ impl Weights {
 
     /// Whether one of the spellings of `name` (with any of `prefixes`) is present.
     pub(crate) fn has(&self, prefixes: &[&str], name: &str) -> bool {
+        let names = spellings(prefixes, name);
         match &self.gguf {
-            Some(g) => spellings(prefixes, name).iter().any(|n| g.has(n)),
-            None => self.find(&spellings(prefixes, name)).is_some(),
+            Some(g) => names.iter().any(|n| g.has(n)),
+            None => {
+                self.find(&names).is_some()
+                    || names
+                        .iter()
+                        .any(|n| self.files.iter().any(|f| f.contains(n)))
+            }
         }
     }
 
@@ -215,6 +245,27 @@ impl Weights {
             return Err(LmError::MissingTensor {
                 path: self.source.clone(),
                 name: name.to_string(),
+            });
+        }
+        for key in spellings(prefixes, name) {
+            let Some(f) = self.files.iter().find(|f| f.contains(&key)) else {
+                continue;
+            };
+            let got = f.shape(&key).unwrap_or_default();
+            if got != shape {
+                return Err(LmError::Shape {
+                    path: self.source.clone(),
+                    name: key.clone(),
+                    expected: shape.to_vec(),
+                    got: got.to_vec(),
+                });
+            }
+            let data = f
+                .read_vec(shape, &key)
+                .map_err(|e| weights_err(f.path(), format!("tensor {key}: {e}")))?;
+            return Ok(Raw {
+                shape: shape.to_vec(),
+                data,
             });
         }
         let (key, t) =

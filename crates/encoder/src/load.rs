@@ -39,6 +39,17 @@ impl LoadError {
     }
 }
 
+impl From<lingua_tensors::TensorsError> for LoadError {
+    fn from(e: lingua_tensors::TensorsError) -> Self {
+        match e {
+            lingua_tensors::TensorsError::Io { path, source } => LoadError::io(&path, source),
+            lingua_tensors::TensorsError::Invalid { path, msg } => {
+                LoadError::invalid(&path, format!("not a readable safetensors file: {msg}"))
+            }
+        }
+    }
+}
+
 /// The files of one checkpoint, all local.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelFiles {
