@@ -49,7 +49,7 @@ impl Gguf {
             path: path.to_path_buf(),
             source,
         })?;
-        let content = Content::read(&mut BufReader::new(f)).map_err(|e| err(path, e))?;
+        let content = Content::read(&mut BufReader::new(f)).map_err(|e| err(path, plain(e)))?;
         let mut g = Self {
             path: path.to_path_buf(),
             content,
@@ -168,7 +168,7 @@ impl Gguf {
             path: self.path.clone(),
             source,
         })?;
-        let what = |e: candle_core::Error| err(&self.path, format!("tensor {name}: {e}"));
+        let what = |e: candle_core::Error| err(&self.path, format!("tensor {name}: {}", plain(e)));
         let q = self
             .content
             .tensor(&mut BufReader::new(f), name, &Device::Cpu)
@@ -259,6 +259,14 @@ impl Gguf {
             "clean_up_tokenization_spaces": false,
         });
         Ok((tokenizer.to_string(), config.to_string()))
+    }
+}
+
+/// candle's message without the backtrace it attaches when `RUST_BACKTRACE` is set.
+fn plain(e: candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => plain(*inner),
+        e => e.to_string(),
     }
 }
 
