@@ -149,9 +149,10 @@ impl Gguf {
         Ok(cfg.to_string().into_bytes())
     }
 
-    /// Whether the checkpoint has the tensor of Hugging Face name `hf`.
-    pub(crate) fn has(&self, hf: &str) -> bool {
-        self.names.contains_key(hf)
+    /// The shape (`[out, in]`) of the tensor of Hugging Face name `hf`, when the file has it.
+    pub(crate) fn shape(&self, hf: &str) -> Option<&[usize]> {
+        let name = self.names.get(hf)?;
+        self.content.tensor_infos.get(name).map(|t| t.shape.dims())
     }
 
     /// Every Hugging Face tensor name the file has.

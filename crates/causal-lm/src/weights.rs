@@ -197,99 +197,80 @@ impl Weights {
         Ok(out)
     }
 
-    fn find(&self, names: &[String]) -> Option<(&str, &Tensor)> {
-        names
+    /// The shape of tensor `key`, from whichever source holds it.
+    fn shape_of(&self, key: &str) -> Option<Vec<usize>> {
+        if let Some(g) = &self.gguf {
+            return g.shape(key).map(<[usize]>::to_vec);
+        }
+        self.files
             .iter()
-            .find_map(|n| self.tensors.get_key_value(n.as_str()))
-            .map(|(k, v)| (k.as_str(), v))
+            .find_map(|f| f.shape(key))
+            .or_else(|| self.tensors.get(key).map(Tensor::dims))
+            .map(<[usize]>::to_vec)
+    }
+
+    /// The values of tensor `key` (of `shape`, already checked) as f32.
+    fn values(&self, key: &str, shape: &[usize]) -> Result<Vec<f32>, LmError> {
+        if let Some(g) = &self.gguf {
+            return g
+                .read(key)?
+                .map(|r| r.data)
+                .ok_or_else(|| LmError::MissingTensor {
+                    path: self.source.clone(),
+                    name: key.to_string(),
+                });
+        }
+        if let Some(f) = self.files.iter().find(|f| f.contains(key)) {
+            return f
+                .read_vec(shape, key)
+                .map_err(|e| weights_err(f.path(), format!("tensor {key}: {e}")));
+        }
+        let t = self
+            .tensors
+            .get(key)
+            .ok_or_else(|| LmError::MissingTensor {
+                path: self.source.clone(),
+                name: key.to_string(),
+            })?;
+        t.to_dtype(DType::F32)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| weights_err(&self.source, format!("tensor {key}: {e}")))
     }
 
     /// Whether one of the spellings of `name` (with any of `prefixes`) is present.
     pub(crate) fn has(&self, prefixes: &[&str], name: &str) -> bool {
-        let names = spellings(prefixes, name);
-        match &self.gguf {
-            Some(g) => names.iter().any(|n| g.has(n)),
-            None => {
-                self.find(&names).is_some()
-                    || names
-                        .iter()
-                        .any(|n| self.files.iter().any(|f| f.contains(n)))
-            }
-        }
+        spellings(prefixes, name)
+            .iter()
+            .any(|k| self.shape_of(k).is_some())
     }
 
-    /// The tensor `name` (tried with each of `prefixes`) as f32, checked against `shape`.
+    /// The tensor `name` (tried with each of `prefixes`) as f32, checked against `shape`
+    /// before it is read.
     pub(crate) fn take(
         &self,
         prefixes: &[&str],
         name: &str,
         shape: &[usize],
     ) -> Result<Raw, LmError> {
-        if let Some(g) = &self.gguf {
-            for key in spellings(prefixes, name) {
-                if let Some(Raw { shape: got, data }) = g.read(&key)? {
-                    if got != shape {
-                        return Err(LmError::Shape {
-                            path: self.source.clone(),
-                            name: key,
-                            expected: shape.to_vec(),
-                            got,
-                        });
-                    }
-                    return Ok(Raw {
-                        shape: shape.to_vec(),
-                        data,
-                    });
-                }
-            }
-            return Err(LmError::MissingTensor {
+        let (key, got) = spellings(prefixes, name)
+            .into_iter()
+            .find_map(|k| self.shape_of(&k).map(|s| (k, s)))
+            .ok_or_else(|| LmError::MissingTensor {
                 path: self.source.clone(),
                 name: name.to_string(),
-            });
-        }
-        for key in spellings(prefixes, name) {
-            let Some(f) = self.files.iter().find(|f| f.contains(&key)) else {
-                continue;
-            };
-            let got = f.shape(&key).unwrap_or_default();
-            if got != shape {
-                return Err(LmError::Shape {
-                    path: self.source.clone(),
-                    name: key.clone(),
-                    expected: shape.to_vec(),
-                    got: got.to_vec(),
-                });
-            }
-            let data = f
-                .read_vec(shape, &key)
-                .map_err(|e| weights_err(f.path(), format!("tensor {key}: {e}")))?;
-            return Ok(Raw {
-                shape: shape.to_vec(),
-                data,
-            });
-        }
-        let (key, t) =
-            self.find(&spellings(prefixes, name))
-                .ok_or_else(|| LmError::MissingTensor {
-                    path: self.source.clone(),
-                    name: name.to_string(),
-                })?;
-        if t.dims() != shape {
+            })?;
+        if got != shape {
             return Err(LmError::Shape {
                 path: self.source.clone(),
-                name: key.to_string(),
+                name: key,
                 expected: shape.to_vec(),
-                got: t.dims().to_vec(),
+                got,
             });
         }
-        let data = t
-            .to_dtype(DType::F32)
-            .and_then(|t| t.flatten_all())
-            .and_then(|t| t.to_vec1::<f32>())
-            .map_err(|e| weights_err(&self.source, format!("tensor {key}: {e}")))?;
         Ok(Raw {
             shape: shape.to_vec(),
-            data,
+            data: self.values(&key, shape)?,
         })
     }
 
