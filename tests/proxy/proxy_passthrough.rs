@@ -328,6 +328,8 @@ async fn health_endpoints_answer_locally() {
     let amx = has("amx-tile") && has("amx-int8") && cpu["amx_granted"] == true;
     let want = if avx512 && has("avx512vnni") && amx {
         "amx"
+    } else if avx512 && has("avx512vnni") && has("avx512bf16") {
+        "avx512-bf16"
     } else if avx512 && has("avx512vnni") {
         "avx512-vnni"
     } else if avx512 {
@@ -347,13 +349,23 @@ async fn health_endpoints_answer_locally() {
     let q8 = &cpu["kernels"]["q8_products"];
     let want_q8 = match want {
         "amx" => "int8 AMX tiles",
-        "avx512-vnni" => "int8 AVX-512 VNNI",
+        "avx512-vnni" | "avx512-bf16" => "int8 AVX-512 VNNI",
         "avx-vnni" => "int8 AVX-VNNI",
         "portable" => "int8 portable",
         _ if has("avxvnni") => "int8 AVX-VNNI",
         _ => "int8 AVX2",
     };
     assert_eq!(q8, want_q8, "{cpu}");
+    let want_bf16 = if avx512 && has("avx512vnni") && has("avx512bf16") {
+        "bf16 AVX512_BF16"
+    } else if avx512 {
+        "bf16 AVX-512F (widened)"
+    } else if avx2 {
+        "bf16 AVX2+FMA (widened)"
+    } else {
+        "bf16 portable"
+    };
+    assert_eq!(cpu["kernels"]["bf16_products"], want_bf16, "{cpu}");
     let elementwise = if avx512 {
         "avx512"
     } else if avx2 {

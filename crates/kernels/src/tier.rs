@@ -1,5 +1,5 @@
 //! Instruction-set tiers: what this CPU offers, the ceiling an operator or a test sets
-//! (`LINGUA_KERNELS=portable|avx2-fma|avx-vnni|avx512|avx512-vnni|amx`, read once), and
+//! (`LINGUA_KERNELS=portable|avx2-fma|avx-vnni|avx512|avx512-vnni|avx512-bf16|amx`, read once), and
 //! the kernels that run under both. A ceiling above what the CPU has changes nothing; below it,
 //! the kernels of the lower tier run (that is how CI tests every path on one machine).
 
@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 /// Instruction-set tiers, lowest first. Each kernel family picks the best tier at or below the
 /// ceiling that the CPU supports: int8 products use VNNI (512- or 256-bit) or AVX2, the f32
-/// element-wise passes AVX-512 or AVX2 + FMA.
+/// element-wise passes AVX-512 or AVX2 + FMA, bf16 products AVX512_BF16 or widened FMAs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum Tier {
@@ -21,17 +21,20 @@ pub enum Tier {
     Avx512 = 3,
     /// AVX-512 F + BW + VNNI: 512-bit int8 dot products (Cascade Lake, Ice Lake, Zen 4 and later).
     Avx512Vnni = 4,
+    /// AVX-512 VNNI + AVX512_BF16: `vdpbf16ps` (Cooper Lake, Zen 4, Sapphire Rapids and later).
+    Avx512Bf16 = 5,
     /// AVX-512 VNNI plus AMX-INT8 tiles, granted by the OS (Sapphire Rapids and later).
-    Amx = 5,
+    Amx = 6,
 }
 
 impl Tier {
-    pub const ALL: [Tier; 6] = [
+    pub const ALL: [Tier; 7] = [
         Tier::Portable,
         Tier::Avx2,
         Tier::AvxVnni,
         Tier::Avx512,
         Tier::Avx512Vnni,
+        Tier::Avx512Bf16,
         Tier::Amx,
     ];
 
@@ -42,6 +45,7 @@ impl Tier {
             Tier::AvxVnni => "avx-vnni",
             Tier::Avx512 => "avx512",
             Tier::Avx512Vnni => "avx512-vnni",
+            Tier::Avx512Bf16 => "avx512-bf16",
             Tier::Amx => "amx",
         }
     }
@@ -63,6 +67,7 @@ impl Tier {
                 Tier::AvxVnni => avx2() && has!("avxvnni"),
                 Tier::Avx512 => avx512(),
                 Tier::Avx512Vnni => avx512() && has!("avx512vnni"),
+                Tier::Avx512Bf16 => avx512() && has!("avx512vnni") && has!("avx512bf16"),
                 Tier::Amx => avx512() && has!("avx512vnni") && crate::q8::amx::available(),
             }
         }
@@ -173,6 +178,7 @@ pub fn report() -> serde_json::Value {
             "f32_products": f32_products,
             "elementwise": math_tier(tier).name(),
             "q8_products": crate::q8::Q8Kernel::for_tier(tier).name(),
+            "bf16_products": crate::bf16::Bf16Kernel::for_tier(tier).name(),
         },
     })
 }
