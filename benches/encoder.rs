@@ -1,4 +1,4 @@
-//! Encoder throughput: the same ~2,000-token English text through this crate (f32 and q8) and,
+//! Encoder throughput: the same ~2,000-token English text through this crate (f32, q8 and bf16) and,
 //! when `LINGUA_REF_PYTHON` names a Python with torch + llmlingua 0.2.2, through the reference
 //! (`tools/bench_reference.py`) in the same run.
 //!
@@ -17,6 +17,37 @@ use lingua_encoder::random::RandomSpec;
 use lingua_encoder::{ModelFiles, Precision, TokenClassifier};
 
 const WINDOW: usize = 510;
+
+/// What the bench times, f32 first (the others are compared with it).
+const PRECISIONS: [Precision; 3] = [Precision::F32, Precision::Q8, Precision::Bf16];
+
+/// Keep/drop at the median (rate 0.5), token level, each precision against f32.
+fn print_agreement(f: &[f32], others: &[(Precision, Vec<f32>)]) {
+    let median = |v: &[f32]| {
+        let mut s = v.to_vec();
+        s.sort_by(f32::total_cmp);
+        s[s.len() / 2]
+    };
+    let tf = median(f);
+    for (p, q) in others {
+        let tq = median(q);
+        let agree = f
+            .iter()
+            .zip(q)
+            .filter(|(a, b)| (**a > tf) == (**b > tq))
+            .count();
+        let worst = f
+            .iter()
+            .zip(q)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        println!(
+            "  {} vs f32: {:.2}% of token keep/drop decisions agree at rate 0.5, max |dp| {worst:.4}",
+            p.as_str(),
+            100.0 * agree as f64 / f.len() as f64
+        );
+    }
+}
 
 fn model_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("LINGUA_BENCH_MODEL") {
@@ -122,9 +153,17 @@ fn main() {
         batch.len(),
         dir.display()
     );
+    let cpu = lingua_kernels::tier::report();
+    println!(
+        "  tier {} ({}; q8: {}, bf16: {})",
+        cpu["tier"].as_str().unwrap_or("?"),
+        cpu["features"],
+        cpu["kernels"]["q8_products"].as_str().unwrap_or("?"),
+        cpu["kernels"]["bf16_products"].as_str().unwrap_or("?")
+    );
     let mut ours = Vec::new();
-    let mut outputs: Vec<Vec<f32>> = Vec::new();
-    for precision in [Precision::F32, Precision::Q8] {
+    let mut outputs: Vec<(Precision, Vec<f32>)> = Vec::new();
+    for precision in PRECISIONS {
         let m = match TokenClassifier::load(&files, "cpu", precision) {
             Ok(m) => m,
             Err(e) => {
@@ -132,7 +171,7 @@ fn main() {
             }
         };
         if let Ok(p) = m.keep_probs(&batch) {
-            outputs.push(p.concat());
+            outputs.push((precision, p.concat()));
         }
         let mut times = Vec::new();
         let mut cpu = Vec::new();
@@ -158,39 +197,19 @@ fn main() {
         ours.push((precision, tokens as f64 / med, tokens as f64 / med_cpu));
     }
 
-    if let [f, q] = &outputs[..] {
-        // Keep/drop at the median (rate 0.5), token level, q8 against f32.
-        let mut sorted = f.clone();
-        sorted.sort_by(f32::total_cmp);
-        let (tf, tq) = (sorted[sorted.len() / 2], {
-            let mut s = q.clone();
-            s.sort_by(f32::total_cmp);
-            s[s.len() / 2]
-        });
-        let agree = f
-            .iter()
-            .zip(q)
-            .filter(|(a, b)| (**a > tf) == (**b > tq))
-            .count();
-        let worst = f
-            .iter()
-            .zip(q)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        println!(
-            "  q8 vs f32: {:.2}% of token keep/drop decisions agree at rate 0.5, max |dp| {worst:.4}",
-            100.0 * agree as f64 / f.len() as f64
-        );
+    if let [(_, f), others @ ..] = &outputs[..] {
+        print_agreement(f, others);
     }
 
     // The whole LLMLingua-2 path as the proxy runs it: tokenizer glue, the model scheduler and the
     // selection (`compress_prompt(text, rate=0.5)`), timed like the reference's end to end.
     let mut ours_e2e = Vec::new();
-    for precision in [Precision::F32, Precision::Q8] {
+    for precision in PRECISIONS {
         let model_cfg = lingua_proxy::model::ModelConfig {
             precision: Some(match precision {
                 Precision::F32 => lingua_proxy::model::PrecisionSetting::F32,
                 Precision::Q8 => lingua_proxy::model::PrecisionSetting::Q8,
+                Precision::Bf16 => lingua_proxy::model::PrecisionSetting::Bf16,
             }),
             ..Default::default()
         };

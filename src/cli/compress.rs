@@ -58,8 +58,8 @@ pub struct CompressArgs {
     /// How sub-token probabilities make a word's: `mean` or `first` (LLMLingua-2).
     #[arg(long, value_name = "mean|first")]
     pub token_to_word: Option<TokenToWordArg>,
-    /// LLMLingua-2 encoder precision: `f32` (parity) or `q8`.
-    #[arg(long, value_name = "f32|q8")]
+    /// Model precision: `f32` (parity), `q8` or `bf16`.
+    #[arg(long, value_name = "f32|q8|bf16")]
     pub precision: Option<PrecisionSetting>,
     /// `llmlingua2` (the token classifier, the default), or the perplexity-based `llmlingua` /
     /// `longllmlingua` with a causal LM (`--model`), whose keyword arguments come from `--params`.
@@ -84,7 +84,10 @@ impl std::str::FromStr for PrecisionSetting {
         match s {
             "f32" => Ok(Self::F32),
             "q8" => Ok(Self::Q8),
-            other => Err(format!("unknown precision {other:?} (expected f32 or q8)")),
+            "bf16" => Ok(Self::Bf16),
+            other => Err(format!(
+                "unknown precision {other:?} (expected f32, q8 or bf16)"
+            )),
         }
     }
 }

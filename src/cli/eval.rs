@@ -197,8 +197,8 @@ pub struct FactsArgs {
     /// LLMLingua-2 model: a local directory or a Hugging Face id.
     #[arg(long, value_name = "DIR|HF-ID")]
     pub model: Option<String>,
-    /// LLMLingua-2 encoder precision: `f32` or `q8`.
-    #[arg(long, value_name = "f32|q8")]
+    /// Model precision: `f32`, `q8` or `bf16`.
+    #[arg(long, value_name = "f32|q8|bf16")]
     pub precision: Option<PrecisionSetting>,
     /// Rates applied to every role, comma-separated (default: 0.3 to 0.8 and the defaults).
     #[arg(long, value_delimiter = ',', value_name = "R,R,...")]

@@ -11,6 +11,9 @@ pub enum PrecisionSetting {
     F32,
     /// int8 weights and dynamically quantized activations (AVX-512 VNNI when available).
     Q8,
+    /// bf16 weights and activations with f32 sums (AVX512_BF16 when available), the same
+    /// bits on every CPU tier.
+    Bf16,
 }
 
 /// The `[model]` table. `device` and `precision` used to live in `[compression]`; the old keys
@@ -20,7 +23,7 @@ pub enum PrecisionSetting {
 pub struct ModelConfig {
     /// `"cpu"`, or `"cuda:N"` in a build with the `cuda` feature (unset: `"cpu"`).
     pub device: Option<String>,
-    /// `"f32"` or `"q8"` (unset: `"f32"`).
+    /// `"f32"`, `"q8"` or `"bf16"` (unset: `"f32"`).
     pub precision: Option<PrecisionSetting>,
     /// Compute threads of the model (0: `LINGUA_ENCODER_THREADS`, else the number of CPUs).
     pub threads: usize,

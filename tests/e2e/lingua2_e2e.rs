@@ -14,6 +14,7 @@ use crate::lingua2_common;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::llmlingua_goldens::kept_words;
 use lingua_encoder::{ModelFiles, Precision, TokenClassifier};
 use lingua_proxy::compress::llmlingua2::compress_prompt_traced;
 use lingua_proxy::scorer::Scorer;
@@ -22,7 +23,7 @@ use lingua2_common::*;
 
 const PROB_TOL: f32 = 1e-4;
 
-fn encoder_scorer(model: &str, toks: &Tokenizers) -> impl Scorer {
+fn encoder_scorer(model: &str, toks: &Tokenizers, precision: Precision) -> impl Scorer {
     let dir = model_dir(model);
     assert!(
         dir.join("model.safetensors").is_file(),
@@ -30,7 +31,7 @@ fn encoder_scorer(model: &str, toks: &Tokenizers) -> impl Scorer {
         dir.join("model.safetensors").display()
     );
     let files = ModelFiles::from_dir(&dir).unwrap();
-    let clf = Arc::new(TokenClassifier::load(&files, "cpu", Precision::F32).unwrap());
+    let clf = Arc::new(TokenClassifier::load(&files, "cpu", precision).unwrap());
     let id = clf.digest().to_string();
     InputScorer::new(
         toks.get(model).clone(),
@@ -48,7 +49,10 @@ fn encoder_probabilities_match_the_reference_and_selection_matches_up_to_ties() 
     let toks = Tokenizers::load();
     let scorers: HashMap<&str, Box<dyn Scorer>> = ["minilm", "xlmr"]
         .into_iter()
-        .map(|m| (m, Box::new(encoder_scorer(m, &toks)) as Box<dyn Scorer>))
+        .map(|m| {
+            let s = encoder_scorer(m, &toks, Precision::F32);
+            (m, Box::new(s) as Box<dyn Scorer>)
+        })
         .collect();
 
     // Known deviation: the encoder API takes no attention mask, so a literal "[PAD]" inside a
@@ -139,4 +143,49 @@ fn encoder_probabilities_match_the_reference_and_selection_matches_up_to_ties() 
         ties.len(),
         all.len()
     );
+}
+
+/// `q8` and `bf16` keep or drop the words f32 keeps or drops, over every golden case on both
+/// test checkpoints (each case's words aligned by their longest common subsequence).
+#[test]
+fn bf16_and_q8_decide_words_as_f32_does_on_the_goldens() {
+    let g = load_goldens();
+    let toks = Tokenizers::load();
+    let scorers = |p: Precision| -> HashMap<&str, Box<dyn Scorer>> {
+        ["minilm", "xlmr"]
+            .into_iter()
+            .map(|m| (m, Box::new(encoder_scorer(m, &toks, p)) as Box<dyn Scorer>))
+            .collect()
+    };
+    let f32s = scorers(Precision::F32);
+    for (precision, bound) in [(Precision::Bf16, 0.99), (Precision::Q8, 0.98)] {
+        let other = scorers(precision);
+        let (mut same, mut words, mut differ) = (0usize, 0usize, 0usize);
+        for case in cases(&g) {
+            let model = case["model"].as_str().unwrap();
+            let ctx = contexts(case);
+            let refs: Vec<&str> = ctx.iter().map(String::as_str).collect();
+            let opts = options(case);
+            let a = compress_prompt_traced(f32s[model].as_ref(), &refs, &opts).unwrap();
+            let b = compress_prompt_traced(other[model].as_ref(), &refs, &opts).unwrap();
+            let orig: Vec<&str> = ctx.iter().flat_map(|c| c.split_whitespace()).collect();
+            let kept = |p: &str| kept_words(&orig, &p.split_whitespace().collect::<Vec<_>>());
+            let (ka, kb) = (kept(&a.0.compressed_prompt), kept(&b.0.compressed_prompt));
+            same += ka.iter().zip(&kb).filter(|(x, y)| x == y).count();
+            words += orig.len();
+            differ += usize::from(a.0.compressed_prompt != b.0.compressed_prompt);
+        }
+        let rate = same as f64 / words as f64;
+        eprintln!(
+            "{}: {rate:.4} of {words} words decided as f32 does; {differ} of {} cases differ",
+            precision.as_str(),
+            cases(&g).len()
+        );
+        assert!(words > 1000, "only {words} words compared");
+        assert!(
+            rate >= bound,
+            "{}: {rate:.4} of words decided as f32 does (bound {bound})",
+            precision.as_str()
+        );
+    }
 }

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use lingua_proxy::compress::llmlingua::{self, Method, Params};
-use lingua_proxy::model::{ModelConfig, WorkCtx};
+use lingua_proxy::model::{ModelConfig, PrecisionSetting, WorkCtx};
 use lingua_proxy::scorer::causal::CausalModel;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -174,7 +174,7 @@ fn sent_tokenize_matches_nltk() {
 }
 
 /// Which words of `orig` survive in `out` (a longest common subsequence of words).
-fn kept_words(orig: &[&str], out: &[&str]) -> Vec<bool> {
+pub(crate) fn kept_words(orig: &[&str], out: &[&str]) -> Vec<bool> {
     let (n, m) = (orig.len(), out.len());
     let mut l = vec![vec![0u32; m + 1]; n + 1];
     for i in (0..n).rev() {
@@ -212,22 +212,49 @@ fn kept_words(orig: &[&str], out: &[&str]) -> Vec<bool> {
 /// breaks the products (a wrong scale or offset leaves a fraction of the words in place).
 #[test]
 fn q8_agrees_with_f32_on_the_goldens() {
-    let mut low = Vec::new();
+    let low: Vec<String> = agreement_on_the_goldens(PrecisionSetting::Q8)
+        .into_iter()
+        .filter(|(_, rate)| *rate < 0.92)
+        .map(|(file, rate)| format!("{file}: q8 agrees with f32 on {rate:.4} of words"))
+        .collect();
+    assert!(low.is_empty(), "{}", low.join("\n"));
+}
+
+/// `precision = "bf16"` (bf16 weights and activations, f32 sums) keeps or drops the same words
+/// as f32 on the goldens. The same cascade as q8's applies (one flipped token moves the
+/// windows after it, and these random checkpoints magnify any rounding): measured 95.4%
+/// (GPT-2) and 97.4% (Llama), against q8's 93.4% and 94.8% in the same run. On a trained model
+/// see `scripts/bench_llmlingua.sh`. The bound sits above q8's.
+#[test]
+fn bf16_agrees_with_f32_on_the_goldens() {
+    const BF16_AGREEMENT: f64 = 0.95;
+    let low: Vec<String> = agreement_on_the_goldens(PrecisionSetting::Bf16)
+        .into_iter()
+        .filter(|(_, rate)| *rate < BF16_AGREEMENT)
+        .map(|(file, rate)| format!("{file}: bf16 agrees with f32 on {rate:.4} of words"))
+        .collect();
+    assert!(low.is_empty(), "{}", low.join("\n"));
+}
+
+/// For each causal golden file, the share of the original words that `precision` keeps or
+/// drops as f32 does.
+fn agreement_on_the_goldens(precision: PrecisionSetting) -> Vec<(&'static str, f64)> {
+    let mut rates = Vec::new();
     for file in ["llmlingua_gpt2.json", "llmlingua_llama.json"] {
         let g = goldens(file);
         let f32_lm = load(&g);
         let dir = root().join(g["model"].as_str().unwrap());
-        let q8_cfg = ModelConfig {
-            precision: Some(lingua_proxy::model::PrecisionSetting::Q8),
+        let cfg = ModelConfig {
+            precision: Some(precision),
             ..ModelConfig::default()
         };
-        let q8_lm = CausalModel::from_dir(&dir, &q8_cfg).unwrap();
+        let lm = CausalModel::from_dir(&dir, &cfg).unwrap();
         let (mut same, mut words) = (0usize, 0usize);
         for case in g["cases"].as_array().unwrap() {
             let params = Params::from_json(&case["params"], Method::Llmlingua).unwrap();
             let (Ok(a), Ok(b)) = (
                 llmlingua::compress_prompt(&f32_lm, &params, &WorkCtx::none()),
-                llmlingua::compress_prompt(&q8_lm, &params, &WorkCtx::none()),
+                llmlingua::compress_prompt(&lm, &params, &WorkCtx::none()),
             ) else {
                 continue;
             };
@@ -248,11 +275,9 @@ fn q8_agrees_with_f32_on_the_goldens() {
             words += orig.len();
         }
         let rate = same as f64 / words as f64;
-        eprintln!("{file}: q8 agrees with f32 on {rate:.4} of {words} words");
+        eprintln!("{file}: {precision:?} agrees with f32 on {rate:.4} of {words} words");
         assert!(words > 1000, "{file}: only {words} words compared");
-        if rate < 0.92 {
-            low.push(format!("{file}: q8 agrees with f32 on {rate:.4} of words"));
-        }
+        rates.push((file, rate));
     }
-    assert!(low.is_empty(), "{}", low.join("\n"));
+    rates
 }

@@ -85,36 +85,60 @@ fn rejects_bad_input() {
     assert!(m.keep_probs(&[]).unwrap().is_empty());
 }
 
+/// Keep/drop agreement (above or below f32's median probability) and the largest probability
+/// error of `precision` against f32, on both architectures.
+fn agreement_with_f32(precision: Precision) -> Vec<(Arch, f64, f32)> {
+    [Arch::Bert, Arch::XlmRoberta]
+        .into_iter()
+        .map(|arch| {
+            let tmp = tempfile::tempdir().unwrap();
+            RandomSpec::tiny(arch, 21).write(tmp.path(), None).unwrap();
+            let f = load(tmp.path(), Precision::F32);
+            let q = load(tmp.path(), precision);
+            assert_ne!(f.digest(), q.digest());
+            let batch = seqs(8, &[128, 90, 33], 300, 4);
+            let pf = f.keep_probs(&batch).unwrap().concat();
+            let pq = q.keep_probs(&batch).unwrap().concat();
+            assert_ne!(pf, pq, "{arch:?}: {precision:?} identical to f32");
+            let mut sorted = pf.clone();
+            sorted.sort_by(f32::total_cmp);
+            let median = sorted[sorted.len() / 2];
+            let agree = pf
+                .iter()
+                .zip(&pq)
+                .filter(|(a, b)| (**a > median) == (**b > median))
+                .count();
+            let worst = pf
+                .iter()
+                .zip(&pq)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            let rate = agree as f64 / pf.len() as f64;
+            eprintln!("{arch:?}: {precision:?} agrees on {rate:.4}, worst error {worst:.4}");
+            (arch, rate, worst)
+        })
+        .collect()
+}
+
 #[test]
 fn q8_agrees_with_f32() {
-    for arch in [Arch::Bert, Arch::XlmRoberta] {
-        let tmp = tempfile::tempdir().unwrap();
-        RandomSpec::tiny(arch, 21).write(tmp.path(), None).unwrap();
-        let f = load(tmp.path(), Precision::F32);
-        let q = load(tmp.path(), Precision::Q8);
-        assert_ne!(f.digest(), q.digest());
-        let batch = seqs(8, &[128, 90, 33], 300, 4);
-        let pf = f.keep_probs(&batch).unwrap().concat();
-        let pq = q.keep_probs(&batch).unwrap().concat();
-        let mut sorted = pf.clone();
-        sorted.sort_by(f32::total_cmp);
-        let median = sorted[sorted.len() / 2];
-        let agree = pf
-            .iter()
-            .zip(&pq)
-            .filter(|(a, b)| (**a > median) == (**b > median))
-            .count();
-        let worst = pf
-            .iter()
-            .zip(&pq)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
-        let rate = agree as f64 / pf.len() as f64;
+    for (arch, rate, worst) in agreement_with_f32(Precision::Q8) {
         assert!(
             rate >= 0.98,
             "{arch:?}: q8 agrees on {rate:.4} of keep/drop decisions"
         );
         assert!(worst < 0.05, "{arch:?}: q8 probability error {worst}");
+    }
+}
+
+#[test]
+fn bf16_agrees_with_f32() {
+    for (arch, rate, worst) in agreement_with_f32(Precision::Bf16) {
+        assert!(
+            rate >= 0.99,
+            "{arch:?}: bf16 agrees on {rate:.4} of keep/drop decisions"
+        );
+        assert!(worst < 0.01, "{arch:?}: bf16 probability error {worst}");
     }
 }
 

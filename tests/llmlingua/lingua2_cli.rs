@@ -160,9 +160,9 @@ fn cli_plain_text_output_and_bad_model() {
 }
 
 /// Every kernel tier (each one this CPU has, forced with `LINGUA_KERNELS`) compresses to the
-/// very same text as the best tier, for both model paths and both precisions: the int8 sums
-/// are exact on every tier and the element-wise builds give the same bits. A ceiling that
-/// names no tier is refused before anything loads.
+/// very same text as the best tier, for both model paths and every precision: the int8 sums
+/// are exact on every tier, the bf16 sums run in one order everywhere, and the element-wise
+/// builds give the same bits. A ceiling that names no tier is refused before anything loads.
 #[test]
 fn every_kernel_tier_compresses_identically() {
     let root = env!("CARGO_MANIFEST_DIR");
@@ -204,7 +204,34 @@ fn every_kernel_tier_compresses_identically() {
             &text,
         ),
         (
+            vec![
+                "--scorer",
+                "llmlingua2",
+                "--model",
+                &xlmr,
+                "--rate",
+                "0.5",
+                "--precision",
+                "bf16",
+                "--json",
+            ],
+            &text,
+        ),
+        (
             vec!["--method", "llmlingua", "--model", &llama, "--params", "-"],
+            &params,
+        ),
+        (
+            vec![
+                "--method",
+                "llmlingua",
+                "--model",
+                &llama,
+                "--precision",
+                "bf16",
+                "--params",
+                "-",
+            ],
             &params,
         ),
         (
@@ -244,6 +271,7 @@ fn every_kernel_tier_compresses_identically() {
             "avx-vnni",
             "avx512",
             "avx512-vnni",
+            "avx512-bf16",
             "amx",
         ] {
             let got = prompt(&run_at_tier(Some(tier), args, stdin));

@@ -14,6 +14,7 @@ fn main() {
     let dir = args.get(1).expect("checkpoint directory");
     let precision = match args.get(2).map(String::as_str) {
         Some("q8") => Precision::Q8,
+        Some("bf16") => Precision::Bf16,
         _ => Precision::F32,
     };
     let tokens: usize = args.get(3).map_or(2000, |s| s.parse().unwrap());

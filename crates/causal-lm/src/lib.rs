@@ -2,7 +2,7 @@
 //! checkpoint directory in (GPT-2, Llama or Qwen2; safetensors or `pytorch_model.bin`), the
 //! negative log-likelihood of each next token out, with a KV cache the caller can truncate or
 //! cut windows out of. Numerics follow transformers 4.46.3 on CPU f32; `Precision::Q8`
-//! quantizes the projection matrices to int8 at load.
+//! quantizes the projection matrices to int8 at load, `Precision::Bf16` rounds them to bf16.
 //!
 //! `train`: distribution alignment, fine-tuning a Llama-family model on the target LLM's
 //! answers (full or LoRA) with candle's autograd.
@@ -31,6 +31,10 @@ pub enum Precision {
     /// channel, activations quantized per row on the fly, products in int8 by the CPU tier's
     /// kernel (`lingua-kernels`); norms, attention and softmax stay f32.
     Q8,
+    /// Linear layers (and the output projection) as bf16 weights, activations rounded to bf16
+    /// on the fly, sums in f32 in one order on every tier (`lingua-kernels`' bf16 products);
+    /// norms, attention and softmax stay f32.
+    Bf16,
 }
 
 /// How to load a model.

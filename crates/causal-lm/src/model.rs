@@ -12,7 +12,7 @@ use crate::cache::KvCache;
 use crate::config::{Activation, Family, LmConfig, RopeScaling};
 use crate::weights::{Raw, Weights};
 use crate::{LmError, Precision};
-use lingua_kernels::{SendPtr, math, products, q8};
+use lingua_kernels::{SendPtr, bf16, math, products, q8};
 
 /// Rows of a task in attention and in the element-wise passes.
 const ROW_BLOCK: usize = 32;
@@ -27,6 +27,8 @@ enum Matrix {
     F32(Vec<f32>),
     /// int8 weights per output channel, packed for the shared int8 kernels.
     Q8(q8::PackedQ8),
+    /// bf16 weights, packed for the shared bf16 kernels.
+    Bf16(bf16::PackedBf16),
 }
 
 /// `y = x · Wᵀ + b` with `W` as `[n, k]`.
@@ -42,6 +44,7 @@ impl Linear {
         let w = match p {
             Precision::F32 => Matrix::F32(w),
             Precision::Q8 => Matrix::Q8(q8::PackedQ8::quantize(&w, n, k, Q8_BLOCK)),
+            Precision::Bf16 => Matrix::Bf16(bf16::PackedBf16::pack(&w, n, k)),
         };
         Self { w, bias, n, k }
     }
@@ -65,6 +68,12 @@ impl Linear {
                 rows.quantize(&x[..m * k], m, k, w.block_size(), threads);
                 let bias = self.bias.as_deref();
                 q8::linear_q8(&rows, w, bias, out, q8::Q8Kernel::detect(), threads);
+            }
+            Matrix::Bf16(w) => {
+                let mut rows = bf16::Bf16Rows::default();
+                rows.convert(&x[..m * k], m, k, threads);
+                let bias = self.bias.as_deref();
+                bf16::linear_bf16(&rows, w, bias, out, bf16::Bf16Kernel::detect(), threads);
             }
         }
     }
@@ -190,7 +199,7 @@ impl Model {
         }
         match p {
             Precision::F32 => Ok(None),
-            Precision::Q8 => Ok(Some(Linear::new(embed.to_vec(), v, d, None, p))),
+            Precision::Q8 | Precision::Bf16 => Ok(Some(Linear::new(embed.to_vec(), v, d, None, p))),
         }
     }
 

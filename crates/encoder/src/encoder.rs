@@ -7,8 +7,9 @@
 //! attention per sequence and head straight out of the QKV buffer (no copies, no padding),
 //! bias/activation/residual/layer-norm fused into single vectorised passes (AVX-512 selected at
 //! run time), and either the `gemm` crate's f32 GEMM (AVX-512 kernels at run time, parity with
-//! PyTorch) or our int8 GEMM with dynamically quantized activations (`Precision::Q8`, AVX-512
-//! VNNI with a portable fallback).
+//! PyTorch), our int8 GEMM with dynamically quantized activations (`Precision::Q8`, AVX-512
+//! VNNI or AMX with a portable fallback) or bf16 weights and activations with f32 sums
+//! (`Precision::Bf16`, AVX512_BF16 or widened FMAs, bit-identical on every tier).
 #![allow(
     unsafe_code,
     reason = "memory-mapped checkpoints (the file is not changed while mapped) and strided GEMM calls"
@@ -27,7 +28,7 @@ use crate::candle_ops::{RawLayer, RawWeights, TensorEncoder, position_ids};
 use crate::config::{Activation, EncoderConfig};
 use crate::load::{LoadError, ModelFiles};
 use crate::tensors::{SafetensorsFile, Tensors};
-use lingua_kernels::{SendPtr, math, products, q8};
+use lingua_kernels::{SendPtr, bf16, math, products, q8};
 
 /// Numeric precision of the encoder's linear layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,6 +38,8 @@ pub enum Precision {
     F32,
     /// int8 weights (per output channel) × int8 activations (per token, quantized on the fly).
     Q8,
+    /// bf16 weights × bf16 activations (rounded on the fly), f32 sums; the word table in bf16.
+    Bf16,
 }
 
 impl Precision {
@@ -44,6 +47,7 @@ impl Precision {
         match self {
             Precision::F32 => "f32",
             Precision::Q8 => "q8",
+            Precision::Bf16 => "bf16",
         }
     }
 }
@@ -54,8 +58,9 @@ impl std::str::FromStr for Precision {
         match s {
             "f32" => Ok(Precision::F32),
             "q8" => Ok(Precision::Q8),
+            "bf16" => Ok(Precision::Bf16),
             other => Err(format!(
-                "unknown precision {other:?} (expected \"f32\" or \"q8\")"
+                "unknown precision {other:?} (expected \"f32\", \"q8\" or \"bf16\")"
             )),
         }
     }
@@ -70,6 +75,7 @@ const Q8_BLOCK: usize = 0;
 enum LinearW {
     F32(Vec<f32>),
     Q8(q8::PackedQ8),
+    Bf16(bf16::PackedBf16),
 }
 
 struct Linear {
@@ -84,6 +90,7 @@ impl Linear {
         let w = match precision {
             Precision::F32 => LinearW::F32(w),
             Precision::Q8 => LinearW::Q8(q8::PackedQ8::quantize(&w, n, k, Q8_BLOCK)),
+            Precision::Bf16 => LinearW::Bf16(bf16::PackedBf16::pack(&w, n, k)),
         };
         Self { n, k, w, bias }
     }
@@ -105,6 +112,17 @@ impl Linear {
                     ctx.threads,
                 );
             }
+            LinearW::Bf16(p) => {
+                ctx.bf16_rows.convert(x, m, self.k, ctx.threads);
+                bf16::linear_bf16(
+                    &ctx.bf16_rows,
+                    p,
+                    Some(&self.bias),
+                    out,
+                    ctx.bf16_kernel,
+                    ctx.threads,
+                );
+            }
         }
     }
 }
@@ -113,6 +131,8 @@ struct Ctx {
     threads: usize,
     q8_kernel: q8::Q8Kernel,
     qrows: q8::QuantRows,
+    bf16_kernel: bf16::Bf16Kernel,
+    bf16_rows: bf16::Bf16Rows,
 }
 
 struct Layer {
@@ -136,6 +156,7 @@ struct CpuEncoder {
     pool: rayon::ThreadPool,
     threads: usize,
     q8_kernel: q8::Q8Kernel,
+    bf16_kernel: bf16::Bf16Kernel,
 }
 
 /// A loaded token classifier. Cheap to share behind an `Arc`; `keep_probs` takes `&self`.
@@ -330,11 +351,13 @@ impl TokenClassifier {
             Target::Cpu => Backend::Cpu(CpuEncoder::load(&cfg, &r, precision, threads)?),
             Target::Candle(dev) => {
                 let raw = read_raw(&cfg, &r)?;
-                if precision == Precision::Q8 {
+                if precision != Precision::F32 {
                     return Err(LoadError::Device {
                         device: device.to_string(),
-                        problem: "precision \"q8\" runs on the CPU kernels only; use \"f32\""
-                            .into(),
+                        problem: format!(
+                            "precision {:?} runs on the CPU kernels only; use \"f32\"",
+                            precision.as_str()
+                        ),
                     });
                 }
                 Backend::Candle(TensorEncoder::new(&cfg, &raw, dev)?)
@@ -523,11 +546,12 @@ fn read_raw(cfg: &EncoderConfig, r: &Reader<'_>) -> Result<RawWeights, LoadError
 }
 
 /// The word-embedding table: f32 rows, or (in `q8`) int8 rows with one scale each, a quarter
-/// of the memory (the table is the largest tensor of a multilingual encoder: 367 MB in f32 for
-/// bert-base-multilingual-cased's 119,547 words).
+/// of the memory, or (in `bf16`) bf16 rows, half (the table is the largest tensor of a
+/// multilingual encoder: 367 MB in f32 for bert-base-multilingual-cased's 119,547 words).
 enum WordTable {
     F32(Vec<f32>),
     Q8 { rows: Vec<i8>, scales: Vec<f32> },
+    Bf16(Vec<u16>),
 }
 
 impl WordTable {
@@ -536,6 +560,14 @@ impl WordTable {
         let (v, h) = (cfg.vocab_size, cfg.hidden_size);
         if precision == Precision::F32 {
             return Ok(WordTable::F32(r.get(&[v, h], WORD_EMBEDDINGS)?));
+        }
+        if precision == Precision::Bf16 {
+            let mut rows = Vec::new();
+            r.each_piece(&[v, h], WORD_EMBEDDINGS, |total, piece| {
+                rows.reserve_exact(total.saturating_sub(rows.len()));
+                rows.extend(piece.iter().map(|x| bf16::to_bf16(*x)));
+            })?;
+            return Ok(WordTable::Bf16(rows));
         }
         let (mut rows, mut scales) = (Vec::new(), Vec::new());
         r.each_piece(&[v, h], WORD_EMBEDDINGS, |total, piece| {
@@ -570,6 +602,12 @@ impl WordTable {
                 let (q, s) = (&rows[id * h..(id + 1) * h], scales[id]);
                 for j in 0..h {
                     dst[j] = q[j] as f32 * s + pe[j] + t0[j];
+                }
+            }
+            WordTable::Bf16(rows) => {
+                let w = &rows[id * h..(id + 1) * h];
+                for j in 0..h {
+                    dst[j] = bf16::from_bf16(w[j]) + pe[j] + t0[j];
                 }
             }
         }
@@ -622,6 +660,7 @@ impl CpuEncoder {
             pool,
             threads,
             q8_kernel: q8::Q8Kernel::detect(),
+            bf16_kernel: bf16::Bf16Kernel::detect(),
         })
     }
 
@@ -633,6 +672,8 @@ impl CpuEncoder {
             threads: self.threads,
             q8_kernel: self.q8_kernel,
             qrows: q8::QuantRows::default(),
+            bf16_kernel: self.bf16_kernel,
+            bf16_rows: bf16::Bf16Rows::default(),
         };
 
         // Embeddings + layer-norm.

@@ -114,6 +114,7 @@ impl CausalModel {
         let precision = match cfg.precision() {
             PrecisionSetting::F32 => Precision::F32,
             PrecisionSetting::Q8 => Precision::Q8,
+            PrecisionSetting::Bf16 => Precision::Bf16,
         };
         let model = CausalLm::load(
             dir,
@@ -140,6 +141,7 @@ impl CausalModel {
                 Precision::F32 => "f32",
                 // "-2": blockwise int8 on the shared kernels (numerics differ from before)
                 Precision::Q8 => "q8-2",
+                Precision::Bf16 => "bf16",
             }
         );
         let model = Arc::new(model);

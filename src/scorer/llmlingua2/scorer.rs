@@ -38,6 +38,7 @@ pub fn load(model: &str, cfg: &ModelConfig) -> Result<LoadedModel, String> {
     let precision = match cfg.precision() {
         PrecisionSetting::F32 => Precision::F32,
         PrecisionSetting::Q8 => Precision::Q8,
+        PrecisionSetting::Bf16 => Precision::Bf16,
     };
     let classifier = if cfg.threads == 0 {
         TokenClassifier::load(&files, cfg.device(), precision)
