@@ -356,16 +356,18 @@ async fn health_endpoints_answer_locally() {
         _ => "int8 AVX2",
     };
     assert_eq!(q8, want_q8, "{cpu}");
-    let want_bf16 = if avx512 && has("avx512vnni") && has("avx512bf16") {
-        "bf16 AVX512_BF16"
+    // Where vdpbf16ps runs, the faster of it and the widened AVX-512F kernel (timed once).
+    let want_bf16: &[&str] = if avx512 && has("avx512vnni") && has("avx512bf16") {
+        &["bf16 AVX512_BF16", "bf16 AVX-512F (widened)"]
     } else if avx512 {
-        "bf16 AVX-512F (widened)"
+        &["bf16 AVX-512F (widened)"]
     } else if avx2 {
-        "bf16 AVX2+FMA (widened)"
+        &["bf16 AVX2+FMA (widened)"]
     } else {
-        "bf16 portable"
+        &["bf16 portable"]
     };
-    assert_eq!(cpu["kernels"]["bf16_products"], want_bf16, "{cpu}");
+    let bf16 = cpu["kernels"]["bf16_products"].as_str().unwrap_or_default();
+    assert!(want_bf16.contains(&bf16), "{cpu}");
     let elementwise = if avx512 {
         "avx512"
     } else if avx2 {

@@ -70,10 +70,11 @@ impl Linear {
                 q8::linear_q8(&rows, w, bias, out, q8::Q8Kernel::detect(), threads);
             }
             Matrix::Bf16(w) => {
+                let kernel = bf16::Bf16Kernel::detect();
                 let mut rows = bf16::Bf16Rows::default();
-                rows.convert(&x[..m * k], m, k, threads);
+                rows.convert(&x[..m * k], m, k, kernel, threads);
                 let bias = self.bias.as_deref();
-                bf16::linear_bf16(&rows, w, bias, out, bf16::Bf16Kernel::detect(), threads);
+                bf16::linear_bf16(&rows, w, bias, out, kernel, threads);
             }
         }
     }

@@ -113,7 +113,8 @@ impl Linear {
                 );
             }
             LinearW::Bf16(p) => {
-                ctx.bf16_rows.convert(x, m, self.k, ctx.threads);
+                ctx.bf16_rows
+                    .convert(x, m, self.k, ctx.bf16_kernel, ctx.threads);
                 bf16::linear_bf16(
                     &ctx.bf16_rows,
                     p,

@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use crate::tier::Tier;
 
 /// Rows of activations per micro-kernel call.
-pub const MR: usize = 6;
+pub const MR: usize = 12;
 /// Output channels per packed panel (two 16-lane registers).
 pub const NR: usize = 32;
 
@@ -65,13 +65,6 @@ fn pack_pairs(src: &[f32], dst: &mut [u32]) {
     if let (Some(p), Some(x)) = (rest.first_mut(), last) {
         *p = x;
     }
-}
-
-/// [`pack_pairs`] compiled for AVX-512 (the same integer operations, 16 lanes at a time).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw")]
-fn pack_pairs_avx512(src: &[f32], dst: &mut [u32]) {
-    pack_pairs(src, dst)
 }
 
 /// Weights of one linear layer in bf16, packed for the micro-kernels.
@@ -122,24 +115,31 @@ impl PackedBf16 {
     }
 }
 
-/// Activations rounded to bf16: `MR`-padded rows of input pairs.
+/// Activations rounded to bf16, `MR`-padded rows: as packed pairs for `vdpbf16ps`, or widened
+/// back to f32 (the same values) for the kernels that multiply in f32, which then broadcast
+/// straight from memory.
 #[derive(Debug, Default, Clone)]
 pub struct Bf16Rows {
     m: usize,
     kp: usize,
+    /// Whether `data` holds packed pairs (one word each) rather than widened values (two).
+    packed: bool,
     data: Vec<u32>,
 }
 
 impl Bf16Rows {
-    /// Rounds `x` (`[m, k]`) into `self`, reusing its buffers; rows are split over the current
-    /// rayon pool when `threads > 1`.
-    pub fn convert(&mut self, x: &[f32], m: usize, k: usize, threads: usize) {
+    /// Rounds `x` (`[m, k]`) into `self` in the form `kernel` reads, reusing its buffers; rows
+    /// are split over the current rayon pool when `threads > 1`.
+    pub fn convert(&mut self, x: &[f32], m: usize, k: usize, kernel: Bf16Kernel, threads: usize) {
         let kp = k.div_ceil(2);
+        let packed = kernel.resolve() == Bf16Kernel::Avx512Bf16;
+        let width = if packed { kp } else { 2 * kp };
         let m_pad = m.div_ceil(MR) * MR;
         self.m = m;
         self.kp = kp;
-        self.data.resize(m_pad * kp, 0);
-        self.data[m * kp..].fill(0);
+        self.packed = packed;
+        self.data.resize(m_pad * width, 0);
+        self.data[m * width..].fill(0);
         #[cfg(target_arch = "x86_64")]
         let wide = std::arch::is_x86_feature_detected!("avx512bw")
             && crate::tier::math_tier(crate::tier::current()) == Tier::Avx512;
@@ -149,14 +149,14 @@ impl Bf16Rows {
             #[cfg(target_arch = "x86_64")]
             if wide {
                 // SAFETY: avx512f and avx512bw were detected above.
-                unsafe { pack_pairs_avx512(row, dst) };
+                unsafe { round_row_avx512(row, dst, packed) };
                 return;
             }
-            pack_pairs(row, dst)
+            round_row(row, dst, packed)
         };
         let rows = self
             .data
-            .chunks_exact_mut(kp)
+            .chunks_exact_mut(width)
             .zip(x.chunks_exact(k))
             .take(m);
         if threads > 1 && m * k > 1 << 16 {
@@ -165,6 +165,25 @@ impl Bf16Rows {
             rows.for_each(job);
         }
     }
+}
+
+/// One row of activations in the form [`Bf16Rows`] holds (padding included).
+fn round_row(src: &[f32], dst: &mut [u32], packed: bool) {
+    if packed {
+        return pack_pairs(src, dst);
+    }
+    let (vals, pad) = dst.split_at_mut(src.len());
+    for (d, x) in vals.iter_mut().zip(src) {
+        *d = (to_bf16(*x) as u32) << 16;
+    }
+    pad.fill(0);
+}
+
+/// [`round_row`] compiled for AVX-512 (the same integer operations, 16 lanes at a time).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn round_row_avx512(src: &[f32], dst: &mut [u32], packed: bool) {
+    round_row(src, dst, packed)
 }
 
 /// Which bf16 kernel runs.
@@ -194,12 +213,29 @@ impl Bf16Kernel {
         Self::for_tier(crate::tier::current())
     }
 
-    /// The best kernel at or below `tier` that this CPU runs.
+    /// The best kernel at or below `tier` that this CPU runs. Where both `vdpbf16ps` and the
+    /// widened AVX-512F kernel run, the faster on a small product, timed once per process:
+    /// Sapphire Rapids issues `vdpbf16ps` at half the rate of an f32 FMA (so the widened
+    /// kernel wins there), Zen 4 at the full rate on twice the work. Both give the same bits.
     pub fn for_tier(tier: Tier) -> Self {
-        Self::ALL
+        let best = Self::ALL
             .into_iter()
             .find(|k| k.tier() <= tier && k.tier().supported())
-            .unwrap_or(Bf16Kernel::Portable)
+            .unwrap_or(Bf16Kernel::Portable);
+        if best == Bf16Kernel::Avx512Bf16 && Bf16Kernel::Avx512.tier().supported() {
+            static FASTER: std::sync::OnceLock<Bf16Kernel> = std::sync::OnceLock::new();
+            return *FASTER.get_or_init(|| faster(Bf16Kernel::Avx512Bf16, Bf16Kernel::Avx512));
+        }
+        best
+    }
+
+    /// This kernel if the CPU runs it, else the best one it does (same results).
+    pub fn resolve(self) -> Self {
+        if self.tier().supported() {
+            self
+        } else {
+            Self::for_tier(self.tier())
+        }
     }
 
     /// The tier whose instructions the kernel needs.
@@ -238,12 +274,13 @@ pub fn linear_bf16(
     if m == 0 || n == 0 {
         return;
     }
-    // A kernel the CPU cannot run falls back to the best one it can (same results).
-    let kernel = if kernel.tier().supported() {
-        kernel
-    } else {
-        Bf16Kernel::for_tier(kernel.tier())
-    };
+    let kernel = kernel.resolve();
+    assert_eq!(
+        x.packed,
+        kernel == Bf16Kernel::Avx512Bf16,
+        "activations converted for another kernel"
+    );
+    let width = if x.packed { kp } else { 2 * kp };
     let out_ptr = crate::SendPtr(out.as_mut_ptr());
     let run_panel = |p: usize| {
         let b = w.panel(p);
@@ -252,10 +289,11 @@ pub fn linear_bf16(
         let bias = bias.map(|b| &b[c0..c0 + cols]);
         let mut acc = [0f32; MR * NR];
         for rb in 0..m.div_ceil(MR) {
-            let a = &x.data[rb * MR * kp..(rb + 1) * MR * kp];
+            let a = &x.data[rb * MR * width..(rb + 1) * MR * width];
             match kernel {
                 // SAFETY (all three): the kernel's tier was checked as supported above; `a`
-                // holds MR rows of `kp` pairs and `b` kp groups of NR pairs.
+                // holds MR rows of `kp` pairs (packed) or `2 kp` values (widened, the others)
+                // and `b` kp groups of NR pairs.
                 #[cfg(target_arch = "x86_64")]
                 Bf16Kernel::Avx512Bf16 => unsafe { x86::kernel_bf16(a, b, kp, &mut acc) },
                 #[cfg(target_arch = "x86_64")]
@@ -296,13 +334,43 @@ fn halves(p: u32) -> (f32, f32) {
     (f32::from_bits(p & 0xffff_0000), f32::from_bits(p << 16))
 }
 
+/// Which of two kernels runs a small product faster here (best of five runs each).
+fn faster(a: Bf16Kernel, b: Bf16Kernel) -> Bf16Kernel {
+    let (m, n, k) = (48, 128, 512);
+    let w: Vec<f32> = (0..n * k)
+        .map(|i| ((i % 97) as f32 - 48.0) / 64.0)
+        .collect();
+    let x: Vec<f32> = (0..m * k)
+        .map(|i| ((i % 89) as f32 - 44.0) / 32.0)
+        .collect();
+    let packed = PackedBf16::pack(&w, n, k);
+    let mut out = vec![0.0f32; m * n];
+    let mut time = |kernel: Bf16Kernel| {
+        let mut rows = Bf16Rows::default();
+        rows.convert(&x, m, k, kernel, 1);
+        (0..5)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                linear_bf16(&rows, &packed, None, &mut out, kernel, 1);
+                t.elapsed()
+            })
+            .min()
+            .unwrap_or_default()
+    };
+    let (ta, tb) = (time(a), time(b));
+    if ta <= tb { a } else { b }
+}
+
 /// `acc[r, c] = Σ` over pairs, odd element first, in plain Rust: the order every kernel keeps.
 fn portable_kernel(a: &[u32], b: &[u32], kp: usize, acc: &mut [f32; MR * NR]) {
     acc.fill(0.0);
     for q in 0..kp {
         let bq = &b[q * NR..(q + 1) * NR];
         for r in 0..MR {
-            let (xo, xe) = halves(a[r * kp + q]);
+            let (xo, xe) = (
+                f32::from_bits(a[r * 2 * kp + 2 * q + 1]),
+                f32::from_bits(a[r * 2 * kp + 2 * q]),
+            );
             for (s, w) in acc[r * NR..(r + 1) * NR].iter_mut().zip(bq) {
                 let (wo, we) = halves(*w);
                 // Each product is exact (see the module header): one rounding per sum.
@@ -353,10 +421,10 @@ mod x86 {
     /// The pairs widened to f32 and summed with fused multiply-adds, odd element first.
     ///
     /// # Safety
-    /// Requires avx512f; shapes as [`kernel_bf16`].
+    /// Requires avx512f; `a` holds MR rows of `2 kp` widened values, `b` `kp` × NR pairs.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn kernel_avx512(a: &[u32], b: &[u32], kp: usize, acc: &mut [f32; MR * NR]) {
-        debug_assert!(a.len() >= MR * kp && b.len() >= kp * NR);
+        debug_assert!(a.len() >= MR * 2 * kp && b.len() >= kp * NR);
         let mut s = [[_mm512_setzero_ps(); 2]; MR];
         let (ap, bp) = (a.as_ptr(), b.as_ptr());
         let hi = _mm512_set1_epi32(0xffff_0000u32 as i32);
@@ -374,8 +442,8 @@ mod x86 {
                     _mm512_castsi512_ps(_mm512_slli_epi32::<16>(w1)),
                 );
                 for (r, s) in s.iter_mut().enumerate() {
-                    let (xo, xe) = super::halves(*ap.add(r * kp + q));
-                    let (xo, xe) = (_mm512_set1_ps(xo), _mm512_set1_ps(xe));
+                    let x = ap.add(r * 2 * kp + 2 * q) as *const f32;
+                    let (xo, xe) = (_mm512_set1_ps(*x.add(1)), _mm512_set1_ps(*x));
                     s[0] = _mm512_fmadd_ps(xo, w0o, s[0]);
                     s[1] = _mm512_fmadd_ps(xo, w1o, s[1]);
                     s[0] = _mm512_fmadd_ps(xe, w0e, s[0]);
@@ -395,10 +463,10 @@ mod x86 {
     /// As [`kernel_avx512`] on 256 bits, eight channels at a time.
     ///
     /// # Safety
-    /// Requires avx2 and fma; shapes as [`kernel_bf16`].
+    /// Requires avx2 and fma; shapes as [`kernel_avx512`].
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn kernel_avx2(a: &[u32], b: &[u32], kp: usize, acc: &mut [f32; MR * NR]) {
-        debug_assert!(a.len() >= MR * kp && b.len() >= kp * NR);
+        debug_assert!(a.len() >= MR * 2 * kp && b.len() >= kp * NR);
         let (ap, bp) = (a.as_ptr(), b.as_ptr());
         let hi = _mm256_set1_epi32(0xffff_0000u32 as i32);
         for g in 0..NR / 8 {
@@ -410,9 +478,9 @@ mod x86 {
                     let wo = _mm256_castsi256_ps(_mm256_and_si256(w, hi));
                     let we = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(w));
                     for (r, s) in s.iter_mut().enumerate() {
-                        let (xo, xe) = super::halves(*ap.add(r * kp + q));
-                        *s = _mm256_fmadd_ps(_mm256_set1_ps(xo), wo, *s);
-                        *s = _mm256_fmadd_ps(_mm256_set1_ps(xe), we, *s);
+                        let x = ap.add(r * 2 * kp + 2 * q) as *const f32;
+                        *s = _mm256_fmadd_ps(_mm256_set1_ps(*x.add(1)), wo, *s);
+                        *s = _mm256_fmadd_ps(_mm256_set1_ps(*x), we, *s);
                     }
                 }
             }
@@ -464,7 +532,7 @@ mod tests {
             let bias: Vec<f32> = (0..n).map(|_| lcg(&mut seed)).collect();
             let packed = PackedBf16::pack(&w, n, k);
             let mut rows = Bf16Rows::default();
-            rows.convert(&x, m, k, 1);
+            rows.convert(&x, m, k, Bf16Kernel::Portable, 1);
             let mut want = vec![0.0; m * n];
             linear_bf16(
                 &rows,
@@ -500,6 +568,7 @@ mod tests {
                 if !kernel.tier().supported() {
                     continue;
                 }
+                rows.convert(&x, m, k, kernel, 2);
                 for threads in [1, 2] {
                     let mut got = vec![0.0; m * n];
                     linear_bf16(&rows, &packed, Some(&bias), &mut got, kernel, threads);
@@ -518,14 +587,16 @@ mod tests {
     fn reused_rows_match_fresh() {
         let mut seed = 3u64;
         let x: Vec<f32> = (0..20 * 9).map(|_| lcg(&mut seed)).collect();
-        let mut reused = Bf16Rows::default();
-        reused.convert(&x, 20, 9, 1);
-        for (m, k) in [(3, 9), (11, 5)] {
-            reused.convert(&x[..m * k], m, k, 1);
-            let mut fresh = Bf16Rows::default();
-            fresh.convert(&x[..m * k], m, k, 1);
-            assert_eq!((reused.m, reused.kp), (fresh.m, fresh.kp));
-            assert_eq!(reused.data, fresh.data);
+        for kernel in Bf16Kernel::ALL {
+            let mut reused = Bf16Rows::default();
+            reused.convert(&x, 20, 9, kernel, 1);
+            for (m, k) in [(3, 9), (11, 5)] {
+                reused.convert(&x[..m * k], m, k, kernel, 1);
+                let mut fresh = Bf16Rows::default();
+                fresh.convert(&x[..m * k], m, k, kernel, 1);
+                assert_eq!((reused.m, reused.kp), (fresh.m, fresh.kp));
+                assert_eq!(reused.data, fresh.data);
+            }
         }
     }
 }
