@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# LLMLingua (v1) end to end, lingua-proxy (f32 and q8) side by side with the Python reference
-# (llmlingua 0.2.2 on PyTorch, transformers 4.46.3) in one run: the same GPT-2-small-shaped
+# LLMLingua (v1) end to end, lingua-proxy (f32, q8 and bf16) side by side with the Python reference
+# (llmlingua 0.2.2 on PyTorch, transformers 4.46.3; f32, and also under PyTorch's bf16 autocast
+# where the CPU has bf16 instructions) in one run: the same GPT-2-small-shaped
 # checkpoint (124M parameters, random weights), the same ~2,000-token English text,
 # compress_prompt(context=[text], rate=0.5). Model loading is excluded from the times; peak RSS
 # is the whole process's (loading included).
 #
-# Also prints the share of words on which q8 keeps or drops the same as f32, and the CPU.
+# Also prints the share of words on which q8 and bf16 keep or drop the same as f32, and the CPU.
 #
 #   scripts/bench_llmlingua.sh            (LINGUA_BENCH_RUNS=3, LINGUA_REF_DIR=/tmp/llmlingua-ref,
 #                                          LINGUA_BENCH_MODEL=target/bench-llmlingua/gpt2-small,
@@ -34,8 +35,13 @@ export TIKTOKEN_CACHE_DIR=$REF/tiktoken NLTK_DATA=$REF/nltk_data HF_HUB_OFFLINE=
 echo "reference: $RUNS runs" >&2
 PYTHONPATH=$REF/tf4 "$REF/venv/bin/python" tools/bench_causal_reference.py --model "$MODEL" \
   --text "$TEXT" --repeat "$RUNS" > "$work/ref.txt"
-SIDES="f32 q8"
-[ -n "${LINGUA_BENCH_GGUF:-}" ] && SIDES="$SIDES f32-gguf q8-gguf"
+if grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo; then
+  echo "reference under bf16 autocast: $RUNS runs" >&2
+  PYTHONPATH=$REF/tf4 "$REF/venv/bin/python" tools/bench_causal_reference.py --model "$MODEL" \
+    --text "$TEXT" --repeat "$RUNS" --bf16 > "$work/ref-bf16.txt"
+fi
+SIDES="f32 q8 bf16"
+[ -n "${LINGUA_BENCH_GGUF:-}" ] && SIDES="$SIDES f32-gguf q8-gguf bf16-gguf"
 for side in $SIDES; do
   prec=${side%-gguf}
   model=$MODEL
@@ -58,6 +64,12 @@ lines = open(f"{work}/ref.txt", encoding="utf-8").read().split("\n", 1)
 ref = json.loads(lines[0])
 ref_prompt = lines[1].rstrip("\n") if len(lines) > 1 else None
 rows = [("reference (PyTorch f32)", ref["median"], ref["peak_rss_mib"], ref["compressed_tokens"], None)]
+if os.path.exists(f"{work}/ref-bf16.txt"):
+    rb = json.loads(open(f"{work}/ref-bf16.txt", encoding="utf-8").readline())
+    rows.append(("reference under PyTorch's bf16 autocast", rb["median"], rb["peak_rss_mib"],
+                 rb["compressed_tokens"], None))
+else:
+    print("(no bf16 instructions on this CPU: PyTorch's bf16 autocast not timed)")
 for prec in sides:
     outs = [json.load(open(f"{work}/{prec}.{i}.json")) for i in range(1, runs + 1)]
     rss = max(int(open(f"{work}/{prec}.{i}.rss").read().split()[-1]) for i in range(1, runs + 1)) / 1024
@@ -71,13 +83,15 @@ print("| | median ms | vs reference | peak RSS MiB | compressed tokens | same pr
 print("|---|---|---|---|---|---|")
 for name, ms, rss, tok, same in rows:
     print(f"| {name} | {ms:,.0f} | {rows[0][1] / ms:.2f}x | {rss:,.0f} | {tok} | {'' if same is None else ('yes' if same else 'no')} |")
-# Word-level agreement of q8 with f32: which words of the text survive whole in each prompt.
+# Word-level agreement with f32: which words of the text survive whole in each prompt.
 words = open(text, encoding="utf-8").read().split()
 def kept(prompt):
     m = [False] * len(words)
     for a, _, n in difflib.SequenceMatcher(None, words, prompt.split(), autojunk=False).get_matching_blocks():
         m[a:a + n] = [True] * n
     return m
-f32, q8 = (kept(json.load(open(f"{work}/{p}.1.json"))["compressed_prompt"]) for p in ("f32", "q8"))
-print(f"q8 keeps or drops the same words as f32 on {sum(a == b for a, b in zip(f32, q8)) / len(words):.2%} of {len(words)} words")
+f32 = kept(json.load(open(f"{work}/f32.1.json"))["compressed_prompt"])
+for p in ("q8", "bf16"):
+    other = kept(json.load(open(f"{work}/{p}.1.json"))["compressed_prompt"])
+    print(f"{p} keeps or drops the same words as f32 on {sum(a == b for a, b in zip(f32, other)) / len(words):.2%} of {len(words)} words")
 PY

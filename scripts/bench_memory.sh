@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Peak memory (RSS, /usr/bin/time) of `lingua-proxy compress` loading a model and compressing
-# benches/data/meeting.txt at rate 0.5, f32 and q8, against the goals of issue 22:
+# benches/data/meeting.txt at rate 0.5, f32, q8 and bf16, against the goals of issue 22:
 #   LLMLingua-2 bert-base-multilingual-cased-sized (709 MB of f32 weights): q8 < 400 MB, f32 < 1 GB
 #   LLMLingua-2 xlm-roberta-large-sized (2.24 GB of f32 weights):            q8 < 1.5 GB
 #   LLMLingua v1 SmolLM2-135M (if scripts/bench_smollm2.sh has built it):     reported only,
@@ -39,7 +39,7 @@ echo "| model, precision | weights file MB | peak RSS MiB | seconds |"
 echo "|---|---|---|---|"
 for kind in bert-base-multilingual-cased xlm-roberta-large; do
   model=$OUT/$kind-random
-  for p in f32 q8; do
+  for p in f32 q8 bf16; do
     rss "$kind, $p" --scorer llmlingua2 --model "$model" --precision "$p" --rate 0.5 \
       --file benches/data/meeting.txt
   done
@@ -48,14 +48,14 @@ model=$OUT/smollm2-135m
 if [ -f "$model/model.safetensors" ]; then
   python3 -c 'import json,sys; print(json.dumps({"context": [open(sys.argv[1]).read()], "rate": 0.5}))' \
     benches/data/meeting.txt > /tmp/bench_memory_params.$$
-  for p in f32 q8; do
+  for p in f32 q8 bf16; do
     rss "SmolLM2-135M (v1), $p" --method llmlingua --model "$model" --precision "$p" \
       --params /tmp/bench_memory_params.$$
   done
   gguf=$OUT/SmolLM2-135M-Instruct.Q4_1.gguf
   if [ -f "$gguf" ]; then
     model=$gguf
-    for p in f32 q8; do
+    for p in f32 q8 bf16; do
       rss "SmolLM2-135M (v1) from its Q4_1 GGUF, $p" --method llmlingua \
         --model "$gguf" --precision "$p" --params /tmp/bench_memory_params.$$
     done

@@ -9,6 +9,7 @@
 #   2. runs `cargo bench --bench distill` with it (training throughput beside the tiny models).
 #
 #   scripts/bench_smollm2.sh                 (LINGUA_BENCH_STEPS=2)
+#   scripts/bench_smollm2.sh --fetch-only    (only the GGUF and the converted checkpoint)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=target/bench-model
@@ -27,6 +28,7 @@ if [ ! -f "$MODEL/model.safetensors" ]; then
   "$OUT/gguf-venv/bin/pip" install -q --disable-pip-version-check gguf==0.19.0 numpy
   "$OUT/gguf-venv/bin/python" tools/convert_gguf_llama.py "$GGUF" "$MODEL"
 fi
+[ "${1:-}" = "--fetch-only" ] && exit 0
 cargo build --release --locked --bin lingua-proxy >&2
 BIN=${CARGO_TARGET_DIR:-target}/release/lingua-proxy
 work=$(mktemp -d)

@@ -3,10 +3,14 @@
 checkpoint and prints one JSON line, then the compressed prompt.
 
   bench_causal_reference.py --model DIR --text FILE [--repeat N] [--threads T] [--warmup W]
+                            [--bf16]
 
 DIR: e.g. from tools/make_causal_bench_model.py (GPT-2 small shape) or tests/models/gpt2-tiny.
 Loading PromptCompressor(model_name=DIR, device_map="cpu") is not timed; then W untimed warm-up
-calls (default 0) and N timed calls of compress_prompt(context=[text], rate=0.5).
+calls (default 0) and N timed calls of compress_prompt(context=[text], rate=0.5). With --bf16
+the model runs under torch.autocast("cpu", torch.bfloat16), PyTorch's own bf16 path (its logits
+are cast back to f32 for llmlingua, which hands them to numpy); only meaningful where the CPU
+has bf16 instructions.
 JSON: {"elapsed_ms": [...], "median": ms, "peak_rss_mib": ru_maxrss of this process (whole run),
 "compressed_tokens": ..., "origin_tokens": ..., "torch", "threads"}.
 
@@ -33,6 +37,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--warmup", type=int, default=0)
+    ap.add_argument("--bf16", action="store_true")
     a = ap.parse_args()
     if not os.environ.get("TIKTOKEN_CACHE_DIR"):
         tiktoken_cache()
@@ -45,6 +50,16 @@ def main():
     with open(a.text) as f:
         text = f.read()
     comp = PromptCompressor(model_name=a.model, device_map="cpu")
+    if a.bf16:
+        forward = comp.model.forward
+
+        def bf16_forward(*args, **kwargs):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = forward(*args, **kwargs)
+            out.logits = out.logits.float()
+            return out
+
+        comp.model.forward = bf16_forward
     for _ in range(a.warmup):
         comp.compress_prompt(context=[text], rate=0.5)
     times, res = [], None
@@ -57,7 +72,7 @@ def main():
            "peak_rss_mib": rss,
            "compressed_tokens": res["compressed_tokens"] if res else None,
            "origin_tokens": res["origin_tokens"] if res else None,
-           "torch": torch.__version__, "threads": torch.get_num_threads()}
+           "torch": torch.__version__, "threads": torch.get_num_threads(), "bf16": a.bf16}
     print(json.dumps(out))
     if res:
         print(res["compressed_prompt"])
