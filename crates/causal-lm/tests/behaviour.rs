@@ -257,7 +257,7 @@ fn input_errors_leave_the_cache_alone() {
 }
 
 #[test]
-fn transformer_prefix_and_q8() {
+fn transformer_prefix_and_reduced_precisions() {
     let d = tempfile::tempdir().unwrap();
     gpt2(d.path(), "transformer.");
     let a = load(d.path());
@@ -267,21 +267,24 @@ fn transformer_prefix_and_q8() {
     let seq = ids(25, 4);
     let la = a.nll(&mut a.new_cache(), &seq).unwrap();
     close(&la, &b.nll(&mut b.new_cache(), &seq).unwrap(), 0.0);
-    for threads in [1, 3] {
-        let q = CausalLm::load(
-            d.path(),
-            &LoadOptions {
-                precision: Precision::Q8,
-                threads,
-            },
-        )
-        .unwrap();
-        let lq = q.nll(&mut q.new_cache(), &seq).unwrap();
-        let mean = la.iter().zip(&lq).map(|(x, y)| (x - y).abs()).sum::<f32>() / la.len() as f32;
-        assert!(mean < 0.05, "q8 mean diff {mean}");
-        assert!(
-            la.iter().zip(&lq).any(|(x, y)| x != y),
-            "q8 identical to f32: not quantized?"
+    // bf16 keeps 8 bits of each operand where int8 keeps 7 of the block's range: closer.
+    for (precision, bound) in [(Precision::Q8, 0.05), (Precision::Bf16, 0.02)] {
+        let mut by_threads = Vec::new();
+        for threads in [1, 3] {
+            let q = CausalLm::load(d.path(), &LoadOptions { precision, threads }).unwrap();
+            let lq = q.nll(&mut q.new_cache(), &seq).unwrap();
+            let mean =
+                la.iter().zip(&lq).map(|(x, y)| (x - y).abs()).sum::<f32>() / la.len() as f32;
+            assert!(mean < bound, "{precision:?} mean diff {mean}");
+            assert!(
+                la.iter().zip(&lq).any(|(x, y)| x != y),
+                "{precision:?} identical to f32: not reduced?"
+            );
+            by_threads.push(lq);
+        }
+        assert_eq!(
+            by_threads[0], by_threads[1],
+            "{precision:?}: threads change the losses"
         );
     }
 }

@@ -223,7 +223,7 @@ fn gguf_scores_as_the_dequantised_checkpoint_does() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path());
     let ids: Vec<u32> = (0..60).map(|i| (i * 37 % V) as u32).collect();
-    for precision in [Precision::F32, Precision::Q8] {
+    for precision in [Precision::F32, Precision::Q8, Precision::Bf16] {
         let opts = LoadOptions {
             precision,
             threads: 1,
