@@ -117,7 +117,12 @@ fn with_methods(
         )?,
         Some(id) => match crate::scorer::causal::lm::load(id, model) {
             Ok(l) => {
-                tracing::info!(model = %id, dir = %l.dir.display(), "causal LM loaded");
+                tracing::info!(
+                    model = %id,
+                    dir = %l.dir.display(),
+                    kv_cache_max_mib = l.model.kv_cache_max_bytes() >> 20,
+                    "causal LM loaded (the KV cache of one request is bounded by kv_cache_max_mib)"
+                );
                 Some(l.model)
             }
             Err(problem) => unavailable(format!("causal model {id}: {problem}"))?,

@@ -29,6 +29,17 @@ const UPSTREAM_BUCKETS: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0,
 ];
 
+/// A causal LM's KV cache: from a few windows of a tiny model to a full context of a large one.
+const KV_CACHE_BUCKETS: &[f64] = &[
+    1048576.0,
+    4194304.0,
+    16777216.0,
+    67108864.0,
+    268435456.0,
+    1073741824.0,
+    4294967296.0,
+];
+
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// Installs the Prometheus recorder (once per process) and returns its handle; `None` when
@@ -51,6 +62,12 @@ pub fn install() -> Option<PrometheusHandle> {
                     b.set_buckets_for_metric(
                         Matcher::Full("lingua_upstream_duration_seconds".into()),
                         UPSTREAM_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("lingua_causal_kv_cache_bytes".into()),
+                        KV_CACHE_BUCKETS,
                     )
                 });
             let handle = match builder.and_then(|b| b.install_recorder()) {
@@ -107,6 +124,12 @@ fn describe() {
         "lingua_compression_duration_seconds",
         Unit::Seconds,
         "Time spent compressing a request"
+    );
+    describe_histogram!(
+        "lingua_causal_kv_cache_bytes",
+        Unit::Bytes,
+        "A request's causal-LM KV cache after each window it fed (its largest is the request's \
+         peak; bounded by max_position_embeddings positions)"
     );
     describe_histogram!(
         "lingua_proxy_overhead_seconds",
@@ -233,6 +256,11 @@ pub fn record(e: &Event, route: &str, price: Option<&Price>, cache_hit_ratio: Op
 /// Counts a request forwarded without interception.
 pub fn record_passthrough(status: u16) {
     counter!("lingua_passthrough_requests_total", "status" => status.to_string()).increment(1);
+}
+
+/// Records the size of a request's causal-LM KV cache after one window.
+pub fn record_kv_cache(bytes: usize) {
+    histogram!("lingua_causal_kv_cache_bytes").record(bytes as f64);
 }
 
 /// Sets the scorer queue depth gauge.

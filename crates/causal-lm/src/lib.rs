@@ -165,6 +165,13 @@ impl CausalLm {
         &self.digest
     }
 
+    /// Bytes one cached position takes (keys and values of every layer, f32); a cache never
+    /// holds more than `max_position_embeddings` positions.
+    pub fn kv_bytes_per_position(&self) -> usize {
+        let c = &self.model.cfg;
+        2 * c.layers * c.kv_heads * c.head_dim * std::mem::size_of::<f32>()
+    }
+
     /// An empty KV cache for this model.
     pub fn new_cache(&self) -> KvCache {
         let c = &self.model.cfg;

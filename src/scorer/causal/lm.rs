@@ -173,6 +173,11 @@ impl CausalModel {
     pub fn lm(&self) -> &CausalLm {
         &self.model
     }
+
+    /// The most a request's KV cache can hold: `max_position_embeddings` positions.
+    pub fn kv_cache_max_bytes(&self) -> usize {
+        self.max_positions * self.model.kv_bytes_per_position()
+    }
 }
 
 impl CausalScorer for CausalModel {
@@ -230,6 +235,7 @@ impl CausalScorer for CausalModel {
         let r = out
             .pop()
             .ok_or_else(|| ScorerError::Model("the model returned no output".into()))?;
+        crate::telemetry::metrics::record_kv_cache(r.cache.bytes());
         *cache = r.cache;
         r.loss.map_err(ScorerError::Model)
     }
