@@ -55,6 +55,7 @@ pub fn from_bf16(h: u16) -> f32 {
 
 /// Pairs `(x[2i], x[2i + 1])` as one word each, the low half first (what `vdpbf16ps` reads);
 /// a missing last element is zero.
+#[inline(always)]
 fn pack_pairs(src: &[f32], dst: &mut [u32]) {
     let pairs = src.chunks_exact(2);
     let last = pairs.remainder().first().map(|x| to_bf16(*x) as u32);
@@ -168,6 +169,7 @@ impl Bf16Rows {
 }
 
 /// One row of activations in the form [`Bf16Rows`] holds (padding included).
+#[inline(always)]
 fn round_row(src: &[f32], dst: &mut [u32], packed: bool) {
     if packed {
         return pack_pairs(src, dst);
