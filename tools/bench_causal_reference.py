@@ -27,7 +27,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_reference import tiktoken_cache  # noqa: E402
+from bench_reference import bf16_autocast, tiktoken_cache  # noqa: E402
 
 
 def main():
@@ -51,15 +51,7 @@ def main():
         text = f.read()
     comp = PromptCompressor(model_name=a.model, device_map="cpu")
     if a.bf16:
-        forward = comp.model.forward
-
-        def bf16_forward(*args, **kwargs):
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                out = forward(*args, **kwargs)
-            out.logits = out.logits.float()
-            return out
-
-        comp.model.forward = bf16_forward
+        bf16_autocast(comp.model)
     for _ in range(a.warmup):
         comp.compress_prompt(context=[text], rate=0.5)
     times, res = [], None

@@ -40,6 +40,24 @@ def tiktoken_cache():
     os.environ["TIKTOKEN_CACHE_DIR"] = d
 
 
+def bf16_autocast(model):
+    """Runs `model` under torch.autocast("cpu", bfloat16), PyTorch's own bf16 path; its logits
+    go back to f32, because llmlingua hands them to numpy, which has no bfloat16. Returns the
+    original forward, to put back."""
+    import torch
+
+    forward = model.forward
+
+    def bf16_forward(*args, **kwargs):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = forward(*args, **kwargs)
+        out.logits = out.logits.float()
+        return out
+
+    model.forward = bf16_forward
+    return forward
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -95,17 +113,7 @@ def main():
         flags = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo")
                       if l.startswith("flags")), [])
         if "avx512_bf16" in flags or "amx_bf16" in flags:
-            # The model runs under autocast; its logits come back as f32, because llmlingua
-            # hands them to numpy, which has no bfloat16.
-            forward = pc.model.forward
-
-            def bf16_forward(*args, **kwargs):
-                with torch.autocast("cpu", dtype=torch.bfloat16):
-                    out = forward(*args, **kwargs)
-                out.logits = out.logits.float()
-                return out
-
-            pc.model.forward = bf16_forward
+            forward = bf16_autocast(pc.model)
             pc.compress_prompt(text, rate=0.5)  # warm-up
             times = []
             for _ in range(a.runs):

@@ -21,6 +21,23 @@ use lingua_proxy::hook::{Passthrough, RequestHook};
 use lingua_proxy::server::ServerHandle;
 use lingua_proxy_testkit::mock::{MockConfig, MockUpstream};
 
+/// The sum of the samples of `name` in a Prometheus exposition whose labels include `labels`.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+            (n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
+            .then(|| value.parse::<f64>().ok())
+            .flatten()
+        })
+        .sum()
+}
+
 pub struct Harness {
     pub mock: MockUpstream,
     pub proxy: ServerHandle,
@@ -31,6 +48,21 @@ impl Harness {
     /// `http://127.0.0.1:PORT/v1` of the proxy.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.proxy.addr, path)
+    }
+
+    /// The sum of the samples of `name` in the proxy's `/metrics` whose labels include
+    /// `labels`.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        metric_sum(&text, name, labels)
     }
 
     pub fn mock_url(&self, path: &str) -> String {

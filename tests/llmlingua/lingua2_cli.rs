@@ -176,78 +176,35 @@ fn every_kernel_tier_compresses_identically() {
         .unwrap()
         .to_string();
     let params = serde_json::json!({"context": [text.clone()], "rate": 0.5}).to_string();
-    let runs: Vec<(Vec<&str>, &str)> = vec![
-        (
-            vec![
-                "--scorer",
-                "llmlingua2",
-                "--model",
-                &xlmr,
-                "--rate",
-                "0.5",
-                "--json",
-            ],
-            &text,
-        ),
-        (
-            vec![
-                "--scorer",
-                "llmlingua2",
-                "--model",
-                &xlmr,
-                "--rate",
-                "0.5",
-                "--precision",
-                "q8",
-                "--json",
-            ],
-            &text,
-        ),
-        (
-            vec![
-                "--scorer",
-                "llmlingua2",
-                "--model",
-                &xlmr,
-                "--rate",
-                "0.5",
-                "--precision",
-                "bf16",
-                "--json",
-            ],
-            &text,
-        ),
-        (
-            vec!["--method", "llmlingua", "--model", &llama, "--params", "-"],
-            &params,
-        ),
-        (
-            vec![
-                "--method",
-                "llmlingua",
-                "--model",
-                &llama,
-                "--precision",
-                "bf16",
-                "--params",
-                "-",
-            ],
-            &params,
-        ),
-        (
-            vec![
-                "--method",
-                "llmlingua",
-                "--model",
-                &llama,
-                "--precision",
-                "q8",
-                "--params",
-                "-",
-            ],
-            &params,
-        ),
-    ];
+    let precisions = ["f32", "q8", "bf16"];
+    let lingua2 = precisions.map(|p| {
+        let args = vec![
+            "--scorer",
+            "llmlingua2",
+            "--model",
+            &xlmr,
+            "--rate",
+            "0.5",
+            "--precision",
+            p,
+            "--json",
+        ];
+        (args, text.as_str())
+    });
+    let llmlingua = precisions.map(|p| {
+        let args = vec![
+            "--method",
+            "llmlingua",
+            "--model",
+            &llama,
+            "--precision",
+            p,
+            "--params",
+            "-",
+        ];
+        (args, params.as_str())
+    });
+    let runs: Vec<(Vec<&str>, &str)> = lingua2.into_iter().chain(llmlingua).collect();
     let prompt = |out: &std::process::Output| -> String {
         assert!(
             out.status.success(),

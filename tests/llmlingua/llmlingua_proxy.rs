@@ -135,24 +135,9 @@ async fn rag_request_is_compressed_with_longllmlingua() {
 
     // Each window's KV cache is measured into /metrics (the recorder is shared by the test
     // binary, so other tests' windows may be counted too; none are without this request).
-    let metrics = h
-        .client
-        .get(h.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or(0.0)
-    };
     let (count, sum) = (
-        value("lingua_causal_kv_cache_bytes_count"),
-        value("lingua_causal_kv_cache_bytes_sum"),
+        h.metric("lingua_causal_kv_cache_bytes_count", &[]).await,
+        h.metric("lingua_causal_kv_cache_bytes_sum", &[]).await,
     );
     assert!(
         count >= 1.0 && sum > 0.0,

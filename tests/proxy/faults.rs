@@ -195,7 +195,7 @@ impl Fx {
             .text()
             .await
             .unwrap();
-        metric_sum(&text, name, labels)
+        common::metric_sum(&text, name, labels)
     }
 
     async fn route_requests(&self, status: &str) -> f64 {
@@ -228,22 +228,6 @@ impl Fx {
             body["messages"][0]["content"]
         );
     }
-}
-
-fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
-            (n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
-            .then(|| value.parse::<f64>().ok())
-            .flatten()
-        })
-        .sum()
 }
 
 /// Asserts OpenAI's error shape and returns `error.code`.
