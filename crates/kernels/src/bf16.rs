@@ -141,18 +141,17 @@ impl Bf16Rows {
         self.packed = packed;
         self.data.resize(m_pad * width, 0);
         self.data[m * width..].fill(0);
-        #[cfg(target_arch = "x86_64")]
-        let wide = std::arch::is_x86_feature_detected!("avx512bw")
-            && crate::tier::math_tier(crate::tier::current()) == Tier::Avx512;
-        #[cfg(not(target_arch = "x86_64"))]
-        let wide = false;
+        // (the AVX-512 tier implies avx512f and avx512bw)
+        let wide = crate::tier::math_tier(crate::tier::current()) == Tier::Avx512;
         let job = |(dst, row): (&mut [u32], &[f32])| {
             #[cfg(target_arch = "x86_64")]
             if wide {
-                // SAFETY: avx512f and avx512bw were detected above.
+                // SAFETY: the AVX-512 tier is supported, so avx512f and avx512bw are present.
                 unsafe { round_row_avx512(row, dst, packed) };
                 return;
             }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = wide;
             round_row(row, dst, packed)
         };
         let rows = self
