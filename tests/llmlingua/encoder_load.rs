@@ -287,6 +287,9 @@ fn cpu_kernels_match_the_candle_ops_path() {
         for (x, y) in a.concat().iter().zip(&b.concat()) {
             assert!((x - y).abs() < 2e-5, "{arch:?}: kernels {x} vs candle {y}");
         }
-        assert!(TokenClassifier::load(&files(tmp.path()), "candle-cpu", Precision::Q8).is_err());
+        for p in [Precision::Q8, Precision::Bf16] {
+            let e = TokenClassifier::load(&files(tmp.path()), "candle-cpu", p).unwrap_err();
+            assert!(e.to_string().contains(p.as_str()), "{e}");
+        }
     }
 }
